@@ -1,0 +1,35 @@
+# Two entry points: `make demo` (set up, make the toy dataset, train and test on it)
+# and `make test` (the whole test suite). Both create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TOY_DIR ?= data/toy
+OUT_DIR ?= output/toy
+
+.PHONY: setup demo demo-x3d test clean
+
+$(STAMP): setup.py requirements.txt requirements-test.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) tools/make_toy_dataset.py --out $(TOY_DIR)
+	$(PY) tools/run_net.py --cfg configs/Toy/vov3d_M_toy.yaml \
+		DATA.PATH_TO_DATA_DIR $(TOY_DIR) OUTPUT_DIR $(OUT_DIR)/vov3d_M
+
+demo-x3d: setup
+	$(PY) tools/make_toy_dataset.py --out $(TOY_DIR)
+	$(PY) tools/run_net.py --cfg configs/Toy/x3d_M_toy.yaml \
+		DATA.PATH_TO_DATA_DIR $(TOY_DIR) OUTPUT_DIR $(OUT_DIR)/x3d_M
+
+test: setup
+	$(PY) -m pytest -q -n 2 tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) $(OUT_DIR)

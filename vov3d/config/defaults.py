@@ -1,0 +1,354 @@
+"""The configuration tree and its defaults.
+
+Keys and defaults follow PySlowFast as forked by the VoV3D reference, so yaml files
+and command lines written for it keep working. Keys that the reference accepted but
+ignored are either made to work or documented where they are defined. Project
+additions are marked "vov3d:".
+"""
+from yacs.config import CfgNode
+
+_C = CfgNode()
+
+# ---------------------------------------------------------------------------------
+# Top level
+# ---------------------------------------------------------------------------------
+# Processes (= GPUs) per machine; 0 runs one CPU process.
+_C.NUM_GPUS = 1
+# Machines in the job; always replaced by --num_shards.
+_C.NUM_SHARDS = 1
+# This machine's index; always replaced by --shard_id.
+_C.SHARD_ID = 0
+_C.OUTPUT_DIR = "./tmp"
+_C.RNG_SEED = 1
+_C.LOG_PERIOD = 10
+_C.LOG_MODEL_INFO = True
+# "nccl" is replaced by "gloo" for CPU runs (NUM_GPUS 0).
+_C.DIST_BACKEND = "nccl"
+
+# ---------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------
+_C.TRAIN = CfgNode()
+_C.TRAIN.ENABLE = True
+_C.TRAIN.DATASET = "kinetics"
+# Clips per machine (split over its NUM_GPUS processes).
+_C.TRAIN.BATCH_SIZE = 64
+_C.TRAIN.EVAL_PERIOD = 10
+_C.TRAIN.CHECKPOINT_PERIOD = 10
+_C.TRAIN.AUTO_RESUME = True
+_C.TRAIN.CHECKPOINT_FILE_PATH = ""
+_C.TRAIN.CHECKPOINT_TYPE = "pytorch"
+_C.TRAIN.CHECKPOINT_INFLATE = False
+# vov3d: None = reset for explicit initialisation files unless they are resumed on
+# purpose; True/False force the choice (reference default: False).
+_C.TRAIN.CHECKPOINT_EPOCH_RESET = None
+_C.TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN = ()
+# vov3d: checkpoints are read with torch.load(weights_only=True); set True only for
+# trusted files that need full unpickling.
+_C.TRAIN.CHECKPOINT_UNSAFE_LOAD = False
+# vov3d: keep only the newest K epoch checkpoints (0 keeps all).
+_C.TRAIN.CHECKPOINT_KEEP_LAST = 0
+_C.TRAIN.MIXED_PRECISION = False
+# If > 0, stop when a loss exceeds this factor times the mean of the previous five.
+_C.TRAIN.KILL_LOSS_EXPLOSION_FACTOR = 0.0
+
+# ---------------------------------------------------------------------------------
+# Testing
+# ---------------------------------------------------------------------------------
+_C.TEST = CfgNode()
+_C.TEST.ENABLE = True
+_C.TEST.DATASET = "kinetics"
+_C.TEST.BATCH_SIZE = 8
+_C.TEST.CHECKPOINT_FILE_PATH = ""
+_C.TEST.NUM_ENSEMBLE_VIEWS = 10
+_C.TEST.NUM_SPATIAL_CROPS = 3
+_C.TEST.CHECKPOINT_TYPE = "pytorch"
+_C.TEST.CHECKPOINT_UNSAFE_LOAD = False
+_C.TEST.SAVE_RESULTS_PATH = ""
+# vov3d: how the views of one video are combined: "sum" or "max" of the softmax.
+_C.TEST.ENSEMBLE_METHOD = "sum"
+# vov3d: testing a model that loaded no checkpoint is refused unless this is set.
+_C.TEST.ALLOW_RANDOM_INIT = False
+
+# ---------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------
+_C.DATA = CfgNode()
+_C.DATA.PATH_TO_DATA_DIR = ""
+_C.DATA.PATH_LABEL_SEPARATOR = " "
+_C.DATA.PATH_PREFIX = ""
+_C.DATA.NUM_FRAMES = 8
+_C.DATA.SAMPLING_RATE = 8
+_C.DATA.MEAN = [0.45, 0.45, 0.45]
+_C.DATA.STD = [0.225, 0.225, 0.225]
+_C.DATA.INPUT_CHANNEL_NUM = [3, 3]
+_C.DATA.TRAIN_JITTER_SCALES = [256, 320]
+_C.DATA.TRAIN_CROP_SIZE = 224
+_C.DATA.TEST_CROP_SIZE = 256
+_C.DATA.TARGET_FPS = 30
+_C.DATA.DECODING_BACKEND = "pyav"
+_C.DATA.INV_UNIFORM_SAMPLE = False
+_C.DATA.RANDOM_FLIP = True
+_C.DATA.MULTI_LABEL = False
+# Legacy spelling of TEST.ENSEMBLE_METHOD; when set it is copied there (with a warning).
+_C.DATA.ENSEMBLE_METHOD = ""
+_C.DATA.REVERSE_INPUT_CHANNEL = False
+# vov3d: newest-PySlowFast temporal test windows (one view = centre window).
+_C.DATA.USE_OFFSET_SAMPLING = False
+# vov3d: frame picked inside each segment for multi-view SSv1/SSv2 tests:
+# "spread" (deterministic, distinct views), "midpoint" (PySlowFast), "random" (VoV3D).
+_C.DATA.SEGMENT_TEST_SAMPLING = "spread"
+# vov3d: validate on one deterministic centre view instead of the training augmentation.
+_C.DATA.DETERMINISTIC_VAL = False
+
+# ---------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------
+_C.MODEL = CfgNode()
+_C.MODEL.ARCH = "slowfast"
+_C.MODEL.MODEL_NAME = "SlowFast"
+_C.MODEL.NUM_CLASSES = 400
+_C.MODEL.LOSS_FUNC = "cross_entropy"
+_C.MODEL.SINGLE_PATHWAY_ARCH = ["c2d", "i3d", "slow", "x3d", "vov3d", "csn", "sevnet", "cox3d"]
+_C.MODEL.MULTI_PATHWAY_ARCH = ["slowfast"]
+_C.MODEL.DROPOUT_RATE = 0.5
+_C.MODEL.DROPCONNECT_RATE = 0.0
+_C.MODEL.FC_INIT_STD = 0.01
+_C.MODEL.HEAD_ACT = "softmax"
+# BN layers stay in eval mode (running statistics frozen) while training.
+_C.MODEL.FROZEN_BN = False
+
+# ---------------------------------------------------------------------------------
+# ResNet options (X3D and VoV3D read a few of these)
+# ---------------------------------------------------------------------------------
+_C.RESNET = CfgNode()
+_C.RESNET.TRANS_FUNC = "bottleneck_transform"
+_C.RESNET.NUM_GROUPS = 1
+_C.RESNET.WIDTH_PER_GROUP = 64
+_C.RESNET.INPLACE_RELU = True
+_C.RESNET.STRIDE_1X1 = False
+_C.RESNET.ZERO_INIT_FINAL_BN = False
+_C.RESNET.DEPTH = 50
+_C.RESNET.NUM_BLOCK_TEMP_KERNEL = [[3], [4], [6], [3]]
+_C.RESNET.SPATIAL_STRIDES = [[1], [2], [2], [2]]
+_C.RESNET.SPATIAL_DILATIONS = [[1], [1], [1], [1]]
+
+# ---------------------------------------------------------------------------------
+# X3D
+# ---------------------------------------------------------------------------------
+_C.X3D = CfgNode()
+_C.X3D.WIDTH_FACTOR = 1.0
+_C.X3D.DEPTH_FACTOR = 1.0
+_C.X3D.BOTTLENECK_FACTOR = 1.0
+_C.X3D.DIM_C5 = 2048
+_C.X3D.DIM_C1 = 12
+_C.X3D.SCALE_RES2 = False
+_C.X3D.BN_LIN5 = False
+_C.X3D.CHANNELWISE_3x3x3 = True
+
+# ---------------------------------------------------------------------------------
+# VoV3D (T-OSA blocks of D(2+1)D units)
+# ---------------------------------------------------------------------------------
+_C.VOV3D = CfgNode()
+# 31 = VoV3D-M, 70 = VoV3D-L (stage depths from the table unless STAGE_DEPTHS is set).
+_C.VOV3D.DEPTH = 19
+_C.VOV3D.TRANS_FUNC = "OSA_transform"
+_C.VOV3D.NUM_CONV = 5
+_C.VOV3D.INNER_CH = 64
+# vov3d: explicit stage depths (e.g. [1, 1, 2, 2] for the first-release VoV3D-M);
+# empty = take them from DEPTH.
+_C.VOV3D.STAGE_DEPTHS = []
+_C.VOV3D.DIM_C5 = 2048
+_C.VOV3D.BN_LIN5 = False
+_C.VOV3D.TEMPORAL_DILATIONS = [[2], [2], [2], [2]]
+_C.VOV3D.SPATIAL_STRIDES = [[2], [2], [2], [2]]
+_C.VOV3D.INNER_MULTIPLIER = [1, 2, 4, 8]
+_C.VOV3D.OUT_MULTIPLIER = [0.5, 1.0, 2, 4]
+
+# ---------------------------------------------------------------------------------
+# CSN (channel-separated networks, ir- and ip- bottlenecks)
+# ---------------------------------------------------------------------------------
+_C.CSN = CfgNode()
+_C.CSN.DEPTH = 152
+# "ir" (interaction-reduced) or "ip" (interaction-preserved).
+_C.CSN.BLOCK = "ir"
+# 1e-3 for VMZ / mmaction2 weights, PyTorch's 1e-5 otherwise.
+_C.CSN.BN_EPS = 1e-5
+# With MODEL.FROZEN_BN this also freezes BN weight and bias ("bnfrozen").
+_C.CSN.BN_FROZEN_AFFINE = False
+
+# ---------------------------------------------------------------------------------
+# SEVNet (simple and efficient video networks)
+# ---------------------------------------------------------------------------------
+_C.SEVNET = CfgNode()
+_C.SEVNET.GROUP_WIDTH = 8
+_C.SEVNET.DEPTHS = [3, 4, 6, 3]
+# "sev", "r2plus1d" or "r3d".
+_C.SEVNET.BLOCK = "sev"
+_C.SEVNET.R2PLUS1D_RATIO = 2.0
+_C.SEVNET.R3D_RATIO = 2.6
+# Squeeze-excitation in every block, reduction SE_REDUCTION.
+_C.SEVNET.SE = False
+_C.SEVNET.SE_REDUCTION = 4
+_C.SEVNET.SHORTCUT_POOL_KERNEL = 3
+_C.SEVNET.SHORTCUT_ACT = True
+_C.SEVNET.POST_ADD_RELU = False
+
+# ---------------------------------------------------------------------------------
+# CoX3D (continual X3D for frame-by-frame streaming)
+# ---------------------------------------------------------------------------------
+_C.COX3D = CfgNode()
+# Frames averaged by the streaming head; 0 = DATA.NUM_FRAMES.
+_C.COX3D.TEMPORAL_WINDOW = 0
+# Temporal padding at the start of a stream: "zeros" or "replicate".
+_C.COX3D.TEMPORAL_FILL = "zeros"
+# Squeeze-excitation pooling while streaming: "frame" or "window".
+_C.COX3D.SE_SCOPE = "frame"
+
+# ---------------------------------------------------------------------------------
+# Non-local and SlowFast (accepted for config compatibility; unused by these models)
+# ---------------------------------------------------------------------------------
+_C.NONLOCAL = CfgNode()
+_C.NONLOCAL.LOCATION = [[[]], [[]], [[]], [[]]]
+_C.NONLOCAL.GROUP = [[1], [1], [1], [1]]
+_C.NONLOCAL.INSTANTIATION = "dot_product"
+_C.NONLOCAL.POOL = [[[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]]]
+
+_C.SLOWFAST = CfgNode()
+_C.SLOWFAST.BETA_INV = 8
+_C.SLOWFAST.ALPHA = 8
+_C.SLOWFAST.FUSION_CONV_CHANNEL_RATIO = 2
+_C.SLOWFAST.FUSION_KERNEL_SZ = 5
+
+# ---------------------------------------------------------------------------------
+# Batch norm
+# ---------------------------------------------------------------------------------
+_C.BN = CfgNode()
+_C.BN.USE_PRECISE_STATS = False
+_C.BN.NUM_BATCHES_PRECISE = 200
+_C.BN.WEIGHT_DECAY = 0.0
+# "batchnorm" or "sync_batchnorm" (statistics shared by NUM_SYNC_DEVICES local GPUs).
+_C.BN.NORM_TYPE = "batchnorm"
+_C.BN.NUM_SPLITS = 1
+_C.BN.NUM_SYNC_DEVICES = 1
+
+# ---------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------
+_C.SOLVER = CfgNode()
+_C.SOLVER.BASE_LR = 0.1
+_C.SOLVER.LR_POLICY = "cosine"
+_C.SOLVER.COSINE_END_LR = 0.0
+_C.SOLVER.COSINE_AFTER_WARMUP = False
+# Accepted for compatibility; no schedule reads them (as in the references).
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.STEP_SIZE = 1
+_C.SOLVER.STEPS = []
+_C.SOLVER.LRS = []
+_C.SOLVER.MAX_EPOCH = 300
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.DAMPENING = 0.0
+_C.SOLVER.NESTEROV = True
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+# Accepted for compatibility; unused (warm-up ends at the policy's value).
+_C.SOLVER.WARMUP_FACTOR = 0.1
+_C.SOLVER.WARMUP_EPOCHS = 0.0
+_C.SOLVER.WARMUP_START_LR = 0.01
+_C.SOLVER.OPTIMIZING_METHOD = "sgd"
+_C.SOLVER.BASE_LR_SCALE_NUM_SHARDS = False
+# vov3d: if > 0, BASE_LR, WARMUP_START_LR and COSINE_END_LR are scaled by
+# (global batch / REFERENCE_BATCH_SIZE).
+_C.SOLVER.REFERENCE_BATCH_SIZE = 0
+_C.SOLVER.ZERO_WD_1D_PARAM = False
+_C.SOLVER.CLIP_GRAD_VAL = None
+_C.SOLVER.CLIP_GRAD_L2NORM = None
+
+# ---------------------------------------------------------------------------------
+# Data loader
+# ---------------------------------------------------------------------------------
+_C.DATA_LOADER = CfgNode()
+_C.DATA_LOADER.NUM_WORKERS = 8
+_C.DATA_LOADER.PIN_MEMORY = True
+_C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
+# vov3d: attempts per sample before a video counts as failed.
+_C.DATA_LOADER.NUM_RETRIES = 10
+
+# ---------------------------------------------------------------------------------
+# Data-loading benchmark
+# ---------------------------------------------------------------------------------
+_C.BENCHMARK = CfgNode()
+_C.BENCHMARK.NUM_EPOCHS = 5
+_C.BENCHMARK.LOG_PERIOD = 100
+_C.BENCHMARK.SHUFFLE = True
+
+# ---------------------------------------------------------------------------------
+# Multigrid (accepted for config compatibility; vov3d does not implement it and
+# refuses to run with a cycle switched on)
+# ---------------------------------------------------------------------------------
+_C.MULTIGRID = CfgNode()
+_C.MULTIGRID.EPOCH_FACTOR = 1.5
+_C.MULTIGRID.SHORT_CYCLE = False
+_C.MULTIGRID.SHORT_CYCLE_FACTORS = [0.5, 0.5 ** 0.5]
+_C.MULTIGRID.LONG_CYCLE = False
+_C.MULTIGRID.LONG_CYCLE_FACTORS = [(0.25, 0.5 ** 0.5), (0.5, 0.5 ** 0.5), (0.5, 1), (1, 1)]
+_C.MULTIGRID.BN_BASE_SIZE = 8
+_C.MULTIGRID.EVAL_FREQ = 3
+_C.MULTIGRID.LONG_CYCLE_SAMPLING_RATE = 0
+_C.MULTIGRID.DEFAULT_B = 0
+_C.MULTIGRID.DEFAULT_T = 0
+_C.MULTIGRID.DEFAULT_S = 0
+
+# ---------------------------------------------------------------------------------
+# TensorBoard
+# ---------------------------------------------------------------------------------
+_C.TENSORBOARD = CfgNode()
+_C.TENSORBOARD.ENABLE = False
+_C.TENSORBOARD.PREDICTIONS_PATH = ""
+# Empty = OUTPUT_DIR/runs-<TRAIN.DATASET>.
+_C.TENSORBOARD.LOG_DIR = ""
+_C.TENSORBOARD.CLASS_NAMES_PATH = ""
+_C.TENSORBOARD.CATEGORIES_PATH = ""
+_C.TENSORBOARD.CONFUSION_MATRIX = CfgNode()
+_C.TENSORBOARD.CONFUSION_MATRIX.ENABLE = False
+_C.TENSORBOARD.CONFUSION_MATRIX.FIGSIZE = [8, 8]
+_C.TENSORBOARD.CONFUSION_MATRIX.SUBSET_PATH = ""
+_C.TENSORBOARD.HISTOGRAM = CfgNode()
+_C.TENSORBOARD.HISTOGRAM.ENABLE = False
+_C.TENSORBOARD.HISTOGRAM.SUBSET_PATH = ""
+_C.TENSORBOARD.HISTOGRAM.TOPK = 10
+_C.TENSORBOARD.HISTOGRAM.FIGSIZE = [8, 8]
+_C.TENSORBOARD.MODEL_VIS = CfgNode()
+_C.TENSORBOARD.MODEL_VIS.ENABLE = False
+_C.TENSORBOARD.MODEL_VIS.MODEL_WEIGHTS = False
+_C.TENSORBOARD.MODEL_VIS.ACTIVATIONS = False
+_C.TENSORBOARD.MODEL_VIS.INPUT_VIDEO = False
+_C.TENSORBOARD.MODEL_VIS.LAYER_LIST = []
+_C.TENSORBOARD.MODEL_VIS.TOPK_PREDS = 1
+_C.TENSORBOARD.MODEL_VIS.COLORMAP = "Pastel2"
+_C.TENSORBOARD.MODEL_VIS.GRAD_CAM = CfgNode()
+_C.TENSORBOARD.MODEL_VIS.GRAD_CAM.ENABLE = True
+_C.TENSORBOARD.MODEL_VIS.GRAD_CAM.LAYER_LIST = []
+_C.TENSORBOARD.MODEL_VIS.GRAD_CAM.USE_TRUE_LABEL = False
+_C.TENSORBOARD.MODEL_VIS.GRAD_CAM.COLORMAP = "viridis"
+_C.TENSORBOARD.WRONG_PRED_VIS = CfgNode()
+_C.TENSORBOARD.WRONG_PRED_VIS.ENABLE = False
+_C.TENSORBOARD.WRONG_PRED_VIS.TAG = "Incorrectly classified videos."
+_C.TENSORBOARD.WRONG_PRED_VIS.SUBSET_PATH = ""
+
+# ---------------------------------------------------------------------------------
+# Detection and demo: present so reference configs load; vov3d is classification only
+# and refuses to run with either switched on.
+# ---------------------------------------------------------------------------------
+_C.DETECTION = CfgNode()
+_C.DETECTION.ENABLE = False
+_C.DETECTION.ALIGNED = True
+_C.DETECTION.SPATIAL_SCALE_FACTOR = 16
+_C.DETECTION.ROI_XFORM_RESOLUTION = 7
+
+_C.DEMO = CfgNode()
+_C.DEMO.ENABLE = False
+
+
+def get_cfg() -> CfgNode:
+    """A fresh, mutable copy of the defaults."""
+    return _C.clone()

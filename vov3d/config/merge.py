@@ -1,0 +1,201 @@
+"""Merging yaml files and command-line overrides into the config tree.
+
+yacs' own merge reports "Non-existent config key" or "Type mismatch" without saying
+where or what was expected. Everything here is checked against the defaults before
+any value changes, and each error names the source, the key, what was given and
+what was expected, with the closest valid keys for a typo.
+"""
+import ast
+import difflib
+import os
+from typing import Any, List, Sequence
+
+import yaml
+from yacs.config import CfgNode
+
+BASE_KEY = "_BASE_"
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used."""
+
+
+def all_keys(cfg: CfgNode, prefix: str = "") -> List[str]:
+    keys = []
+    for name, value in cfg.items():
+        full = prefix + name
+        if isinstance(value, CfgNode):
+            keys.extend(all_keys(value, full + "."))
+        else:
+            keys.append(full)
+    return keys
+
+
+def suggest_keys(cfg: CfgNode, key: str, limit: int = 3) -> List[str]:
+    """Valid keys closest to a misspelt one, compared whole and by their last part."""
+    keys = all_keys(cfg)
+    close = difflib.get_close_matches(key, keys, n=limit, cutoff=0.6)
+    leaf = key.rsplit(".", 1)[-1]
+    by_leaf = {k.rsplit(".", 1)[-1]: k for k in keys}
+    for name in difflib.get_close_matches(leaf, list(by_leaf), n=limit, cutoff=0.75):
+        if by_leaf[name] not in close:
+            close.append(by_leaf[name])
+    return close[:limit]
+
+
+def _unknown_key(cfg: CfgNode, key: str, source: str) -> ConfigError:
+    hint = suggest_keys(cfg, key)
+    msg = f"{source}: unknown config key '{key}'."
+    if hint:
+        msg += " Did you mean: " + ", ".join(hint) + "?"
+    return ConfigError(msg)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return type(value).__name__
+
+
+def _coerce(default: Any, value: Any, key: str, source: str) -> Any:
+    """Return `value` converted to the type of `default`, or raise ConfigError."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return _coerce_list(default, value, key, source)
+    else:
+        if isinstance(value, type(default)):
+            return value
+    example = repr(list(default)) if isinstance(default, tuple) else repr(default)
+    raise ConfigError(
+        f"{source}: wrong type for '{key}': got {value!r} ({_type_name(value)}), "
+        f"expected {_type_name(default)} (default {example})."
+    )
+
+
+def _coerce_list(default: Sequence, value: Sequence, key: str, source: str) -> Any:
+    # Only flat lists of numbers are checked element-wise; nested layouts (e.g.
+    # NUM_BLOCK_TEMP_KERNEL) vary in shape between architectures.
+    numbers = [x for x in default if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    if default and len(numbers) == len(default):
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                raise ConfigError(
+                    f"{source}: wrong type for '{key}[{i}]': got {item!r} ({_type_name(item)}), "
+                    f"expected a number (default {list(default)!r})."
+                )
+            out.append(float(item) if any(isinstance(x, float) for x in default) else item)
+        value = out
+    return type(default)(value) if isinstance(default, tuple) else list(value)
+
+
+def merge_mapping(cfg: CfgNode, data: dict, source: str, prefix: str = "",
+                  root: CfgNode = None) -> None:
+    """Merge a nested dict into `cfg`; every key must already exist."""
+    root = cfg if root is None else root
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys, got {_type_name(data)}.")
+    for name, value in data.items():
+        key = prefix + str(name)
+        if name == BASE_KEY:
+            raise ConfigError(f"{source}: '{BASE_KEY}' is only allowed at the top of a yaml file.")
+        if name not in cfg:
+            raise _unknown_key(root, key, source)
+        current = cfg[name]
+        if isinstance(current, CfgNode):
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"{source}: '{key}' is a group of keys ({', '.join(list(current)[:4])}, ...); "
+                    f"got {value!r}."
+                )
+            merge_mapping(current, value, source, key + ".", root)
+        else:
+            cfg[name] = _coerce(current, value, key, source)
+
+
+def _read_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: '{path}'.")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level.")
+    return data
+
+
+def merge_file(cfg: CfgNode, path: str, _chain: tuple = ()) -> None:
+    """Merge a yaml file, after the files its `_BASE_` names (relative to it)."""
+    path = os.path.abspath(path)
+    if path in _chain:
+        cycle = " -> ".join(list(_chain) + [path])
+        raise ConfigError(f"{path}: '{BASE_KEY}' inheritance loops: {cycle}.")
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: '{BASE_KEY}' must be a path or a list of paths.")
+    for base in bases:
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        if not os.path.isfile(base_path):
+            raise ConfigError(f"{path}: '{BASE_KEY}' file not found: '{base}' (looked at {base_path}).")
+        merge_file(cfg, base_path, _chain + (path,))
+    merge_mapping(cfg, data, path)
+
+
+def parse_override_value(text: str) -> Any:
+    """Command-line values are Python literals when they parse as one, else strings."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def merge_overrides(cfg: CfgNode, opts: Sequence[str], source: str = "command line") -> None:
+    """Merge `KEY VALUE KEY VALUE ...` pairs."""
+    opts = list(opts or [])
+    if len(opts) % 2:
+        raise ConfigError(
+            f"{source}: overrides must come in KEY VALUE pairs; got {len(opts)} tokens, "
+            f"the last one ('{opts[-1]}') has no value."
+        )
+    for key, raw in zip(opts[0::2], opts[1::2]):
+        node = cfg
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, CfgNode) or part not in node:
+                raise _unknown_key(cfg, key, source)
+            if i < len(parts) - 1:
+                node = node[part]
+        current = node[parts[-1]]
+        if isinstance(current, CfgNode):
+            raise ConfigError(f"{source}: '{key}' is a group of keys; set one of its keys, e.g. "
+                              f"{key}.{next(iter(current))}.")
+        value = parse_override_value(raw)
+        if isinstance(current, str) and not isinstance(value, str):
+            # A path or name that happens to parse as a number stays a string.
+            value = raw
+        node[parts[-1]] = _coerce(current, value, key, source)

@@ -1,0 +1,1 @@
+"""Training, testing, checkpoints, distributed launch, meters and logging."""

@@ -1,0 +1,30 @@
+"""A name -> class table whose look-ups ignore case, as dataset names do in PySlowFast."""
+from typing import Callable, Dict, List, Type
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: Dict[str, Type] = {}
+
+    def register(self, cls: Type = None, *, name: str = None) -> Callable:
+        """Use as `@REGISTRY.register()` or `@REGISTRY.register(name="...")`."""
+        def add(obj: Type) -> Type:
+            key = (name or obj.__name__).lower()
+            if key in self._entries and self._entries[key] is not obj:
+                raise KeyError(f"{self.kind} '{name or obj.__name__}' is registered twice.")
+            self._entries[key] = obj
+            return obj
+        return add(cls) if cls is not None else add
+
+    def get(self, name: str) -> Type:
+        try:
+            return self._entries[name.lower()]
+        except KeyError:
+            raise KeyError(f"unknown {self.kind} '{name}'; registered: {', '.join(self.names())}.") from None
+
+    def names(self) -> List[str]:
+        return sorted(obj.__name__ for obj in self._entries.values())
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._entries
