@@ -24,6 +24,8 @@ _C.LOG_PERIOD = 10
 _C.LOG_MODEL_INFO = True
 # "nccl" is replaced by "gloo" for CPU runs (NUM_GPUS 0).
 _C.DIST_BACKEND = "nccl"
+# vov3d: seconds a process waits at the rendezvous and in any collective before failing.
+_C.DIST_TIMEOUT = 1800
 
 # ---------------------------------------------------------------------------------
 # Training
@@ -100,6 +102,9 @@ _C.DATA.USE_OFFSET_SAMPLING = False
 _C.DATA.SEGMENT_TEST_SAMPLING = "spread"
 # vov3d: validate on one deterministic centre view instead of the training augmentation.
 _C.DATA.DETERMINISTIC_VAL = False
+# vov3d: SSv2 only. "" = extracted frames via the frame lists; a file extension such as
+# ".webm" = decode PATH_PREFIX/<video id><ext> directly (no extraction step).
+_C.DATA.SSV2_VIDEO_EXT = ""
 
 # ---------------------------------------------------------------------------------
 # Model
@@ -151,16 +156,28 @@ _C.X3D.CHANNELWISE_3x3x3 = True
 # ---------------------------------------------------------------------------------
 _C.VOV3D = CfgNode()
 # 31 = VoV3D-M, 70 = VoV3D-L (stage depths from the table unless STAGE_DEPTHS is set).
+# The default 19 (and TRANS_FUNC "OSA_transform") build nothing, as in the reference:
+# building a model with them is an error naming the valid values.
 _C.VOV3D.DEPTH = 19
+# The only block transform: "t_osa_2plus1_transform".
 _C.VOV3D.TRANS_FUNC = "OSA_transform"
+# D(2+1)D units per T-OSA module.
 _C.VOV3D.NUM_CONV = 5
+# Base width c: stem c/2, stage widths c * OUT_MULTIPLIER / c * INNER_MULTIPLIER.
 _C.VOV3D.INNER_CH = 64
 # vov3d: explicit stage depths (e.g. [1, 1, 2, 2] for the first-release VoV3D-M);
 # empty = take them from DEPTH.
 _C.VOV3D.STAGE_DEPTHS = []
+# vov3d: the reference head read X3D.DIM_C5 / X3D.BN_LIN5 and ignored these two; here
+# VoV3D reads its own keys. No reference VoV3D config sets either X3D or VOV3D values, and
+# the defaults are equal, so every reference config builds the same head.
 _C.VOV3D.DIM_C5 = 2048
 _C.VOV3D.BN_LIN5 = False
-_C.VOV3D.TEMPORAL_DILATIONS = [[2], [2], [2], [2]]
+# vov3d: temporal dilation of each stage's D(2+1)D temporal conv ("same" padding). The
+# reference ignored the key; the default [[1]] * 4 is its (undilated) behaviour.
+_C.VOV3D.TEMPORAL_DILATIONS = [[1], [1], [1], [1]]
+# vov3d: spatial stride (1 or 2) of each stage's first block. The reference applied
+# entry [0] to all four stages; with the default both readings agree.
 _C.VOV3D.SPATIAL_STRIDES = [[2], [2], [2], [2]]
 _C.VOV3D.INNER_MULTIPLIER = [1, 2, 4, 8]
 _C.VOV3D.OUT_MULTIPLIER = [0.5, 1.0, 2, 4]
@@ -190,8 +207,13 @@ _C.SEVNET.R3D_RATIO = 2.6
 # Squeeze-excitation in every block, reduction SE_REDUCTION.
 _C.SEVNET.SE = False
 _C.SEVNET.SE_REDUCTION = 4
+# Downsample shortcut: average pool 1xKxK stride (1,2,2) (K = 3 padded, or 2), then a
+# 1x1x1 conv followed by BN (SHORTCUT_BN) and ReLU (SHORTCUT_ACT).
 _C.SEVNET.SHORTCUT_POOL_KERNEL = 3
+_C.SEVNET.SHORTCUT_BN = True
 _C.SEVNET.SHORTCUT_ACT = True
+# Channel order of the downsample concat: "shortcut_main" (ShuffleNet) or "main_shortcut".
+_C.SEVNET.CONCAT_ORDER = "shortcut_main"
 _C.SEVNET.POST_ADD_RELU = False
 
 # ---------------------------------------------------------------------------------

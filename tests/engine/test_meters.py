@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from vov3d.engine.meters import EpochMeter, VideoEnsembleMeter, ensemble_views, topk_errors, topks_correct
+
+
+def test_topk_on_hand_made_scores():
+    preds = torch.tensor([[0.1, 0.5, 0.2, 0.15, 0.05, 0.0],
+                          [0.3, 0.1, 0.2, 0.25, 0.1, 0.05],
+                          [0.0, 0.1, 0.2, 0.3, 0.15, 0.25]])
+    labels = torch.tensor([1, 2, 0])
+    assert [int(c) for c in topks_correct(preds, labels, (1, 2, 5))] == [1, 1, 2]
+    top1, top5 = topk_errors(preds, labels, (1, 5))
+    assert float(top1) == pytest.approx(100 * 2 / 3) and float(top5) == pytest.approx(100 / 3)
+
+
+def test_sum_and_max_ensembles():
+    views = torch.tensor([[[0.6, 0.4, 0.0], [0.0, 0.45, 0.55], [0.0, 0.45, 0.55]]])
+    assert torch.allclose(ensemble_views(views, "sum"), torch.tensor([[0.6, 1.3, 1.1]]))
+    assert torch.allclose(ensemble_views(views, "max"), torch.tensor([[0.6, 0.45, 0.55]]))
+    # The two rules disagree on the winner here: sum -> class 1, max -> class 0.
+    with pytest.raises(NotImplementedError):
+        ensemble_views(views, "mean")
+
+
+def test_video_meter_counts_each_video_once_and_excludes_failures():
+    meter = VideoEnsembleMeter(num_videos=4, num_classes=3)
+    # Two "ranks" deliver disjoint, out-of-order videos.
+    meter.add(torch.tensor([2, 0]), torch.tensor([[0.1, 0.2, 0.7], [0.9, 0.05, 0.05]]),
+              torch.tensor([2, 1]), torch.tensor([0, 0]))
+    meter.add(torch.tensor([3, 1]), torch.tensor([[0.2, 0.5, 0.3], [0.0, 0.0, 0.0]]),
+              torch.tensor([1, 0]), torch.tensor([0, 1]))
+    with pytest.raises(RuntimeError, match="twice"):
+        meter.add(torch.tensor([3]), torch.tensor([[1.0, 0, 0]]), torch.tensor([1]), torch.tensor([0]))
+    result = meter.finalize(ks=(1, 2))
+    # videos 0 (wrong at top-1, right at top-2), 2 (right), 3 (right); video 1 failed.
+    assert result["num_videos"] == 3 and result["num_failed"] == 1
+    assert result["top1_acc"] == pytest.approx(100 * 2 / 3) and result["top2_acc"] == pytest.approx(100.0)
+    assert meter.failed_indices() == [1]
+    assert torch.equal(meter.preds[1], torch.zeros(3)) and meter.labels.tolist() == [1, 0, 2, 1]
+
+
+def test_video_meter_reports_missing_videos():
+    meter = VideoEnsembleMeter(num_videos=3, num_classes=2)
+    meter.add(torch.tensor([0]), torch.tensor([[1.0, 0.0]]), torch.tensor([0]), torch.tensor([0]))
+    with pytest.raises(RuntimeError, match="2 of 3 videos got no prediction"):
+        meter.finalize()
+
+
+def test_epoch_meter_medians_and_weighted_means():
+    meter = EpochMeter("train", iters_per_epoch=4, max_epoch=2, log_period=2)
+    for i, (err, n) in enumerate(((10.0, 2), (30.0, 2), (50.0, 4), (70.0, 4))):
+        meter.update_time(0.1, 0.3)
+        meter.update_stats(err, err, n, loss=err / 10, lr=0.1 * i)
+    line = meter.iter_stats(0, 3)
+    assert line["_type"] == "train_iter" and line["top1_err"] == 60.0 and line["iter"] == "4/4"
+    assert meter.iter_stats(0, 2) is None  # only every LOG_PERIOD iterations
+    epoch = meter.epoch_stats(0)
+    assert epoch["top1_err"] == pytest.approx((20 + 60 + 200 + 280) / 12)
+    assert epoch["lr"] == pytest.approx(0.3) and epoch["samples"] == 12
+    assert meter.data_bound_fraction() == pytest.approx(0.25)

@@ -1,0 +1,42 @@
+import pytest
+
+from vov3d.config import assert_and_infer_cfg, get_cfg, merge_overrides
+from vov3d.engine.schedule import lr_at_epoch
+
+
+def _cfg(*overrides):
+    cfg = get_cfg()
+    merge_overrides(cfg, list(overrides))
+    return assert_and_infer_cfg(cfg)
+
+
+def test_vov3d_l_kinetics_cosine_reference_values():
+    cfg = _cfg("SOLVER.BASE_LR", "0.1", "SOLVER.LR_POLICY", "cosine", "SOLVER.MAX_EPOCH", "256",
+               "SOLVER.WARMUP_EPOCHS", "35.0", "SOLVER.WARMUP_START_LR", "0.01")
+    assert lr_at_epoch(cfg, 0.0) == pytest.approx(0.01, abs=1e-12)
+    assert lr_at_epoch(cfg, 17.5) == pytest.approx(0.052729, abs=1e-6)
+    assert lr_at_epoch(cfg, 35.0) == pytest.approx(0.095458, abs=1e-6)
+    assert lr_at_epoch(cfg, 128.0) == pytest.approx(0.05, abs=1e-12)
+    assert lr_at_epoch(cfg, 200.0) == pytest.approx(0.011349, abs=1e-6)
+    # Fractional epochs: warm-up is linear inside an epoch and continuous at its end.
+    assert lr_at_epoch(cfg, 0.5) == pytest.approx(0.01 + 0.5 * (0.095458 - 0.01) / 35, abs=1e-7)
+    assert lr_at_epoch(cfg, 35.0 - 1e-9) == pytest.approx(lr_at_epoch(cfg, 35.0), abs=1e-8)
+
+
+def test_cosine_after_warmup_starts_at_base_lr():
+    cfg = _cfg("SOLVER.BASE_LR", "0.1", "SOLVER.MAX_EPOCH", "100", "SOLVER.WARMUP_EPOCHS", "10.0",
+               "SOLVER.COSINE_AFTER_WARMUP", "True", "SOLVER.COSINE_END_LR", "0.001")
+    assert lr_at_epoch(cfg, 10.0) == pytest.approx(0.1)
+    assert lr_at_epoch(cfg, 55.0) == pytest.approx(0.001 + 0.099 * 0.5)
+    assert lr_at_epoch(cfg, 100.0) == pytest.approx(0.001)
+
+
+def test_ssv2_finetune_steps_with_warmup():
+    cfg = _cfg("SOLVER.BASE_LR", "0.05", "SOLVER.LR_POLICY", "steps_with_relative_lrs",
+               "SOLVER.STEPS", "[0, 35, 45]", "SOLVER.LRS", "[1, 0.1, 0.01, 0.001, 0.0001, 0.00001]",
+               "SOLVER.MAX_EPOCH", "50", "SOLVER.WARMUP_EPOCHS", "0.19", "SOLVER.WARMUP_START_LR", "0.0001")
+    assert lr_at_epoch(cfg, 0.0) == pytest.approx(1e-4)
+    assert lr_at_epoch(cfg, 0.095) == pytest.approx(1e-4 + (0.05 - 1e-4) / 2)
+    for e, want in ((0.19, 0.05), (1.0, 0.05), (34.99, 0.05), (35.0, 0.005), (44.5, 0.005),
+                    (45.0, 5e-4), (49.99, 5e-4), (50.0, 5e-4), (60.0, 5e-4)):
+        assert lr_at_epoch(cfg, e) == pytest.approx(want), e

@@ -1,0 +1,115 @@
+"""A tiny registered model and an in-memory loader that follow the engine's contracts,
+so the loops can be tested without the real models and datasets."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from vov3d.config import assert_and_infer_cfg, get_cfg, merge_overrides
+from vov3d.engine import distributed as du
+from vov3d.models.registry import MODEL_REGISTRY
+
+NUM_CLASSES = 4
+
+
+def tiny_cfg(output_dir, *overrides):
+    cfg = get_cfg()
+    merge_overrides(cfg, [
+        "NUM_GPUS", "0", "OUTPUT_DIR", str(output_dir), "MODEL.MODEL_NAME", "TinyTestNet",
+        "MODEL.NUM_CLASSES", str(NUM_CLASSES), "TRAIN.BATCH_SIZE", "4", "TEST.BATCH_SIZE", "4",
+        "SOLVER.MAX_EPOCH", "2", "SOLVER.BASE_LR", "0.1", "SOLVER.WARMUP_EPOCHS", "0.0",
+        "TRAIN.EVAL_PERIOD", "1", "TRAIN.CHECKPOINT_PERIOD", "1", "LOG_PERIOD", "1",
+        "DATA.NUM_FRAMES", "2", "DATA.TRAIN_CROP_SIZE", "8", "DATA.TEST_CROP_SIZE", "8",
+        "DATA.TRAIN_JITTER_SCALES", "[8, 8]", "TEST.NUM_ENSEMBLE_VIEWS", "1", "TEST.NUM_SPATIAL_CROPS", "1",
+        "DATA_LOADER.NUM_WORKERS", "0", "LOG_MODEL_INFO", "False", "RNG_SEED", "0",
+    ] + [str(o) for o in overrides])
+    assert_and_infer_cfg(cfg)
+    return cfg
+
+
+@MODEL_REGISTRY.register()
+class TinyTestNet(nn.Module):
+    """conv -> bn -> pool -> head.projection; eval mode returns softmax like the real heads.
+
+    `nan_at_call` makes the training forward return NaN logits on that (0-based) call.
+    """
+    nan_at_call = -1
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 6, kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm3d(6)
+        self.frozen_bn = cfg.MODEL.FROZEN_BN
+        if self.frozen_bn:
+            for p in self.bn.parameters():
+                p.requires_grad_(False)
+        self.head = nn.Module()
+        self.head.projection = nn.Linear(6, cfg.MODEL.NUM_CLASSES)
+        self.calls = 0
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.frozen_bn:
+            self.bn.eval()  # running statistics stay fixed while training
+        return self
+
+    def forward(self, x):
+        x = x[0] if isinstance(x, (list, tuple)) else x
+        x = F.relu(self.bn(self.conv(x))).mean(dim=(2, 3, 4))
+        logits = self.head.projection(x)
+        if self.training:
+            if self.calls == type(self).nan_at_call:
+                logits = logits * float("nan")
+            self.calls += 1
+            return logits
+        return logits.softmax(dim=1)
+
+
+class ClipDataset(Dataset):
+    """Deterministic clips whose label is readable from the mean of one channel."""
+
+    def __init__(self, n, frames=2, size=8, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % NUM_CLASSES
+        self.clips = torch.randn(n, 3, frames, size, size, generator=g)
+        self.clips[:, 0] += self.labels.view(-1, 1, 1, 1).float()
+        self.num_videos = n
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return [self.clips[i]], self.labels[i], i, {"num_failures": 0}
+
+    def video_path(self, i):
+        return f"video_{i:03d}.mp4"
+
+
+def fake_loader(n, batch, shuffle, seed=0, drop_last=True):
+    ds = ClipDataset(n, seed=seed)
+    sampler = DistributedSampler(ds, shuffle=shuffle, seed=0, drop_last=drop_last) if du.get_world_size() > 1 else None
+    return DataLoader(ds, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
+                      drop_last=drop_last)
+
+
+def make_fake_trainer_class():
+    """A Trainer whose loaders are the in-memory ones above (imported late: it needs the engine)."""
+    from vov3d.engine.runtime import per_process_batch
+    from vov3d.engine.train import Trainer
+
+    class InMemoryTrainer(Trainer):
+        train_videos = 16
+        val_videos = 8
+
+        def build_loaders(self):
+            batch = per_process_batch(self.cfg, "train")
+            self.train_loader = fake_loader(self.train_videos, batch, shuffle=True)
+            self.val_loader = fake_loader(self.val_videos, batch, shuffle=False, seed=1, drop_last=False)
+            self.precise_loader = fake_loader(self.train_videos, batch, shuffle=True)
+
+        def shuffle(self, epoch):
+            if isinstance(self.train_loader.sampler, DistributedSampler):
+                self.train_loader.sampler.set_epoch(epoch)
+
+    return InMemoryTrainer

@@ -1,0 +1,429 @@
+"""Checkpoint files: atomic saving, discovery, safe reading and the three ways of loading.
+
+* `resume`   (auto-resume): exact model + optimizer (+ AMP scaler), returns the epoch.
+* `finetune` (TRAIN.CHECKPOINT_FILE_PATH): shape-tolerant; skipped/missing keys are listed;
+  the epoch and optimizer are reset for initialisation files unless asked otherwise.
+* `test`     (TEST.CHECKPOINT_FILE_PATH, or the newest training checkpoint): strict.
+
+Files are read with `torch.load(weights_only=True)`; full unpickling (arbitrary code) is
+only allowed with TRAIN/TEST.CHECKPOINT_UNSAFE_LOAD for trusted files.
+"""
+import logging
+import os
+import pickle
+import re
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import yaml
+from yacs.config import CfgNode
+
+logger = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"^checkpoint_epoch_(\d{5})\.pyth$")
+# Variant overrides printed when a first-release VoV3D-M file meets a current model or back.
+VOV3D_M_V1_OVERRIDES = "VOV3D.STAGE_DEPTHS [1,1,2,2] VOV3D.NUM_CONV 4 VOV3D.INNER_CH 48"
+VOV3D_M_V2_OVERRIDES = "VOV3D.DEPTH 31 VOV3D.STAGE_DEPTHS [] VOV3D.NUM_CONV 5 VOV3D.INNER_CH 40"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used as asked; the message says why and what to do."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file needs full unpickling, which is only allowed for trusted files."""
+
+
+# ------------------------------------------------------------------------------------
+# Names and discovery
+# ------------------------------------------------------------------------------------
+def checkpoint_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, "checkpoints")
+
+
+def checkpoint_path(output_dir: str, epoch: int) -> str:
+    """File of the 0-based `epoch` just finished: checkpoint_epoch_{epoch+1:05d}.pyth."""
+    return os.path.join(checkpoint_dir(output_dir), f"checkpoint_epoch_{epoch + 1:05d}.pyth")
+
+
+def list_checkpoints(output_dir: str) -> List[str]:
+    """Complete epoch checkpoints, oldest first (temporary files never match the name)."""
+    folder = checkpoint_dir(output_dir)
+    if not os.path.isdir(folder):
+        return []
+    names = sorted(n for n in os.listdir(folder) if _NAME_RE.match(n))
+    return [os.path.join(folder, n) for n in names]
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare module inside DistributedDataParallel (checkpoints never store `module.`)."""
+    return model.module if hasattr(model, "module") and isinstance(
+        model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else model
+
+
+# ------------------------------------------------------------------------------------
+# Saving
+# ------------------------------------------------------------------------------------
+def save_checkpoint(output_dir: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    epoch: int, cfg: CfgNode, scaler=None, keep_last: int = 0) -> str:
+    """Write the checkpoint of the 0-based `epoch` atomically; call on global rank 0 only.
+
+    The file appears under its final name only once completely written and synced, so a
+    job killed during the save leaves the previous checkpoint as the newest one.
+    """
+    path = checkpoint_path(output_dir, epoch)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    state = {
+        "epoch": epoch,
+        "model_state": OrderedDict((k, v.detach().cpu()) for k, v in unwrap_model(model).state_dict().items()),
+        "optimizer_state": optimizer.state_dict(),
+        "cfg": cfg.dump(),
+    }
+    if scaler is not None and scaler.is_enabled():
+        state["scaler_state"] = scaler.state_dict()
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(folder)
+    logger.info("Saved checkpoint %s (epoch %d).", path, epoch + 1)
+    if keep_last > 0:
+        for old in list_checkpoints(output_dir)[:-keep_last]:
+            os.remove(old)
+            logger.info("Removed old checkpoint %s (TRAIN.CHECKPOINT_KEEP_LAST %d).", old, keep_last)
+    return path
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------
+# Reading
+# ------------------------------------------------------------------------------------
+def read_checkpoint(path: str, *, unsafe: bool = False, unsafe_flag: str = "TRAIN.CHECKPOINT_UNSAFE_LOAD",
+                    checkpoint_type: str = "pytorch") -> Dict:
+    """Load a file onto the CPU; refuse anything that needs arbitrary unpickling."""
+    type_key = unsafe_flag.split(".")[0] + ".CHECKPOINT_TYPE"
+    if checkpoint_type == "caffe2":
+        raise CheckpointError(f"{type_key} caffe2 is not supported (file '{path}'): convert the caffe2 "
+                              "pickle to a PyTorch state dict and use CHECKPOINT_TYPE pytorch.")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint '{path}' not found.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
+    except pickle.UnpicklingError as e:
+        if unsafe:
+            raise CheckpointError(f"checkpoint '{path}' is not a readable PyTorch file: {e}") from e
+        raise UnsafeCheckpointError(
+            f"checkpoint '{path}' contains objects other than tensors and plain containers, so it was "
+            f"not loaded (torch.load weights_only=True; loading it would run code stored in the file). "
+            f"If you trust the file, set {unsafe_flag} True. Details: {str(e).splitlines()[0]}") from e
+    except (EOFError, RuntimeError, OSError) as e:
+        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({type(e).__name__}: {e}).") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint '{path}' holds a {type(obj).__name__}, expected a dict "
+                              "(a state dict or a {'model_state': ...} checkpoint).")
+    return obj
+
+
+def model_state_from(obj: Dict, path: str = "<checkpoint>") -> "OrderedDict[str, torch.Tensor]":
+    """The state dict inside a PySlowFast (`model_state`), `state_dict`/`model`-wrapped or plain
+    file, without a DataParallel `module.` prefix."""
+    for key in ("model_state", "state_dict", "model"):
+        if key in obj and isinstance(obj[key], dict):
+            state = obj[key]
+            break
+    else:
+        state = obj
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad or not state:
+        raise CheckpointError(f"'{path}' has no state dict: expected tensors under 'model_state', "
+                              f"'state_dict' or at the top level; found keys {sorted(obj)[:8]}.")
+    if all(k.startswith("module.") for k in state):
+        state = OrderedDict((k[len("module."):], v) for k, v in state.items())
+    return OrderedDict(state)
+
+
+def stored_epoch(obj: Dict) -> Optional[int]:
+    epoch = obj.get("epoch")
+    return int(epoch) if isinstance(epoch, (int, float)) or (
+        isinstance(epoch, torch.Tensor) and epoch.numel() == 1) else None
+
+
+def clear_name_patterns(state: Dict[str, torch.Tensor], patterns: Sequence[str]) -> "OrderedDict":
+    """Remove every occurrence of each substring from the keys (VoV3D semantics), logging renames."""
+    out = OrderedDict()
+    for key, value in state.items():
+        new = key
+        for pattern in patterns:
+            new = new.replace(pattern, "")
+        if new != key:
+            logger.info("Renaming checkpoint key %s -> %s (CHECKPOINT_CLEAR_NAME_PATTERN).", key, new)
+        out[new] = value
+    return out
+
+
+def inflate_2d(state: Dict[str, torch.Tensor], model_state: Dict[str, torch.Tensor]) -> "OrderedDict":
+    """2-D conv weights [O, I, h, w] -> [O, I, t, h, w], repeated over time and divided by t."""
+    out = OrderedDict(state)
+    for key, value in state.items():
+        target = model_state.get(key)
+        if target is None or value.ndim != 4 or target.ndim != 5:
+            continue
+        if tuple(value.shape) == (target.shape[0], target.shape[1], target.shape[3], target.shape[4]):
+            t = target.shape[2]
+            out[key] = value.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
+            logger.info("Inflated %s %s -> %s.", key, tuple(value.shape), tuple(out[key].shape))
+    return out
+
+
+# ------------------------------------------------------------------------------------
+# VoV3D release detection
+# ------------------------------------------------------------------------------------
+def vov3d_signature(state: Dict[str, torch.Tensor]) -> Optional[Tuple[int, bool, int]]:
+    """(stem width, has a 5th D(2+1)D unit, number of s3 blocks), or None for non-VoV3D dicts."""
+    stem = state.get("s1.pathway0_stem.conv_xy.weight")
+    if stem is None or not any(".branch2.layers." in k for k in state):
+        return None
+    has_unit4 = any(".branch2.layers.4." in k for k in state)
+    s3_blocks = {m.group(1) for k in state for m in [re.match(r"s3\.pathway0_res(\d+)\.", k)] if m}
+    return int(stem.shape[0]), has_unit4, len(s3_blocks)
+
+
+def describe_vov3d(signature: Optional[Tuple[int, bool, int]]) -> str:
+    if signature is None:
+        return "not a VoV3D model"
+    width, unit4, s3 = signature
+    if (width, unit4, s3) == (24, False, 1):
+        return "first-release VoV3D-M (stem 24, 4 units per T-OSA, 1 s3 block)"
+    if (width, unit4, s3) == (20, True, 2):
+        return "current VoV3D-M (stem 20, 5 units per T-OSA, 2 s3 blocks)"
+    return f"VoV3D (stem {width}, {5 if unit4 else 4}+ units per T-OSA, {s3} s3 blocks)"
+
+
+def check_vov3d_variant(ckpt_state: Dict, model_state: Dict, path: str) -> None:
+    """Refuse a first-release VoV3D-M file in a current model (or the reverse), naming the fix."""
+    ckpt_sig, model_sig = vov3d_signature(ckpt_state), vov3d_signature(model_state)
+    if ckpt_sig is None or model_sig is None or ckpt_sig == model_sig:
+        return
+    first, current = (24, False, 1), (20, True, 2)
+    if ckpt_sig == first:
+        fix = f"build the first-release model with the overrides: {VOV3D_M_V1_OVERRIDES}"
+    elif ckpt_sig == current:
+        fix = f"build the current VoV3D-M: {VOV3D_M_V2_OVERRIDES}"
+    else:
+        fix = "use the config the checkpoint was trained with"
+    raise CheckpointError(f"'{path}' is a {describe_vov3d(ckpt_sig)} checkpoint but the model is a "
+                          f"{describe_vov3d(model_sig)}; loading it would skip most of the backbone. "
+                          f"To use it, {fix}.")
+
+
+# ------------------------------------------------------------------------------------
+# Matching a state dict to a model
+# ------------------------------------------------------------------------------------
+@dataclass
+class LoadReport:
+    path: str
+    loaded: List[str] = field(default_factory=list)
+    skipped: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # key, ckpt, model shape
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    epoch: Optional[int] = None
+
+    def summary(self) -> str:
+        return (f"Loaded '{self.path}': {len(self.loaded)} tensors loaded, {len(self.skipped)} skipped "
+                f"for shape mismatch, {len(self.missing)} missing, {len(self.unexpected)} unexpected.")
+
+    def log(self) -> None:
+        logger.info(self.summary())
+        for key, got, want in self.skipped:
+            logger.warning("  skipped %s: checkpoint %s, model %s", key, list(got), list(want))
+        for key in self.missing:
+            logger.warning("  missing (keeps its initialisation): %s", key)
+        for key in self.unexpected:
+            logger.warning("  unexpected (ignored): %s", key)
+
+
+def _ignorable(key: str) -> bool:
+    # Files written before PyTorch 0.4.1 have no BN step counters; they carry no weights.
+    return key.endswith("num_batches_tracked")
+
+
+def match_state(ckpt: Dict[str, torch.Tensor], model: torch.nn.Module, path: str) -> Tuple[Dict, LoadReport]:
+    model_state = model.state_dict()
+    report = LoadReport(path)
+    usable = OrderedDict()
+    for key, value in ckpt.items():
+        if key not in model_state:
+            report.unexpected.append(key)
+        elif tuple(value.shape) != tuple(model_state[key].shape):
+            report.skipped.append((key, tuple(value.shape), tuple(model_state[key].shape)))
+        else:
+            usable[key] = value
+            report.loaded.append(key)
+    report.missing = [k for k in model_state if k not in ckpt and not _ignorable(k)]
+    return usable, report
+
+
+def _load_tensors(model: torch.nn.Module, usable: Dict[str, torch.Tensor]) -> None:
+    model.load_state_dict(usable, strict=False)
+
+
+# ------------------------------------------------------------------------------------
+# The three loading modes
+# ------------------------------------------------------------------------------------
+def load_for_resume(path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler=None, obj: Optional[Dict] = None, unsafe: bool = False) -> int:
+    """Restore a run exactly; returns the 0-based epoch stored in the file."""
+    obj = obj if obj is not None else read_checkpoint(path, unsafe=unsafe)
+    model = unwrap_model(model)
+    usable, report = match_state(model_state_from(obj, path), model, path)
+    if report.skipped or report.missing:
+        report.log()
+        raise CheckpointError(f"cannot resume from '{path}': it does not match the model "
+                              f"({len(report.skipped)} shape mismatches, {len(report.missing)} missing "
+                              "tensors). Was OUTPUT_DIR used by another experiment? Use a new OUTPUT_DIR "
+                              "or TRAIN.AUTO_RESUME False.")
+    _load_tensors(model, usable)
+    report.log()
+    epoch = stored_epoch(obj)
+    if epoch is None or "optimizer_state" not in obj:
+        raise CheckpointError(f"cannot resume from '{path}': it has no 'epoch'/'optimizer_state' "
+                              "(a weights-only file; use TRAIN.CHECKPOINT_FILE_PATH to initialise from it).")
+    optimizer.load_state_dict(obj["optimizer_state"])
+    if scaler is not None and scaler.is_enabled():
+        if "scaler_state" in obj:
+            scaler.load_state_dict(obj["scaler_state"])
+        else:
+            logger.warning("'%s' has no AMP scaler state; the loss scale starts afresh.", path)
+    return epoch
+
+
+def load_for_finetune(path: str, model: torch.nn.Module, cfg: CfgNode,
+                      optimizer: Optional[torch.optim.Optimizer] = None, scaler=None) -> int:
+    """Initialise from TRAIN.CHECKPOINT_FILE_PATH; returns the epoch to continue after (-1 = start).
+
+    Shape-mismatched tensors (e.g. a new NUM_CLASSES head) keep their fresh initialisation
+    and are listed. The epoch and optimizer are restored only when
+    TRAIN.CHECKPOINT_EPOCH_RESET is False and every tensor was loaded.
+    """
+    obj = read_checkpoint(path, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD,
+                          unsafe_flag="TRAIN.CHECKPOINT_UNSAFE_LOAD", checkpoint_type=cfg.TRAIN.CHECKPOINT_TYPE)
+    model = unwrap_model(model)
+    state = model_state_from(obj, path)
+    if cfg.TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN:
+        state = clear_name_patterns(state, cfg.TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN)
+    if cfg.TRAIN.CHECKPOINT_INFLATE:
+        state = inflate_2d(state, model.state_dict())
+    check_vov3d_variant(state, model.state_dict(), path)
+    usable, report = match_state(state, model, path)
+    report.log()
+    _refuse_mostly_unloaded(report, model)
+    _load_tensors(model, usable)
+
+    epoch = stored_epoch(obj)
+    reset = cfg.TRAIN.CHECKPOINT_EPOCH_RESET
+    if epoch is None or reset is None or reset:
+        if epoch is not None:
+            logger.info("Starting from epoch 1: '%s' stored epoch %d, TRAIN.CHECKPOINT_EPOCH_RESET %s "
+                        "resets it for an initialisation file.", path, epoch + 1, reset)
+        return -1
+    if report.skipped or report.missing:
+        logger.warning("Not restoring the optimizer of '%s': %d tensors were not loaded.", path,
+                       len(report.skipped) + len(report.missing))
+    elif optimizer is not None and "optimizer_state" in obj:
+        optimizer.load_state_dict(obj["optimizer_state"])
+        if scaler is not None and scaler.is_enabled() and "scaler_state" in obj:
+            scaler.load_state_dict(obj["scaler_state"])
+    if epoch + 1 >= cfg.SOLVER.MAX_EPOCH:
+        logger.error("!!! '%s' stored epoch %d >= SOLVER.MAX_EPOCH %d: no training epoch will run. "
+                     "Set TRAIN.CHECKPOINT_EPOCH_RESET True (or leave it None) to fine-tune from it. !!!",
+                     path, epoch + 1, cfg.SOLVER.MAX_EPOCH)
+    return epoch
+
+
+def _refuse_mostly_unloaded(report: LoadReport, model: torch.nn.Module) -> None:
+    """A fine-tune may re-initialise the head; losing most of the backbone is a wrong file."""
+    backbone = [k for k in model.state_dict() if not k.startswith("head.") and not _ignorable(k)]
+    lost = {k for k, _, _ in report.skipped} | set(report.missing)
+    lost_backbone = [k for k in backbone if k in lost]
+    if not report.loaded or (backbone and len(lost_backbone) * 2 > len(backbone)):
+        raise CheckpointError(
+            f"'{report.path}' does not fit this model: {len(lost_backbone)} of {len(backbone)} backbone "
+            f"tensors would not be loaded (first: {lost_backbone[:5]}). Check MODEL.MODEL_NAME and the "
+            "architecture keys against the config the checkpoint was trained with.")
+
+
+def load_for_test(path: str, model: torch.nn.Module, cfg: CfgNode) -> Optional[int]:
+    """Strict: every model tensor must come from the file with the right shape."""
+    obj = read_checkpoint(path, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD,
+                          unsafe_flag="TEST.CHECKPOINT_UNSAFE_LOAD", checkpoint_type=cfg.TEST.CHECKPOINT_TYPE)
+    model = unwrap_model(model)
+    state = model_state_from(obj, path)
+    check_vov3d_variant(state, model.state_dict(), path)
+    usable, report = match_state(state, model, path)
+    report.log()
+    if report.skipped or report.missing:
+        details = [f"{k} (checkpoint {list(a)}, model {list(b)})" for k, a, b in report.skipped] + report.missing
+        raise CheckpointError(f"testing needs every weight, but '{path}' does not provide "
+                              f"{len(details)}: {', '.join(details[:10])}"
+                              f"{' ...' if len(details) > 10 else ''}. Check MODEL.NUM_CLASSES and the "
+                              "architecture keys against the training config.")
+    _load_tensors(model, usable)
+    return stored_epoch(obj)
+
+
+# ------------------------------------------------------------------------------------
+# Stored config comparison
+# ------------------------------------------------------------------------------------
+def stored_cfg_differences(obj: Dict, cfg: CfgNode, keys=(("MODEL", "MODEL_NAME"), ("MODEL", "NUM_CLASSES"))) -> List[str]:
+    """'KEY: stored -> current' for the identity keys that differ from the stored config."""
+    text = obj.get("cfg")
+    if not isinstance(text, str):
+        return []
+    try:
+        stored = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return []
+    out = []
+    for group, key in keys:
+        old = stored.get(group, {}).get(key)
+        if old is not None and old != cfg[group][key]:
+            out.append(f"{group}.{key}: stored {old!r}, current {cfg[group][key]!r}")
+    return out
+
+
+# ------------------------------------------------------------------------------------
+# Choosing what to load
+# ------------------------------------------------------------------------------------
+def newest_readable(output_dir: str, unsafe: bool = False) -> Tuple[Optional[str], Optional[Dict]]:
+    """The newest checkpoint that loads, skipping (and reporting) truncated or corrupt files."""
+    for path in reversed(list_checkpoints(output_dir)):
+        try:
+            return path, read_checkpoint(path, unsafe=unsafe)
+        except UnsafeCheckpointError:
+            raise
+        except CheckpointError as e:
+            logger.error("Skipping unusable checkpoint: %s Trying the previous one.", e)
+    return None, None
