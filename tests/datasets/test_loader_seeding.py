@@ -1,0 +1,65 @@
+"""Loader construction: batch sizes, shuffling, worker/epoch seeding, shard sampler."""
+import pytest
+import torch
+
+from tests.datasets.conftest import make_cfg
+from vov3d.datasets.loader import ShardSampler, construct_loader, shuffle_dataset
+
+
+@pytest.fixture(scope="module")
+def same_video_root(tmp_path_factory, kinetics_root):
+    """Eight entries of one video: any difference between items is augmentation."""
+    root = tmp_path_factory.mktemp("same")
+    for split in ("train", "val", "test"):
+        (root / f"{split}.csv").write_text(f"{kinetics_root / 'long.mp4'} 0\n" * 8)
+    return root
+
+
+def epoch_batches(loader, epoch):
+    shuffle_dataset(loader, epoch)
+    return [(index.tolist(), inputs[0]) for inputs, _, index, _ in loader]
+
+
+def test_workers_differ_and_runs_reproduce(same_video_root):
+    cfg = make_cfg(same_video_root, "DATA_LOADER.NUM_WORKERS", "2", "TRAIN.BATCH_SIZE", "4")
+    loader = construct_loader(cfg, "train")
+    assert loader.batch_size == 4 and loader.drop_last and not loader.pin_memory
+    first = epoch_batches(loader, 0)
+    assert len(first) == 2
+    assert not torch.equal(first[0][1], first[1][1])  # batch 0 from worker 0, batch 1 from worker 1
+    again = epoch_batches(construct_loader(cfg, "train"), 0)
+    assert all(a[0] == b[0] and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    later = epoch_batches(loader, 1)
+    assert not torch.equal(first[0][1], later[0][1])
+
+
+def test_in_process_loading_is_seeded_per_epoch(same_video_root):
+    cfg = make_cfg(same_video_root, "TRAIN.BATCH_SIZE", "8")
+    one, two = (epoch_batches(construct_loader(cfg, "train"), 3) for _ in range(2))
+    assert one[0][0] == two[0][0] and torch.equal(one[0][1], two[0][1])
+    assert sorted(one[0][0]) == list(range(8)) and one[0][0] != list(range(8))  # shuffled
+
+
+def test_eval_loaders_keep_order_and_batch_videos(kinetics_root):
+    cfg = make_cfg(kinetics_root, "TEST.NUM_ENSEMBLE_VIEWS", "2", "TEST.BATCH_SIZE", "12",
+                   "TRAIN.BATCH_SIZE", "2")
+    val = construct_loader(cfg, "val")
+    assert [index.tolist() for _, _, index, _ in val] == [[0, 1], [2]]
+    test = construct_loader(cfg, "test")
+    batches = list(test)
+    assert test.batch_size == 2  # 12 views per process / 6 views per video
+    assert batches[0][0][0].shape == (2, 6, 3, 8, 32, 32)
+    assert batches[1][2].tolist() == [2] and batches[1][3]["failed"].tolist() == [0]
+    assert construct_loader(make_cfg(kinetics_root, "TEST.BATCH_SIZE", "4"), "test").batch_size == 1
+
+
+def test_train_split_smaller_than_batch_is_an_error(kinetics_root):
+    with pytest.raises(ValueError, match="fewer than the per-process batch 4"):
+        construct_loader(make_cfg(kinetics_root, "TRAIN.BATCH_SIZE", "4"), "train")
+
+
+def test_shard_sampler_covers_every_index_once():
+    data = list(range(11))
+    shards = [list(ShardSampler(data, rank, 4)) for rank in range(4)]
+    assert sorted(sum(shards, [])) == data and shards[1] == [1, 5, 9]
+    assert [len(ShardSampler(data, rank, 4)) for rank in range(4)] == [3, 3, 3, 2]

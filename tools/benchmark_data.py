@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Data-loading benchmark: training clips/s with 0, 1 and 2 workers, test videos/s with
+decode-once vs one decode per view, decoded frames per test video, and a PySlowFast-style
+baseline clip loader (selective PyAV decoding converting every window frame to RGB,
+normalising full frames to float before a torch bilinear resize) on the same files.
+
+    python tools/benchmark_data.py --cfg configs/Kinetics/vov3d/vov3d_M.yaml \
+        DATA.PATH_TO_DATA_DIR /data/k400 NUM_GPUS 0 TRAIN.BATCH_SIZE 8
+"""
+import random
+import statistics
+import sys
+import time
+from typing import Callable, List
+
+import av
+import numpy as np
+import torch
+
+from vov3d.config.load import build_parser, load_config
+from vov3d.datasets import build_dataset, sampling
+from vov3d.datasets.loader import construct_loader, shuffle_dataset
+
+
+# ----------------------------------------------------------------------------------------
+# PySlowFast-style baseline (Kinetics): the reference pipeline, written out for comparison
+# ----------------------------------------------------------------------------------------
+def baseline_train_clip(path: str, cfg) -> torch.Tensor:
+    data = cfg.DATA
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps, frames, duration = float(stream.average_rate), stream.frames, stream.duration
+        size = sampling.clip_size(data.NUM_FRAMES, data.SAMPLING_RATE, fps, data.TARGET_FPS)
+        decoded = []
+        if duration and frames > 0:
+            start, end = sampling.window_start_end(frames, size, -1, 1)
+            timebase = duration / frames
+            start_pts, end_pts = int(start * timebase), int(end * timebase)
+            container.seek(max(start_pts - 1024, 0), any_frame=False, backward=True, stream=stream)
+            for frame in container.decode(stream):
+                if frame.pts < start_pts:
+                    continue
+                decoded.append(frame.to_rgb().to_ndarray())  # every window frame converted
+                if frame.pts > end_pts:
+                    break
+            start, end = 0, size - 1
+        else:
+            decoded = [f.to_rgb().to_ndarray() for f in container.decode(stream)]
+            start, end = sampling.window_start_end(len(decoded), size, -1, 1)
+    video = torch.as_tensor(np.stack(decoded))
+    index = torch.clamp(torch.linspace(start, end, data.NUM_FRAMES), 0, video.shape[0] - 1).long()
+    clip = video.index_select(0, index).float() / 255.0
+    clip = (clip - torch.tensor(data.MEAN)) / torch.tensor(data.STD)  # full-size frames
+    clip = clip.permute(3, 0, 1, 2)
+    scale = sampling.jitter_size(data.TRAIN_JITTER_SCALES[0], data.TRAIN_JITTER_SCALES[1],
+                                 data.INV_UNIFORM_SAMPLE)
+    new_h, new_w = sampling.short_side_shape(clip.shape[2], clip.shape[3], scale)
+    clip = torch.nn.functional.interpolate(clip, size=(new_h, new_w), mode="bilinear",
+                                           align_corners=False)
+    y, x = sampling.random_crop_offsets(new_h, new_w, data.TRAIN_CROP_SIZE)
+    clip = clip[:, :, y:y + data.TRAIN_CROP_SIZE, x:x + data.TRAIN_CROP_SIZE]
+    if data.RANDOM_FLIP and np.random.uniform() < 0.5:
+        clip = clip.flip(-1)
+    return clip.contiguous()
+
+
+def baseline_test_frames(path: str, cfg) -> int:
+    """Frames the reference decodes for one video's K test views (one decode per view)."""
+    data, test = cfg.DATA, cfg.TEST
+    total = 0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps, frames, duration = float(stream.average_rate), stream.frames, stream.duration
+    if not duration or frames <= 0:
+        return frames * test.NUM_ENSEMBLE_VIEWS * test.NUM_SPATIAL_CROPS
+    size = sampling.clip_size(data.NUM_FRAMES, data.SAMPLING_RATE, fps, data.TARGET_FPS)
+    timebase = duration / frames
+    for temporal in range(test.NUM_ENSEMBLE_VIEWS):
+        start, end = sampling.window_start_end(frames, size, temporal, test.NUM_ENSEMBLE_VIEWS)
+        start_pts, end_pts = int(start * timebase), int(end * timebase)
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            container.seek(max(start_pts - 1024, 0), any_frame=False, backward=True, stream=stream)
+            count = 0
+            for frame in container.decode(stream):
+                count += 1
+                if frame.pts > end_pts:
+                    break
+        total += count * test.NUM_SPATIAL_CROPS  # each crop decodes its clip again
+    return total
+
+
+# ----------------------------------------------------------------------------------------
+# Measurements
+# ----------------------------------------------------------------------------------------
+def median_ms(fn: Callable[[int], object], indices: List[int]) -> float:
+    times = []
+    for i in indices:
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def loader_rate(cfg, split: str, workers: int, max_items: int) -> float:
+    """Items (clips for train, videos for test) per second through a DataLoader."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATA_LOADER.NUM_WORKERS = workers
+    loader = construct_loader(cfg, split)
+    shuffle_dataset(loader, 0)
+    count, start = 0, time.perf_counter()
+    for batch in loader:
+        count += len(batch[2])
+        if count >= max_items:
+            break
+    return count / (time.perf_counter() - start)
+
+
+def main(argv=None) -> None:
+    parser = build_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=40, help="training clips per measurement")
+    parser.add_argument("--videos", type=int, default=6, help="test videos per measurement")
+    parser.add_argument("--workers", default="0,1,2", help="worker counts to measure")
+    args = parser.parse_args(argv)
+    args.opts = list(args.overrides or []) + list(args.opts or [])
+    cfg = load_config(args)
+    cfg.defrost()
+    torch.set_num_threads(1)
+    random.seed(cfg.RNG_SEED)
+    np.random.seed(cfg.RNG_SEED)
+    workers = [int(w) for w in args.workers.split(",")]
+
+    train = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
+    test = build_dataset(cfg.TEST.DATASET, cfg, "test")
+    n_train = min(args.clips, len(train))
+    n_test = min(args.videos, len(test))
+    train_idx = [i % len(train) for i in range(n_train)]
+    test_idx = list(range(n_test))
+    print(f"dataset {cfg.TRAIN.DATASET}: {len(train)} train / {len(test)} test videos; clip "
+          f"{cfg.DATA.NUM_FRAMES}x{cfg.DATA.SAMPLING_RATE}, crop {cfg.DATA.TRAIN_CROP_SIZE}, "
+          f"test {cfg.TEST.NUM_ENSEMBLE_VIEWS}x{cfg.TEST.NUM_SPATIAL_CROPS} views at "
+          f"{cfg.DATA.TEST_CROP_SIZE}; one thread per process")
+
+    rows = []
+    ours = median_ms(lambda i: train[i], train_idx)
+    rows.append(("train clip, one process (ms/clip, median)", f"{ours:.1f}"))
+    if type(train).__name__ == "Kinetics":
+        base = median_ms(lambda i: baseline_train_clip(train.video_path(i), cfg), train_idx)
+        rows.append(("  PySlowFast-style baseline (ms/clip)", f"{base:.1f}"))
+        rows.append(("  speed-up", f"{base / ours:.2f}x"))
+    batch = max(1, cfg.TRAIN.BATCH_SIZE // max(1, cfg.NUM_GPUS))
+    for w in workers:
+        rate = loader_rate(cfg, "train", w, max(n_train, batch))
+        rows.append((f"train loader, {w} worker(s), batch {batch} (clips/s)", f"{rate:.1f}"))
+
+    once = median_ms(lambda i: test[i], test_idx)
+    per_view = median_ms(lambda i: [test.get_view(i, v) for v in range(test.num_views)], test_idx)
+    rows.append((f"test video, decode once ({test.num_views} views, ms/video)", f"{once:.1f}"))
+    rows.append(("test video, one decode per view (ms/video)", f"{per_view:.1f}"))
+    rows.append(("  speed-up", f"{per_view / once:.2f}x"))
+    for w in workers:
+        rate = loader_rate(cfg, "test", w, n_test)
+        rows.append((f"test loader, {w} worker(s) (videos/s)", f"{rate:.2f}"))
+
+    decoded_once = statistics.mean(test.decoded_frames(i) for i in test_idx)
+    decoded_view = statistics.mean(test.decoded_frames(i, per_view=True) for i in test_idx)
+    rows.append(("decoded frames per test video, decode once", f"{decoded_once:.0f}"))
+    rows.append(("decoded frames per test video, per view", f"{decoded_view:.0f}"))
+    if type(test).__name__ == "Kinetics":
+        ref = statistics.mean(baseline_test_frames(test.video_path(i), cfg) for i in test_idx)
+        rows.append(("decoded frames per test video, PySlowFast-style", f"{ref:.0f}"))
+        rows.append(("  reduction", f"{ref / max(decoded_once, 1):.1f}x"))
+    elif not cfg.DATA.SSV2_VIDEO_EXT:
+        rows.append(("  (frame folders: JPEG files read)", ""))
+
+    width = max(len(name) for name, _ in rows)
+    print("-" * (width + 12))
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:>9}")
+    print("-" * (width + 12))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,203 @@
+"""What every dataset shares: the item layout, retries, failure reporting, spatial sampling
+and multi-view testing from one decode.
+
+A dataset subclass lists its videos and labels (`_load_index`) and turns clip requests into
+a frame bank (`_read_clips`). Requests are `(clip_idx, num_clips)`: TRAIN_CLIP = the
+training (val: reference) temporal sampling, CENTRE_CLIP = deterministic centre (val with
+DATA.DETERMINISTIC_VAL), `i >= 0` = temporal test view i of num_clips.
+
+Items (one per video in every split):
+  train/val: ([float32 [3, T, crop, crop]], label, index, {"num_failures"})
+  test:      ([float32 [K, 3, T, crop, crop]], label, video, {"failed", "num_failures"}),
+             K = NUM_ENSEMBLE_VIEWS * NUM_SPATIAL_CROPS, view v = temporal * crops + spatial.
+"""
+import logging
+import random
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from yacs.config import CfgNode
+
+from vov3d.datasets import sampling, transform
+from vov3d.datasets.decoder import FrameBank
+from vov3d.datasets.failures import FailureLog
+
+logger = logging.getLogger(__name__)
+
+TRAIN_CLIP = -1
+CENTRE_CLIP = -2
+
+
+class MissingSampleError(RuntimeError):
+    """A listed file or folder does not exist or is empty: retrying the same one is useless."""
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    # Channel order of the decoded frames ("rgb" or "bgr"); REVERSE_INPUT_CHANNEL flips it.
+    channel_order = "rgb"
+
+    def __init__(self, cfg: CfgNode, split: str):
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; expected train, val or test.")
+        self.cfg = cfg
+        self.split = split
+        self.num_retries = cfg.DATA_LOADER.NUM_RETRIES
+        self.num_temporal_views = cfg.TEST.NUM_ENSEMBLE_VIEWS if split == "test" else 1
+        self.num_spatial_crops = cfg.TEST.NUM_SPATIAL_CROPS if split == "test" else 1
+        self.deterministic_val = split == "val" and cfg.DATA.DETERMINISTIC_VAL
+        self.failures = FailureLog(cfg.OUTPUT_DIR)
+        self._paths: List[str] = []
+        self._labels: List[int] = []
+        self._load_index()
+        if not self._paths:
+            raise ValueError(f"{type(self).__name__} {split} split is empty.")
+        logger.info("%s %s: %d videos, %d view(s) per video.", type(self).__name__, split,
+                    len(self._paths), self.num_views)
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _load_index(self) -> None:
+        """Fill self._paths (one printable location per video) and self._labels."""
+        raise NotImplementedError
+
+    def _read_clips(self, index: int, clips: Sequence[Tuple[int, int]]) -> FrameBank:
+        """Decode the requested clips of video `index` in one pass."""
+        raise NotImplementedError
+
+    def _views_share_frames(self) -> bool:
+        """Whether the spatial crops of one temporal view use the same frames."""
+        return True
+
+    # ------------------------------------------------------------------ public
+    @property
+    def num_videos(self) -> int:
+        return len(self._paths)
+
+    @property
+    def num_views(self) -> int:
+        return self.num_temporal_views * self.num_spatial_crops
+
+    @property
+    def labels(self) -> List[int]:
+        return list(self._labels)
+
+    def video_path(self, index: int) -> str:
+        return self._paths[index]
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, index: int):
+        if self.split == "test":
+            return self._test_item(index)
+        return self._clip_item(index)
+
+    def get_view(self, video: int, view: int) -> torch.Tensor:
+        """View `view` of test video `video` decoded on its own, the reference way (one decode
+        per view); equals `self[video][0][0][view]` for deterministic sampling."""
+        temporal, spatial = sampling.view_indices(view, self.num_spatial_crops)
+        bank = self._read_clips(video, [(temporal, self.num_temporal_views)])
+        return self._views(bank, [(0, spatial)])[0]
+
+    def decoded_frames(self, video: int, per_view: bool = False) -> int:
+        """Frames the decoder produces for all test views of a video, in one pass or with
+        one decode per view (JPEG files read, for frame folders)."""
+        clips = [(t, self.num_temporal_views) for t in range(self.num_temporal_views)]
+        if not per_view:
+            return self._read_clips(video, clips).decoded
+        return sum(self._read_clips(video, [clips[v // self.num_spatial_crops]]).decoded
+                   for v in range(self.num_views))
+
+    def check(self, video: int) -> Optional[str]:
+        """Read one deterministic clip of a video: None if it works, else the error."""
+        try:
+            bank = self._read_clips(video, [(CENTRE_CLIP, 1)])
+            if not bank.frames:
+                return "no frames"
+            return None
+        except Exception as error:
+            return f"{type(error).__name__}: {error}"
+
+    # ------------------------------------------------------------------ items
+    def _clip_item(self, index: int):
+        failures, tried = 0, []
+        for attempt in range(self.num_retries):
+            try:
+                if self.deterministic_val:
+                    bank = self._read_clips(index, [(CENTRE_CLIP, 1)])
+                    clip = self._views(bank, [(0, 1)], resize=self.cfg.DATA.TRAIN_JITTER_SCALES[0],
+                                       crop=self.cfg.DATA.TRAIN_CROP_SIZE)[0]
+                else:
+                    bank = self._read_clips(index, [(TRAIN_CLIP, 1)])
+                    clip = self._train_clip(bank.clip(0))
+                return [clip], self._labels[index], index, {"num_failures": failures}
+            except Exception as error:
+                failures += 1
+                tried.append((self._paths[index], error))
+                self.failures.record(self._paths[index], error)
+                # As the reference: the same video first, a random other one once more than
+                # half the attempts failed; a missing file is replaced at once.
+                if attempt > self.num_retries // 2 or isinstance(error, MissingSampleError):
+                    index = random.randint(0, len(self._paths) - 1)
+        first = dict(reversed(tried))  # one (earliest) error per distinct file
+        names = "; ".join(f"{path} ({type(e).__name__}: {e})"
+                          for path, e in list(reversed(first.items()))[:5])
+        raise RuntimeError(f"Failed to load a {self.split} clip after {self.num_retries} attempts "
+                           f"(DATA_LOADER.NUM_RETRIES); first files: {names}")
+
+    def _test_item(self, video: int):
+        crops = self.num_spatial_crops
+        if self._views_share_frames():
+            clips = [(t, self.num_temporal_views) for t in range(self.num_temporal_views)]
+            views = [sampling.view_indices(v, crops) for v in range(self.num_views)]
+        else:
+            clips = [(v // crops, self.num_temporal_views) for v in range(self.num_views)]
+            views = [(v, v % crops) for v in range(self.num_views)]
+        failures = 0
+        attempts = self.num_retries
+        while attempts > 0:
+            attempts -= 1
+            try:
+                bank = self._read_clips(video, clips)
+                inputs = torch.stack(self._views(bank, views))
+                return [inputs], self._labels[video], video, {"failed": 0, "num_failures": failures}
+            except Exception as error:
+                failures += 1
+                self.failures.record(self._paths[video], error)
+                if isinstance(error, MissingSampleError):
+                    break
+        # Never another video's data: the engine counts this video as failed.
+        crop = self.cfg.DATA.TEST_CROP_SIZE
+        empty = torch.zeros(self.num_views, 3, self.cfg.DATA.NUM_FRAMES, crop, crop)
+        return [empty], self._labels[video], video, {"failed": 1, "num_failures": failures}
+
+    # ------------------------------------------------------------------ spatial
+    def _train_clip(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        data = self.cfg.DATA
+        clip = transform.train_crops(frames, tuple(data.TRAIN_JITTER_SCALES), data.TRAIN_CROP_SIZE,
+                                     data.INV_UNIFORM_SAMPLE, data.RANDOM_FLIP)
+        return self._normalize(clip)
+
+    def _views(self, bank: FrameBank, views: Sequence[Tuple[int, int]], resize: int = None,
+               crop: int = None) -> List[torch.Tensor]:
+        """Deterministic views (clip number, spatial index) of a frame bank: every distinct
+        frame is resized once, then each view is cropped from its clip's frames."""
+        data = self.cfg.DATA
+        if resize is None:
+            resize, crop = sampling.test_resize_and_crop(data.TEST_CROP_SIZE,
+                                                         data.TRAIN_JITTER_SCALES[0],
+                                                         self.num_spatial_crops)
+        resized = {key: transform.resize_short_side(frame, resize)
+                   for key, frame in bank.frames.items()}
+        height, width = next(iter(resized.values())).shape[:2]
+        out = []
+        for clip_number, spatial in views:
+            y, x = sampling.uniform_crop_offsets(
+                height, width, crop, sampling.spatial_index(spatial, self.num_spatial_crops))
+            frames = [resized[key] for key in bank.clips[clip_number]]
+            out.append(self._normalize(transform.stack_crop(frames, y, x, crop)))
+        return out
+
+    def _normalize(self, clip: np.ndarray) -> torch.Tensor:
+        data = self.cfg.DATA
+        return transform.normalize(clip, data.MEAN, data.STD, data.REVERSE_INPUT_CHANNEL)

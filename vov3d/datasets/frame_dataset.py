@@ -1,0 +1,92 @@
+"""Datasets cut by segments from frame folders (SSv1, SSv2) or from whole video files
+(SSv2 `.webm`), framework.md 2.5 and 2.8.
+
+Frames are read with OpenCV (BGR); video files are decoded to BGR too, so a config behaves
+the same on either source (the Something-Something configs set REVERSE_INPUT_CHANNEL True,
+which makes the network see RGB).
+"""
+import os
+from typing import List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from vov3d.datasets import decoder, lists, sampling
+from vov3d.datasets.clip_dataset import CENTRE_CLIP, TRAIN_CLIP, ClipDataset, MissingSampleError
+
+
+def read_image(path: str) -> np.ndarray:
+    frame = cv2.imread(path, cv2.IMREAD_COLOR)
+    if frame is None:
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            raise MissingSampleError(f"frame file missing or empty: {path}")
+        raise decoder.DecodeError(f"cannot decode image {path}")
+    return frame
+
+
+class SegmentDataset(ClipDataset):
+    channel_order = "bgr"
+    # Split files: (official split name, frame-list file) per mode; val and test share "val".
+    _SPLIT_FILES = {"train": ("train", "train.csv"), "val": ("validation", "val.csv"),
+                    "test": ("validation", "val.csv")}
+
+    def _read_split(self) -> List[Tuple[str, int]]:
+        """(video id, label) pairs of this split, in the official split order."""
+        raise NotImplementedError
+
+    def _video_ext(self) -> str:
+        """Non-empty: read `PATH_PREFIX/<id><ext>` video files instead of frame lists."""
+        return ""
+
+    def _load_index(self) -> None:
+        data = self.cfg.DATA
+        videos = self._read_split()
+        self._labels = [label for _, label in videos]
+        ext = self._video_ext()
+        if ext:
+            self._frames = None
+            self._paths = [lists.join_prefix(data.PATH_PREFIX, vid + ext) for vid, _ in videos]
+            return
+        _, list_name = self._SPLIT_FILES[self.split]
+        list_path = lists.require_file(os.path.join(data.PATH_TO_DATA_DIR, list_name),
+                                       self.split, "the frame list")
+        frame_lists = lists.read_frame_list(list_path, data.PATH_PREFIX)
+        self._frames = lists.match_frame_lists(self._split_path, list_path, videos, frame_lists)
+        self._paths = [os.path.dirname(frames[0]) or frames[0] for frames in self._frames]
+
+    def _views_share_frames(self) -> bool:
+        return self._test_mode() != "random"
+
+    def _test_mode(self) -> str:
+        return sampling.segment_test_mode(self.cfg.DATA.SEGMENT_TEST_SAMPLING, self.num_views)
+
+    def _indices(self, num_video_frames: int, clip_idx: int, num_clips: int) -> np.ndarray:
+        num_frames = self.cfg.DATA.NUM_FRAMES
+        if clip_idx == TRAIN_CLIP:
+            mode = "random" if self.split == "train" else "midpoint"
+            return sampling.segment_indices(num_video_frames, num_frames, mode)
+        if clip_idx == CENTRE_CLIP:
+            return sampling.segment_indices(num_video_frames, num_frames, "midpoint")
+        return sampling.segment_indices(num_video_frames, num_frames, self._test_mode(),
+                                        clip_idx, num_clips)
+
+    def _read_clips(self, index: int, clips: Sequence[Tuple[int, int]]) -> decoder.FrameBank:
+        def choose(available: int) -> List[np.ndarray]:
+            return [self._indices(available, c, n) for c, n in clips]
+
+        if self._frames is None:
+            path = self._paths[index]
+            if not os.path.isfile(path) or os.path.getsize(path) == 0:
+                raise MissingSampleError(f"video file missing or empty: {path}")
+            return decoder.decode_indexed(path, choose, "bgr24",
+                                          self.cfg.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE)
+        paths = self._frames[index]
+        bank = decoder.FrameBank({}, [])
+        for indices in choose(len(paths)):
+            keys = [int(i) for i in indices]
+            for key in keys:
+                if key not in bank.frames:
+                    bank.frames[key] = read_image(paths[key])
+            bank.clips.append(keys)
+        bank.decoded = len(bank.frames)
+        return bank

@@ -1,0 +1,43 @@
+"""Kinetics (and any video-file dataset): `PATH_TO_DATA_DIR/{train,val,test}.csv` with lines
+`<path> <label>`, decoded with PyAV (framework.md 2.2, 2.6, 2.7)."""
+import os
+from typing import Sequence, Tuple
+
+from vov3d.datasets import decoder, lists
+from vov3d.datasets.clip_dataset import CENTRE_CLIP, TRAIN_CLIP, ClipDataset, MissingSampleError
+from vov3d.datasets.registry import DATASET_REGISTRY
+
+
+@DATASET_REGISTRY.register()
+class Kinetics(ClipDataset):
+    channel_order = "rgb"
+
+    def _load_index(self) -> None:
+        data = self.cfg.DATA
+        decoder.check_backend(data.DECODING_BACKEND)
+        path = lists.require_file(os.path.join(data.PATH_TO_DATA_DIR, f"{self.split}.csv"),
+                                  self.split, "the video list")
+        self._paths, self._labels = lists.read_video_csv(
+            path, data.PATH_LABEL_SEPARATOR, data.PATH_PREFIX, self.cfg.MODEL.NUM_CLASSES)
+        self._spec = decoder.TemporalSpec(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS,
+                                          data.USE_OFFSET_SAMPLING)
+
+    def _read_clips(self, index: int, clips: Sequence[Tuple[int, int]]) -> decoder.FrameBank:
+        path = self._paths[index]
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            raise MissingSampleError(f"video file missing or empty: {path}")
+        requests = []
+        for clip_idx, num_clips in clips:
+            if clip_idx == TRAIN_CLIP:
+                requests.append((-1, 1))
+            elif clip_idx == CENTRE_CLIP:
+                # Deterministic validation: the centre window (newest PySlowFast's 1-view rule).
+                requests.append((0, 1))
+            else:
+                requests.append((clip_idx, num_clips))
+        spec = self._spec
+        if any(c == CENTRE_CLIP for c, _ in clips):
+            spec = decoder.TemporalSpec(spec.num_frames, spec.sampling_rate, spec.target_fps, True)
+        return decoder.decode_clips(path, requests, spec, "rgb24",
+                                    self.cfg.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE,
+                                    backend=self.cfg.DATA.DECODING_BACKEND)

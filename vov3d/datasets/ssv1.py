@@ -1,0 +1,24 @@
+"""Something-Something V1 (VoV3D fork): JPEG folders, class-name label files (framework.md 2.4).
+
+PATH_TO_DATA_DIR holds something-something-v1-labels.csv (one class per line),
+something-something-v1-{train,validation}.csv (`<id>;<class name>`) and the frame lists
+train.csv / val.csv (val.csv serves val and test)."""
+import os
+from typing import List, Tuple
+
+from vov3d.datasets import lists
+from vov3d.datasets.frame_dataset import SegmentDataset
+from vov3d.datasets.registry import DATASET_REGISTRY
+
+
+@DATASET_REGISTRY.register()
+class Ssv1(SegmentDataset):
+    def _read_split(self) -> List[Tuple[str, int]]:
+        root = self.cfg.DATA.PATH_TO_DATA_DIR
+        official, _ = self._SPLIT_FILES[self.split]
+        classes = lists.read_class_names(lists.require_file(
+            os.path.join(root, "something-something-v1-labels.csv"), self.split, "the class names"))
+        self._split_path = lists.require_file(
+            os.path.join(root, f"something-something-v1-{official}.csv"), self.split,
+            "the list of videos and class names")
+        return lists.read_named_split(self._split_path, classes, self.cfg.MODEL.NUM_CLASSES)
