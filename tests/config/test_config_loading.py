@@ -35,6 +35,14 @@ def test_yaml_then_overrides_then_flags(tmp_path):
     assert cfg.NUM_GPUS == 0 and cfg.is_frozen()
 
 
+def test_yaml_strings_are_decoded_like_yacs(tmp_path):
+    # YAML 1.1 reads 5e-5 as a string; the reference configs write weight decay that way.
+    path = write(tmp_path / "wd.yaml", "SOLVER:\n  WEIGHT_DECAY: 5e-5\nDATA:\n  MEAN: '[0.5, 0.5, 0.5]'\n")
+    cfg = get_cfg()
+    merge_file(cfg, path)
+    assert cfg.SOLVER.WEIGHT_DECAY == 5e-5 and cfg.DATA.MEAN == [0.5, 0.5, 0.5]
+
+
 def test_base_inheritance_is_relative_and_overridden(tmp_path):
     (tmp_path / "sub").mkdir()
     write(tmp_path / "base.yaml", """

@@ -95,7 +95,7 @@ def fake_loader(n, batch, shuffle, seed=0, drop_last=True):
 
 def make_fake_trainer_class():
     """A Trainer whose loaders are the in-memory ones above (imported late: it needs the engine)."""
-    from vov3d.engine.runtime import per_process_batch
+    from vov3d.utils.processes import per_process_batch
     from vov3d.engine.train import Trainer
 
     class InMemoryTrainer(Trainer):

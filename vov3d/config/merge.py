@@ -126,6 +126,10 @@ def merge_mapping(cfg: CfgNode, data: dict, source: str, prefix: str = "",
                 )
             merge_mapping(current, value, source, key + ".", root)
         else:
+            if isinstance(value, str) and current is not None and not isinstance(current, str):
+                # YAML 1.1 reads "5e-5" as a string; yacs decodes such strings as Python
+                # literals, and reference configs rely on it.
+                value = parse_override_value(value)
             cfg[name] = _coerce(current, value, key, source)
 
 

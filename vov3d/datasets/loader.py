@@ -17,6 +17,7 @@ from torch.utils.data.distributed import DistributedSampler
 from yacs.config import CfgNode
 
 from vov3d.datasets.registry import build_dataset
+from vov3d.utils.processes import per_process_batch
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def seed_worker(worker_id: int) -> None:
 
 def videos_per_test_batch(cfg: CfgNode, num_views: int) -> int:
     """Test items hold all K views of a video: as many videos as fit the per-process batch."""
-    return max(1, (cfg.TEST.BATCH_SIZE // max(1, cfg.NUM_GPUS)) // num_views)
+    return max(1, per_process_batch(cfg, "test") // num_views)
 
 
 def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
@@ -73,7 +74,7 @@ def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
     if split == "test":
         batch_size = videos_per_test_batch(cfg, dataset.num_views)
     else:
-        batch_size = cfg.TRAIN.BATCH_SIZE // max(1, cfg.NUM_GPUS)
+        batch_size = per_process_batch(cfg, split)
     shuffle = split == "train"
     sampler = None
     if _distributed():

@@ -27,21 +27,6 @@ def device(cfg: CfgNode) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if cfg.NUM_GPUS > 0 else torch.device("cpu")
 
 
-def processes_per_machine(cfg: CfgNode) -> int:
-    """NUM_GPUS on GPU runs; on CPU the processes torchrun started on this machine (else 1)."""
-    return cfg.NUM_GPUS if cfg.NUM_GPUS > 0 else du.get_local_size()
-
-
-def per_process_batch(cfg: CfgNode, split: str) -> int:
-    """TRAIN/TEST.BATCH_SIZE is the batch of one machine, split evenly over its processes."""
-    batch = cfg[split.upper()].BATCH_SIZE
-    procs = processes_per_machine(cfg)
-    if batch % procs:
-        raise ValueError(f"{split.upper()}.BATCH_SIZE {batch} is the batch of one machine and must be "
-                         f"divisible by its {procs} processes.")
-    return batch // procs
-
-
 def to_device(obj, dev: torch.device):
     """Move tensors (inside lists/dicts) to `dev`; a no-op on CPU runs."""
     if dev.type == "cpu":

@@ -14,7 +14,8 @@ from vov3d.engine import checkpoint as cu
 from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_json_stats
 from vov3d.engine.meters import Timer, VideoEnsembleMeter, ensemble_views, format_eta
-from vov3d.engine.runtime import device, per_process_batch, prepare_model, setup_process, to_device
+from vov3d.engine.runtime import device, prepare_model, setup_process, to_device
+from vov3d.utils.processes import per_process_batch
 
 logger = logging.getLogger(__name__)
 

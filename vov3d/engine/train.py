@@ -16,9 +16,10 @@ from vov3d.engine.logging import log_json_stats
 from vov3d.engine.losses import get_loss_func
 from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
 from vov3d.engine.optimizer import clip_gradients, construct_optimizer
-from vov3d.engine.runtime import (add_scalars, device, per_process_batch, prepare_model, processes_per_machine,
-                                  setup_process, tensorboard_writer, to_device)
+from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
+                                  to_device)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
+from vov3d.utils.processes import per_process_batch, processes_per_machine
 
 logger = logging.getLogger(__name__)
 
