@@ -58,3 +58,45 @@ class BasicHead(nn.Module):
         x = self.pathway0_avgpool(x)
         return classify_positions(x, self.projection, getattr(self, "dropout", None), self.act,
                                   self.training)
+
+
+class X3DHead(nn.Module):
+    """X3D/VoV3D head: 1x1x1 conv + BN + ReLU, average pool over the training window,
+    1x1x1 conv to `dim_out` (+ BN if `bn_lin5_on`) + ReLU, dropout, linear classifier.
+
+    `conv_5_bn` is always a plain BatchNorm3d (the reference builds the head without the
+    configured norm module; the engine converts BNs for synchronised training).
+    """
+
+    def __init__(self, dim_in: int, dim_inner: int, dim_out: int, num_classes: int,
+                 pool_size: Sequence[int], dropout_rate: float = 0.0, act_func: str = "softmax",
+                 bn_lin5_on: bool = False, eps: float = 1e-5, bn_momentum: float = 0.1):
+        super().__init__()
+        self.pool_size = list(pool_size)
+        self.conv_5 = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
+        self.conv_5_bn = nn.BatchNorm3d(dim_inner, eps=eps, momentum=bn_momentum)
+        self.conv_5_relu = nn.ReLU(inplace=True)
+        self.avg_pool = nn.AvgPool3d(self.pool_size, stride=1)
+        self.lin_5 = nn.Conv3d(dim_inner, dim_out, 1, bias=False)
+        if bn_lin5_on:
+            self.lin_5_bn = nn.BatchNorm3d(dim_out, eps=eps, momentum=bn_momentum)
+        self.lin_5_relu = nn.ReLU(inplace=True)
+        if dropout_rate > 0.0:
+            self.dropout = nn.Dropout(dropout_rate)
+        self.projection = nn.Linear(dim_out, num_classes, bias=True)
+        self.act = make_head_activation(act_func)
+
+    def forward(self, inputs) -> torch.Tensor:
+        x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        if any(have < need for have, need in zip(x.shape[2:], self.pool_size)):
+            raise ValueError(
+                f"the final feature map {tuple(x.shape[2:])} (T, H, W) is smaller than the head's "
+                f"pooling window {tuple(self.pool_size)}, which is fixed by DATA.NUM_FRAMES and "
+                "DATA.TRAIN_CROP_SIZE: the input clip is shorter or smaller than the training clip.")
+        x = self.conv_5_relu(self.conv_5_bn(self.conv_5(x)))
+        x = self.lin_5(self.avg_pool(x))
+        if hasattr(self, "lin_5_bn"):
+            x = self.lin_5_bn(x)
+        x = self.lin_5_relu(x)
+        return classify_positions(x, self.projection, getattr(self, "dropout", None), self.act,
+                                  self.training)

@@ -1,0 +1,62 @@
+"""Every reference state-dict listing (design/keys/*.json) is reproduced by its project
+config: same keys in the same order, same shapes and dtypes, same parameter count, same
+head pooling window and the same conv+linear GFLOPs at the train and test crops."""
+import glob
+import json
+import os
+
+import pytest
+import torch
+
+from tests.conftest import DESIGN_DIR, REPO_ROOT
+from vov3d.config import assert_and_infer_cfg, get_cfg, merge_file, merge_overrides
+from vov3d.models import build_model
+from vov3d.models.complexity import conv_linear_flops, count_params
+
+LISTINGS = sorted(glob.glob(os.path.join(DESIGN_DIR, "keys", "*.json")))
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _cfg(listing):
+    cfg = get_cfg()
+    merge_file(cfg, os.path.join(REPO_ROOT, listing["project_config"]))
+    merge_overrides(cfg, ["NUM_GPUS", "0"] + list(listing["reference_overrides"]))
+    return assert_and_infer_cfg(cfg)
+
+
+def test_every_model_listing_is_present():
+    names = {os.path.basename(p)[:-5] for p in LISTINGS}
+    assert {"x3d_M_k400", "x3d_L_k400", "x3d_L_pyslowfast_k400", "vov3d_M_k400", "vov3d_L_k400",
+            "vov3d_M_v1_k400"} <= names
+
+
+@pytest.mark.parametrize("path", LISTINGS, ids=lambda p: os.path.basename(p)[:-5])
+def test_state_dict_params_pool_and_gflops_match_reference(path):
+    listing = _load(path)
+    cfg = _cfg(listing)
+    assert cfg.MODEL.MODEL_NAME == listing["model_name"]
+    assert cfg.MODEL.NUM_CLASSES == listing["num_classes"]
+    assert cfg.DATA.NUM_FRAMES == listing["num_frames"]
+    assert cfg.DATA.TRAIN_CROP_SIZE == listing["train_crop_size"]
+    assert cfg.DATA.TEST_CROP_SIZE == listing["test_crop_size"]
+    with torch.device("meta"):
+        model = build_model(cfg)
+
+    got = [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()]
+    expected = [list(entry) for entry in listing["state_dict"]]
+    assert len(got) == listing["state_dict_num_entries"]
+    for g, e in zip(got, expected):
+        assert g == e
+    assert got == expected
+
+    assert count_params(model) == listing["params_total"]
+    assert list(model.head.avg_pool.kernel_size) == listing["head_pool_size"]
+    for crop in ("train_crop", "test_crop"):
+        ref = listing["gflops_conv_linear"][crop]
+        flops = conv_linear_flops(model, ref["input_shape"])
+        # The listing is rounded to 1e-6 GFLOPs.
+        assert abs(flops / 1e9 - ref["gflops"]) <= 1e-6, crop

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Parameters, FLOPs and activations of a config's model, at its train and test crops:
+
+    python tools/model_summary.py --cfg configs/Kinetics/vov3d/vov3d_M.yaml [KEY VALUE ...]
+
+Prints the conv+linear GFLOPs (one multiply-add = one FLOP, batch 1, eval mode; the
+convention of the published X3D/VoV3D figures), fvcore's default count (adds batch norm)
+and fvcore's activation count. The model is built on the CPU (NUM_GPUS 0).
+"""
+import sys
+
+from vov3d.config import ConfigError, load_config, parse_args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv, description="Print a model's parameters, GFLOPs and activations.")
+    args.opts = list(args.opts) + ["NUM_GPUS", "0"]
+    try:
+        cfg = load_config(args)
+    except ConfigError as e:
+        print(f"model_summary.py: config error: {e}", file=sys.stderr)
+        return 2
+    from vov3d.models import build_model
+    from vov3d.models.complexity import complexity_summary, format_complexity
+
+    try:
+        model = build_model(cfg)
+    except ConfigError as e:
+        print(f"model_summary.py: config error: {e}", file=sys.stderr)
+        return 2
+    print(f"{cfg.MODEL.MODEL_NAME} from {args.cfg_file}: {cfg.MODEL.NUM_CLASSES} classes, "
+          f"{cfg.DATA.NUM_FRAMES} frames")
+    print(format_complexity(complexity_summary(model, cfg)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

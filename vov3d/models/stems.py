@@ -1,0 +1,74 @@
+"""Stems: the first layers of a network, applied to the raw clip."""
+from typing import Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from vov3d.config.merge import ConfigError
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+def single_pathway_input(inputs: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:
+    """The clip of a single-pathway model, given as a tensor or a one-element list.
+
+    The caller's list is never modified (the reference overwrote `inputs[0]` in place).
+    """
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) != 1:
+            raise ValueError(f"a single-pathway model takes one clip, got a list of {len(inputs)}.")
+        inputs = inputs[0]
+    if not torch.is_tensor(inputs) or inputs.dim() != 5:
+        shape = tuple(inputs.shape) if torch.is_tensor(inputs) else type(inputs).__name__
+        raise ValueError(f"expected a clip tensor of shape (N, C, T, H, W), got {shape}.")
+    return inputs
+
+
+class X3DStem(nn.Module):
+    """X3D stem: 1xkxk spatial conv (strided), depthwise kt x1x1 temporal conv, BN, ReLU.
+
+    No max-pool and no temporal stride; used by X3D and VoV3D.
+    """
+
+    def __init__(self, dim_in: int, dim_out: int, temporal_kernel: int = 5,
+                 spatial_kernel: int = 3, spatial_stride: int = 2):
+        super().__init__()
+        self.conv_xy = nn.Conv3d(dim_in, dim_out, (1, spatial_kernel, spatial_kernel),
+                                 stride=(1, spatial_stride, spatial_stride),
+                                 padding=(0, spatial_kernel // 2, spatial_kernel // 2), bias=False)
+        self.conv = nn.Conv3d(dim_out, dim_out, (temporal_kernel, 1, 1),
+                              padding=(temporal_kernel // 2, 0, 0), groups=dim_out, bias=False)
+        self.bn = nn.BatchNorm3d(dim_out, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(self.conv_xy(x))))
+
+
+class VideoModelStem(nn.Module):
+    """Stage `s1` of a single-pathway model: holds the stem as `pathway0_stem`
+    (the PySlowFast state-dict layout) and accepts a tensor or a one-element list."""
+
+    def __init__(self, stem: nn.Module):
+        super().__init__()
+        self.pathway0_stem = stem
+
+    def forward(self, inputs) -> torch.Tensor:
+        return self.pathway0_stem(single_pathway_input(inputs))
+
+
+def single_pathway_dim_in(cfg, model_name: str) -> int:
+    """Input channels of a single-pathway model, after checking the config keys that
+    would otherwise ask for something it cannot do."""
+    channels = list(cfg.DATA.INPUT_CHANNEL_NUM)
+    if len(channels) != 1:
+        raise ConfigError(f"DATA.INPUT_CHANNEL_NUM is {channels}: {model_name} has one pathway, "
+                          "so it needs exactly one entry (e.g. [3]).")
+    if cfg.MODEL.ARCH not in cfg.MODEL.SINGLE_PATHWAY_ARCH:
+        raise ConfigError(f"MODEL.ARCH is {cfg.MODEL.ARCH!r}; {model_name} is a single-pathway "
+                          f"model, expected one of {list(cfg.MODEL.SINGLE_PATHWAY_ARCH)}.")
+    if any(len(index) for stage in cfg.NONLOCAL.LOCATION for index in stage):
+        raise ConfigError(f"NONLOCAL.LOCATION is {cfg.NONLOCAL.LOCATION}: {model_name} has no "
+                          "non-local blocks; leave every entry empty.")
+    return channels[0]

@@ -1,0 +1,171 @@
+"""X3D (Feichtenhofer, CVPR 2020), state-dict compatible with PySlowFast's X3D.
+
+Layout: `s1` (X3D stem), `s2`..`s5` (ResStage of ResBlocks whose `branch2` is an
+X3DBottleneck), `head` (X3DHead). Widths and depths follow X3D's expansion rules from
+the X3D.* keys; every stage halves H and W in its first block; T is never strided.
+"""
+import math
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import torch
+import torch.nn as nn
+
+from vov3d.config.merge import ConfigError
+from vov3d.models.heads import X3DHead, head_pool_size
+from vov3d.models.operators import SE, Swish, round_width
+from vov3d.models.registry import MODEL_REGISTRY
+from vov3d.models.resblock import ResBlock, ResStage, stage_drop_connect_rate
+from vov3d.models.stems import BN_EPS, BN_MOMENTUM, VideoModelStem, X3DStem, single_pathway_dim_in
+from vov3d.models.weight_init import init_weights, mark_final_bn
+
+SE_RATIO = 0.0625
+STEM_TEMPORAL_KERNEL = 5
+BLOCK_TEMPORAL_KERNEL = 3
+# Blocks per stage before DEPTH_FACTOR, and the stage-wise doubling of the base width.
+_BASE_DEPTHS = (1, 2, 5, 3)
+_STAGE_EXPANSION = 2.0
+_STAGE_STRIDE = 2
+
+
+@dataclass(frozen=True)
+class X3DStageSpec:
+    depth: int
+    dim_in: int
+    dim_out: int
+    dim_inner: int
+    spatial_stride: int
+    dilation: int
+    groups: int
+    drop_connect_rate: float
+
+
+def round_repeats(repeats: int, multiplier: float) -> int:
+    """Blocks of a stage scaled by the depth factor (rounded up)."""
+    if not multiplier:
+        return repeats
+    return int(math.ceil(multiplier * repeats))
+
+
+def x3d_stage_specs(cfg) -> Tuple[int, List[X3DStageSpec]]:
+    """(stem width, per-stage specs) from the X3D.* / RESNET.* / MODEL.* keys."""
+    x = cfg.X3D
+    stem_dim = round_width(x.DIM_C1, x.WIDTH_FACTOR)
+    base = round_width(x.DIM_C1, _STAGE_EXPANSION) if x.SCALE_RES2 else x.DIM_C1
+    dim_in = stem_dim
+    specs = []
+    for stage, base_depth in enumerate(_BASE_DEPTHS):
+        if stage > 0:
+            base = round_width(base, _STAGE_EXPANSION)
+        dim_out = round_width(base, x.WIDTH_FACTOR)
+        dim_inner = int(x.BOTTLENECK_FACTOR * dim_out)
+        groups = dim_inner if x.CHANNELWISE_3x3x3 else cfg.RESNET.NUM_GROUPS
+        if dim_inner % groups:
+            raise ConfigError(f"RESNET.NUM_GROUPS {groups} must divide the stage-{stage + 2} inner "
+                              f"width {dim_inner} when X3D.CHANNELWISE_3x3x3 is False.")
+        specs.append(X3DStageSpec(
+            depth=round_repeats(base_depth, x.DEPTH_FACTOR),
+            dim_in=dim_in, dim_out=dim_out, dim_inner=dim_inner,
+            spatial_stride=_STAGE_STRIDE,
+            dilation=_stage_dilation(cfg, stage),
+            groups=groups,
+            drop_connect_rate=stage_drop_connect_rate(cfg.MODEL.DROPCONNECT_RATE, stage,
+                                                      len(_BASE_DEPTHS)),
+        ))
+        dim_in = dim_out
+    return stem_dim, specs
+
+
+def _stage_dilation(cfg, stage: int) -> int:
+    dilations = cfg.RESNET.SPATIAL_DILATIONS
+    if len(dilations) != 4 or not all(len(d) >= 1 and int(d[0]) >= 1 for d in dilations):
+        raise ConfigError(f"RESNET.SPATIAL_DILATIONS is {dilations}; expected one positive "
+                          "dilation per stage, e.g. [[1], [1], [1], [1]].")
+    return int(dilations[stage][0])
+
+
+class X3DBottleneck(nn.Module):
+    """X3D block transform: 1x1x1 conv, channelwise 3x3x3 conv, optional SE, Swish, 1x1x1 conv.
+
+    a -> a_bn -> ReLU -> b -> b_bn -> [se] -> Swish -> c -> c_bn (c_bn is the final BN).
+    The spatial stride sits on `b` (or on `a` with `stride_1x1`).
+    """
+
+    def __init__(self, dim_in: int, dim_out: int, dim_inner: int, spatial_stride: int = 1,
+                 use_se: bool = True, groups: int = None, dilation: int = 1,
+                 stride_1x1: bool = False, temporal_kernel: int = BLOCK_TEMPORAL_KERNEL,
+                 se_ratio: float = SE_RATIO):
+        super().__init__()
+        groups = dim_inner if groups is None else groups
+        s_a, s_b = (spatial_stride, 1) if stride_1x1 else (1, spatial_stride)
+        self.a = nn.Conv3d(dim_in, dim_inner, 1, stride=(1, s_a, s_a), bias=False)
+        self.a_bn = nn.BatchNorm3d(dim_inner, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.a_relu = nn.ReLU(inplace=True)
+        self.b = nn.Conv3d(dim_inner, dim_inner, (temporal_kernel, 3, 3), stride=(1, s_b, s_b),
+                           padding=(temporal_kernel // 2, dilation, dilation),
+                           dilation=(1, dilation, dilation), groups=groups, bias=False)
+        self.b_bn = nn.BatchNorm3d(dim_inner, eps=BN_EPS, momentum=BN_MOMENTUM)
+        if use_se:
+            self.se = SE(dim_inner, se_ratio)
+        self.b_relu = Swish()
+        self.c = nn.Conv3d(dim_inner, dim_out, 1, bias=False)
+        self.c_bn = mark_final_bn(nn.BatchNorm3d(dim_out, eps=BN_EPS, momentum=BN_MOMENTUM))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.a_relu(self.a_bn(self.a(x)))
+        x = self.b_bn(self.b(x))
+        if hasattr(self, "se"):
+            x = self.se(x)
+        x = self.b_relu(x)
+        return self.c_bn(self.c(x))
+
+
+def build_x3d_stage(spec: X3DStageSpec, stride_1x1: bool = False,
+                    inplace_relu: bool = True) -> ResStage:
+    """One stage; SE sits on the even block indices, only block 0 is strided."""
+    blocks = []
+    for i in range(spec.depth):
+        dim_in = spec.dim_in if i == 0 else spec.dim_out
+        stride = spec.spatial_stride if i == 0 else 1
+        branch2 = X3DBottleneck(dim_in, spec.dim_out, spec.dim_inner, stride, use_se=(i % 2 == 0),
+                                groups=spec.groups, dilation=spec.dilation, stride_1x1=stride_1x1)
+        blocks.append(ResBlock(dim_in, spec.dim_out, stride, branch2, spec.drop_connect_rate,
+                               inplace_relu))
+    return ResStage(blocks)
+
+
+@MODEL_REGISTRY.register()
+class X3D(nn.Module):
+    """X3D network; forward takes (N, 3, T, H, W) or [that] and returns (N, NUM_CLASSES):
+    logits in training, the mean over head positions of HEAD_ACT(scores) in eval.
+
+    Normalisation is plain BatchNorm3d; BN.NORM_TYPE sync_batchnorm is applied by the engine
+    (convert_sync_batchnorm), which keeps the state dict unchanged.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        if cfg.RESNET.TRANS_FUNC != "x3d_transform":
+            raise ConfigError(f"RESNET.TRANS_FUNC is {cfg.RESNET.TRANS_FUNC!r}; X3D is built from "
+                              "'x3d_transform' blocks.")
+        dim_in = single_pathway_dim_in(cfg, "X3D")
+        stem_dim, specs = x3d_stage_specs(cfg)
+        self.stage_specs = specs
+        self.s1 = VideoModelStem(X3DStem(dim_in, stem_dim, STEM_TEMPORAL_KERNEL))
+        for stage, spec in enumerate(specs):
+            self.add_module(f"s{stage + 2}", build_x3d_stage(spec, cfg.RESNET.STRIDE_1X1,
+                                                             cfg.RESNET.INPLACE_RELU))
+        total_stride = 2 * math.prod(s.spatial_stride for s in specs)
+        self.head = X3DHead(
+            dim_in=specs[-1].dim_out, dim_inner=specs[-1].dim_inner, dim_out=cfg.X3D.DIM_C5,
+            num_classes=cfg.MODEL.NUM_CLASSES,
+            pool_size=head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE,
+                                     spatial_stride=total_stride),
+            dropout_rate=cfg.MODEL.DROPOUT_RATE, act_func=cfg.MODEL.HEAD_ACT,
+            bn_lin5_on=cfg.X3D.BN_LIN5)
+        init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
+
+    def forward(self, inputs) -> torch.Tensor:
+        x = self.s1(inputs)
+        x = self.s5(self.s4(self.s3(self.s2(x))))
+        return self.head(x)
