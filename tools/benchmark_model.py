@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Time a config's model on the CPU and print a table:
+
+    python tools/benchmark_model.py --cfg configs/Kinetics/vov3d/vov3d_M.yaml \
+        [--threads N] [--mode clip|stream] [--batch-sizes 1 2] [--runs 5] [--warmup 2] \
+        [KEY VALUE ...]
+
+Mode "clip": one training-size clip (NUM_FRAMES x TRAIN_CROP_SIZE^2) per sample; forward
+(eval, no grad) and forward+backward (train mode, cross-entropy) seconds per clip, the
+median of --runs timed runs after --warmup untimed ones, for each batch size, in the
+default (contiguous) and channels_last_3d memory formats.
+Mode "stream" (CoX3D, or an X3D config run as CoX3D with the same weights): seconds per
+clip of the clip forward (X3D) against seconds per frame of `forward_step` in steady state
+(after the warm-up), eval and no grad, with conv+linear GMACs per clip and per frame and
+the speed-up of one frame over one clip, for each batch size. A stream step is hundreds of
+small ops: on a CPU shared with other jobs use --threads 1 (with more, each op's threads
+wait for one another; measured 100x slower per frame under contention).
+A mode is a function `(model, cfg, args) -> rows`; add one to MODES to time another way
+of running a model.
+"""
+import argparse
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from vov3d.config import ConfigError, load_config, parse_args
+
+MEMORY_FORMATS = {"default": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
+
+
+def median_seconds(fn: Callable[[], None], warmup: int, runs: int) -> float:
+    """Median wall time of `fn` over `runs` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_forward(model: torch.nn.Module, x: torch.Tensor, warmup: int, runs: int) -> float:
+    model.eval()
+
+    def step():
+        with torch.no_grad():
+            model(x)
+
+    return median_seconds(step, warmup, runs)
+
+
+def time_forward_backward(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor,
+                          warmup: int, runs: int) -> float:
+    model.train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), labels).backward()
+
+    return median_seconds(step, warmup, runs)
+
+
+def clip_mode(model: torch.nn.Module, cfg, args) -> List[Dict[str, object]]:
+    shape = (cfg.DATA.INPUT_CHANNEL_NUM[0], cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE,
+             cfg.DATA.TRAIN_CROP_SIZE)
+    rows = []
+    for batch in args.batch_sizes:
+        x = torch.randn(batch, *shape)
+        labels = torch.randint(cfg.MODEL.NUM_CLASSES, (batch,))
+        for name, fmt in MEMORY_FORMATS.items():
+            model.to(memory_format=fmt)
+            xf = x.contiguous(memory_format=fmt)
+            fwd = time_forward(model, xf, args.warmup, args.runs)
+            fwd_bwd = time_forward_backward(model, xf, labels, args.warmup, args.runs)
+            rows.append({"mode": "clip", "input": "x".join(map(str, (batch,) + shape)),
+                         "batch": batch, "memory format": name,
+                         "fwd s/clip": fwd / batch, "fwd+bwd s/clip": fwd_bwd / batch})
+    model.to(memory_format=torch.contiguous_format)
+    return rows
+
+
+def stream_mode(model: torch.nn.Module, cfg, args) -> List[Dict[str, object]]:
+    from vov3d.models.complexity import conv_linear_flops
+    from vov3d.models.cox3d import CoX3D, stream_macs_per_frame
+    from vov3d.models.x3d import X3D
+
+    if not isinstance(model, CoX3D):
+        if type(model) is not X3D:
+            raise ConfigError(f"--mode stream needs MODEL.MODEL_NAME CoX3D or X3D, got "
+                              f"{cfg.MODEL.MODEL_NAME!r}.")
+        weights = model.state_dict()
+        model = CoX3D(cfg)
+        model.load_state_dict(weights)
+    model.eval()
+    channels, frames = cfg.DATA.INPUT_CHANNEL_NUM[0], cfg.DATA.NUM_FRAMES
+    crop = cfg.DATA.TRAIN_CROP_SIZE
+    clip_shape = (channels, frames, crop, crop)
+    rows = []
+    for batch in args.batch_sizes:
+        clip = torch.randn(batch, *clip_shape)
+        per_clip = time_forward(model, clip, args.warmup, args.runs) / batch
+        # Enough distinct frames for every timed step after the warm-up.
+        stream = torch.randn(batch, channels, model.delay + args.warmup + args.runs, crop, crop)
+        model.reset()
+        with torch.no_grad():
+            model.forward_steps(stream[:, :, :model.delay])
+        position = [model.delay]
+
+        def step():
+            with torch.no_grad():
+                model.forward_step(stream[:, :, position[0]])
+            position[0] += 1
+
+        per_frame = median_seconds(step, args.warmup, args.runs) / batch
+        clip_macs = conv_linear_flops(model, (1,) + clip_shape) / 1e9
+        frame_macs = stream_macs_per_frame(model, crop, crop) / 1e9
+        rows.append({"mode": "clip (X3D)", "input": "x".join(map(str, (batch,) + clip_shape)),
+                     "batch": batch, "s/eval": per_clip, "GMAC/eval": clip_macs,
+                     "speed-up": "1.0x"})
+        rows.append({"mode": f"stream (CoX3D, window {model.temporal_window})",
+                     "input": "x".join(map(str, (batch, channels, crop, crop))), "batch": batch,
+                     "s/eval": per_frame, "GMAC/eval": frame_macs,
+                     "speed-up": f"{per_clip / per_frame:.1f}x"})
+    model.reset()
+    return rows
+
+
+MODES: Dict[str, Callable] = {"clip": clip_mode, "stream": stream_mode}
+
+
+def format_table(rows: List[Dict[str, object]]) -> str:
+    cols = list(rows[0])
+    cells = [[f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(cols, widths)),
+             "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def tool_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--mode", choices=sorted(MODES), default="clip")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    return parser
+
+
+def main(argv=None) -> int:
+    tool_args, rest = tool_parser().parse_known_args(argv)
+    description = ("Time a model's forward and forward+backward passes. Tool options:\n"
+                   + tool_parser().format_help().split("\n", 1)[1])
+    args = parse_args(rest, description=description)
+    for name in ("threads", "mode", "batch_sizes", "runs", "warmup"):
+        setattr(args, name, getattr(tool_args, name))
+    if args.runs < 1 or args.warmup < 0 or min(args.batch_sizes) < 1:
+        print("benchmark_model.py: --runs and --batch-sizes must be >= 1, --warmup >= 0.",
+              file=sys.stderr)
+        return 2
+    args.opts = list(args.opts) + ["NUM_GPUS", "0"]
+    try:
+        cfg = load_config(args)
+        from vov3d.models import build_model
+        model = build_model(cfg)
+    except ConfigError as e:
+        print(f"benchmark_model.py: config error: {e}", file=sys.stderr)
+        return 2
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        rows = MODES[args.mode](model, cfg, args)
+    except ConfigError as e:
+        print(f"benchmark_model.py: config error: {e}", file=sys.stderr)
+        return 2
+    print(f"{cfg.MODEL.MODEL_NAME} from {args.cfg_file}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; median of {args.runs} runs after {args.warmup} warm-up")
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
