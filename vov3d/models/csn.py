@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from vov3d.models.heads import BasicHead, head_pool_size
+from vov3d.models.operators import ChannelwiseConv3d
 from vov3d.models.registry import MODEL_REGISTRY
 from vov3d.models.weight_init import init_weights, mark_final_bn
 
@@ -71,8 +72,7 @@ class CSNBranch(nn.Module):
         if interaction_preserved:
             self.b_pw = nn.Conv3d(dim_inner, dim_inner, 1, bias=False)
             self.b_pw_bn = nn.BatchNorm3d(dim_inner, eps=bn_eps)
-        self.b = nn.Conv3d(dim_inner, dim_inner, 3, stride=stride, padding=1, groups=dim_inner,
-                           bias=False)
+        self.b = ChannelwiseConv3d(dim_inner, 3, stride=stride, padding=1)
         self.b_bn = nn.BatchNorm3d(dim_inner, eps=bn_eps)
         self.b_relu = nn.ReLU(inplace=True)
         self.c = nn.Conv3d(dim_inner, dim_out, 1, bias=False)

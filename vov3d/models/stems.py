@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from vov3d.config.merge import ConfigError
+from vov3d.models.operators import ChannelwiseConv3d
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -37,8 +38,7 @@ class X3DStem(nn.Module):
         self.conv_xy = nn.Conv3d(dim_in, dim_out, (1, spatial_kernel, spatial_kernel),
                                  stride=(1, spatial_stride, spatial_stride),
                                  padding=(0, spatial_kernel // 2, spatial_kernel // 2), bias=False)
-        self.conv = nn.Conv3d(dim_out, dim_out, (temporal_kernel, 1, 1),
-                              padding=(temporal_kernel // 2, 0, 0), groups=dim_out, bias=False)
+        self.conv = ChannelwiseConv3d(dim_out, (temporal_kernel, 1, 1), padding=(temporal_kernel // 2, 0, 0))
         self.bn = nn.BatchNorm3d(dim_out, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.relu = nn.ReLU(inplace=True)
 

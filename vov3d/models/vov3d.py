@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from vov3d.config.merge import ConfigError
 from vov3d.models.heads import X3DHead, head_pool_size
-from vov3d.models.operators import SE, Swish
+from vov3d.models.operators import SE, ChannelwiseConv3d, Swish
 from vov3d.models.registry import MODEL_REGISTRY
 from vov3d.models.resblock import ResBlock, ResStage, stage_drop_connect_rate
 from vov3d.models.stems import BN_EPS, BN_MOMENTUM, VideoModelStem, X3DStem, single_pathway_dim_in
@@ -47,10 +47,10 @@ class D2Plus1DUnit(nn.Module):
             nn.BatchNorm3d(dim_inner, eps=BN_EPS, momentum=BN_MOMENTUM),
             nn.ReLU(inplace=True),
         )
-        self.b1 = nn.Conv3d(dim_inner, dim_inner, (1, 3, 3), stride=(1, spatial_stride, spatial_stride),
-                            padding=(0, 1, 1), groups=dim_inner, bias=False)
-        self.b2 = nn.Conv3d(dim_inner, dim_inner, (3, 1, 1), padding=(temporal_dilation, 0, 0),
-                            dilation=(temporal_dilation, 1, 1), groups=dim_inner, bias=False)
+        self.b1 = ChannelwiseConv3d(dim_inner, (1, 3, 3), stride=(1, spatial_stride, spatial_stride),
+                                    padding=(0, 1, 1))
+        self.b2 = ChannelwiseConv3d(dim_inner, (3, 1, 1), padding=(temporal_dilation, 0, 0),
+                                    dilation=(temporal_dilation, 1, 1))
         self.b_bn = nn.BatchNorm3d(dim_inner, eps=BN_EPS, momentum=BN_MOMENTUM)
         if use_se:
             self.se = SE(dim_inner, se_ratio)

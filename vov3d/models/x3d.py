@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from vov3d.config.merge import ConfigError
 from vov3d.models.heads import X3DHead, head_pool_size
-from vov3d.models.operators import SE, Swish, round_width
+from vov3d.models.operators import SE, ChannelwiseConv3d, Swish, round_width
 from vov3d.models.registry import MODEL_REGISTRY
 from vov3d.models.resblock import ResBlock, ResStage, stage_drop_connect_rate
 from vov3d.models.stems import BN_EPS, BN_MOMENTUM, VideoModelStem, X3DStem, single_pathway_dim_in
@@ -101,9 +101,10 @@ class X3DBottleneck(nn.Module):
         self.a = nn.Conv3d(dim_in, dim_inner, 1, stride=(1, s_a, s_a), bias=False)
         self.a_bn = nn.BatchNorm3d(dim_inner, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.a_relu = nn.ReLU(inplace=True)
-        self.b = nn.Conv3d(dim_inner, dim_inner, (temporal_kernel, 3, 3), stride=(1, s_b, s_b),
-                           padding=(temporal_kernel // 2, dilation, dilation),
-                           dilation=(1, dilation, dilation), groups=groups, bias=False)
+        b_args = dict(kernel_size=(temporal_kernel, 3, 3), stride=(1, s_b, s_b),
+                      padding=(temporal_kernel // 2, dilation, dilation), dilation=(1, dilation, dilation))
+        self.b = (ChannelwiseConv3d(dim_inner, **b_args) if groups == dim_inner else
+                  nn.Conv3d(dim_inner, dim_inner, groups=groups, bias=False, **b_args))
         self.b_bn = nn.BatchNorm3d(dim_inner, eps=BN_EPS, momentum=BN_MOMENTUM)
         if use_se:
             self.se = SE(dim_inner, se_ratio)
