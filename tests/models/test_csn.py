@@ -174,7 +174,7 @@ def test_init_follows_the_framework_contract():
 def test_frozen_bn_survives_train_and_freezes_affine():
     torch.manual_seed(0)
     model = build_model(csn_cfg(depth=50, num_frames=4, crop=32, MODEL__FROZEN_BN=True,
-                                CSN__BN_FROZEN_AFFINE=True))
+                                BN__FROZEN_AFFINE=True))
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm3d)]
     for _ in range(2):
         model.eval()
@@ -195,7 +195,6 @@ def test_frozen_bn_survives_train_and_freezes_affine():
 @pytest.mark.parametrize("overrides,needle", [
     ({"CSN__DEPTH": 34}, "CSN.DEPTH"),
     ({"CSN__BLOCK": "dw"}, "CSN.BLOCK"),
-    ({"CSN__BN_FROZEN_AFFINE": True}, "MODEL.FROZEN_BN"),
 ])
 def test_bad_config_is_named(overrides, needle):
     cfg = csn_cfg()
@@ -232,7 +231,7 @@ def test_configs_build_the_intended_model(relpath):
         assert (cfg.DATA.SAMPLING_RATE, cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS) == (2, 10, 3)
         assert cfg.CSN.BN_EPS == 1e-5 and cfg.RESNET.ZERO_INIT_FINAL_BN
     else:  # fine-tuning mmaction2 weights: their BN epsilon, frozen BN
-        assert cfg.CSN.BN_EPS == 1e-3 and cfg.MODEL.FROZEN_BN and cfg.CSN.BN_FROZEN_AFFINE
+        assert cfg.CSN.BN_EPS == 1e-3 and cfg.MODEL.FROZEN_BN and cfg.BN.FROZEN_AFFINE
         assert cfg.SOLVER.BASE_LR == pytest.approx(5e-4 * 64 / 96)
     with torch.device("meta"):
         assert count_params(build_model(cfg)) == params

@@ -191,8 +191,6 @@ _C.CSN.DEPTH = 152
 _C.CSN.BLOCK = "ir"
 # 1e-3 for VMZ / mmaction2 weights, PyTorch's 1e-5 otherwise.
 _C.CSN.BN_EPS = 1e-5
-# With MODEL.FROZEN_BN this also freezes BN weight and bias ("bnfrozen").
-_C.CSN.BN_FROZEN_AFFINE = False
 
 # ---------------------------------------------------------------------------------
 # SEVNet (simple and efficient video networks)
@@ -253,6 +251,8 @@ _C.BN.WEIGHT_DECAY = 0.0
 _C.BN.NORM_TYPE = "batchnorm"
 _C.BN.NUM_SPLITS = 1
 _C.BN.NUM_SYNC_DEVICES = 1
+# vov3d: with MODEL.FROZEN_BN, also freeze BN weight and bias (mmaction2's "bnfrozen").
+_C.BN.FROZEN_AFFINE = False
 
 # ---------------------------------------------------------------------------------
 # Solver

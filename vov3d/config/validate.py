@@ -47,6 +47,10 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
                  cfg.BN.NUM_BATCHES_PRECISE, ">= 0")
     _one_of(cfg, "BN.NORM_TYPE", _NORM_TYPES)
     _require(cfg.BN.NUM_SYNC_DEVICES >= 1, "BN.NUM_SYNC_DEVICES", cfg.BN.NUM_SYNC_DEVICES, ">= 1")
+    _require(cfg.MODEL.FROZEN_BN or not cfg.BN.FROZEN_AFFINE, "BN.FROZEN_AFFINE", True,
+             "False unless MODEL.FROZEN_BN is True (it freezes weight and bias on top of frozen statistics)")
+    _require(not (cfg.MODEL.FROZEN_BN and cfg.BN.NORM_TYPE == "sync_batchnorm"), "BN.NORM_TYPE",
+             cfg.BN.NORM_TYPE, "'batchnorm' when MODEL.FROZEN_BN is True (frozen statistics are not synced)")
     _require(cfg.BN.NUM_SPLITS == 1, "BN.NUM_SPLITS", cfg.BN.NUM_SPLITS,
              "1 (sub-batch BN is not supported)")
     for split in ("TRAIN", "TEST"):

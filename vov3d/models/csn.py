@@ -31,17 +31,6 @@ BOTTLENECK_EXPANSION = 4
 TEMPORAL_STRIDE = 8
 
 
-def freeze_batchnorm(model: nn.Module, affine: bool) -> None:
-    """Put every BN in eval mode (running statistics used, never updated); with `affine`
-    also stop gradients to its weight and bias. Call again after every `train()`."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-            if affine:
-                m.weight.requires_grad_(False)
-                m.bias.requires_grad_(False)
-
-
 class CSNStem(nn.Module):
     """conv 3x7x7 stride (1,2,2) -> BN -> ReLU -> max-pool 1x3x3 stride (1,2,2)."""
 
@@ -126,11 +115,6 @@ class CSN(nn.Module):
             raise ValueError(f"CSN.DEPTH must be one of {sorted(STAGE_DEPTHS)}, got {cfg.CSN.DEPTH!r}.")
         if cfg.CSN.BLOCK not in BLOCK_TYPES:
             raise ValueError(f"CSN.BLOCK must be 'ir' or 'ip', got {cfg.CSN.BLOCK!r}.")
-        if cfg.CSN.BN_FROZEN_AFFINE and not cfg.MODEL.FROZEN_BN:
-            raise ValueError("CSN.BN_FROZEN_AFFINE freezes BN weight and bias on top of frozen "
-                             "statistics; it needs MODEL.FROZEN_BN True.")
-        self.frozen_bn = cfg.MODEL.FROZEN_BN
-        self.frozen_bn_affine = cfg.CSN.BN_FROZEN_AFFINE
         eps = cfg.CSN.BN_EPS
         ip = cfg.CSN.BLOCK == "ip"
 
@@ -147,13 +131,6 @@ class CSN(nn.Module):
                               head_pool_size(frames, cfg.DATA.TRAIN_CROP_SIZE),
                               cfg.MODEL.DROPOUT_RATE, cfg.MODEL.HEAD_ACT)
         init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
-        self.train()
-
-    def train(self, mode: bool = True) -> "CSN":
-        super().train(mode)
-        if mode and self.frozen_bn:
-            freeze_batchnorm(self, self.frozen_bn_affine)
-        return self
 
     def forward(self, x) -> torch.Tensor:
         if isinstance(x, (list, tuple)):

@@ -2,6 +2,7 @@
 import torch
 from yacs.config import CfgNode
 
+from vov3d.models.batchnorm import freeze_batchnorm
 from vov3d.utils.registry import Registry
 
 MODEL_REGISTRY = Registry("model")
@@ -21,6 +22,8 @@ def build_model(cfg: CfgNode, gpu_id: int = None) -> torch.nn.Module:
             raise RuntimeError(f"NUM_GPUS is {cfg.NUM_GPUS} but only {torch.cuda.device_count()} "
                                "GPUs are visible.")
     model = MODEL_REGISTRY.get(cfg.MODEL.MODEL_NAME)(cfg)
+    if cfg.MODEL.FROZEN_BN:
+        freeze_batchnorm(model, affine=cfg.BN.FROZEN_AFFINE)
     if cfg.NUM_GPUS > 0:
         device = torch.cuda.current_device() if gpu_id is None else gpu_id
         model = model.cuda(device=device)

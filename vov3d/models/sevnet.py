@@ -15,7 +15,6 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
-from vov3d.models.csn import freeze_batchnorm
 from vov3d.models.heads import BasicHead, head_pool_size
 from vov3d.models.operators import SE
 from vov3d.models.registry import MODEL_REGISTRY
@@ -172,7 +171,6 @@ class SEVNet(nn.Module):
         super().__init__()
         sev = cfg.SEVNET
         _check_config(cfg)
-        self.frozen_bn = cfg.MODEL.FROZEN_BN
 
         dim = STEM_WIDTH_IN_GROUPS * sev.GROUP_WIDTH
         self.s1 = nn.Sequential(OrderedDict(pathway0_stem=SEVStem(dim)))
@@ -196,13 +194,6 @@ class SEVNet(nn.Module):
                               head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE),
                               cfg.MODEL.DROPOUT_RATE, cfg.MODEL.HEAD_ACT)
         init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
-        self.train()
-
-    def train(self, mode: bool = True) -> "SEVNet":
-        super().train(mode)
-        if mode and self.frozen_bn:
-            freeze_batchnorm(self, affine=False)
-        return self
 
     def forward(self, x) -> torch.Tensor:
         if isinstance(x, (list, tuple)):
