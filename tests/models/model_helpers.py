@@ -17,3 +17,30 @@ def small_cfg(relpath, frames=4, crop=32, test_crop=64, *overrides):
     return project_cfg(relpath, "DATA.NUM_FRAMES", frames, "DATA.TRAIN_CROP_SIZE", crop,
                        "DATA.TEST_CROP_SIZE", test_crop,
                        "DATA.TRAIN_JITTER_SCALES", f"[{crop}, {crop}]", *overrides)
+
+
+def model_cfg(model_name, num_classes, num_frames, crop, group=None, group_values=None, **overrides):
+    """Defaults plus a model, its group's values and `GROUP__KEY=value` overrides (no yaml)."""
+    cfg = get_cfg()
+    cfg.NUM_GPUS = 0
+    cfg.MODEL.MODEL_NAME = model_name
+    cfg.MODEL.ARCH = model_name.lower()
+    cfg.MODEL.NUM_CLASSES = num_classes
+    cfg.DATA.NUM_FRAMES = num_frames
+    cfg.DATA.TRAIN_CROP_SIZE = crop
+    for name, value in (group_values or {}).items():
+        cfg[group][name] = value
+    for key, value in overrides.items():
+        group_name, name = key.split("__")
+        cfg[group_name][name] = value
+    return cfg
+
+
+def build_on_meta(cfg):
+    """A full-size model without memory or init cost, for counting."""
+    import torch
+
+    from vov3d.models import build_model
+
+    with torch.device("meta"):
+        return build_model(cfg)

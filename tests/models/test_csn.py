@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tests.conftest import REPO_ROOT
+from tests.models.model_helpers import build_on_meta, model_cfg
 from vov3d.config import assert_and_infer_cfg, get_cfg, merge_file, merge_overrides
 from vov3d.models import build_model
 from vov3d.models.complexity import conv_linear_gflops, count_params
@@ -25,24 +26,12 @@ SPEC = {
 
 
 def csn_cfg(depth=50, block="ir", num_frames=32, crop=224, num_classes=400, **overrides):
-    cfg = get_cfg()
-    cfg.NUM_GPUS = 0
-    cfg.MODEL.MODEL_NAME = "CSN"
-    cfg.MODEL.ARCH = "csn"
-    cfg.MODEL.NUM_CLASSES = num_classes
-    cfg.CSN.DEPTH = depth
-    cfg.CSN.BLOCK = block
-    cfg.DATA.NUM_FRAMES = num_frames
-    cfg.DATA.TRAIN_CROP_SIZE = crop
-    for key, value in overrides.items():
-        group, name = key.split("__")
-        cfg[group][name] = value
-    return cfg
+    return model_cfg("CSN", num_classes, num_frames, crop, "CSN", {"DEPTH": depth, "BLOCK": block},
+                     **overrides)
 
 
 def meta_csn(**kwargs) -> CSN:
-    with torch.device("meta"):
-        return build_model(csn_cfg(**kwargs))
+    return build_on_meta(csn_cfg(**kwargs))
 
 
 @pytest.mark.parametrize("block,depth", sorted(SPEC))

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tests.conftest import REPO_ROOT
+from tests.models.model_helpers import build_on_meta, model_cfg
 from vov3d.config import assert_and_infer_cfg, get_cfg, merge_file, merge_overrides
 from vov3d.models import build_model
 from vov3d.models.complexity import conv_linear_gflops, count_params
@@ -14,23 +15,11 @@ from vov3d.models.sevnet import SEVBranch, SEVDownsampleModule, SEVModule, SEVNe
 
 
 def sev_cfg(g=8, frames=16, classes=174, crop=224, **overrides):
-    cfg = get_cfg()
-    cfg.NUM_GPUS = 0
-    cfg.MODEL.MODEL_NAME = "SEVNet"
-    cfg.MODEL.ARCH = "sevnet"
-    cfg.MODEL.NUM_CLASSES = classes
-    cfg.SEVNET.GROUP_WIDTH = g
-    cfg.DATA.NUM_FRAMES = frames
-    cfg.DATA.TRAIN_CROP_SIZE = crop
-    for key, value in overrides.items():
-        group, name = key.split("__")
-        cfg[group][name] = value
-    return cfg
+    return model_cfg("SEVNet", classes, frames, crop, "SEVNET", {"GROUP_WIDTH": g}, **overrides)
 
 
 def meta_sevnet(**kwargs) -> SEVNet:
-    with torch.device("meta"):
-        return build_model(sev_cfg(**kwargs))
+    return build_on_meta(sev_cfg(**kwargs))
 
 
 # sevnet.md section 3: (G, frames, classes, extra keys) -> exact params, conv+fc GFLOPs

@@ -13,6 +13,7 @@ of that window, clamped to its last frame (so, as in the reference, pts truncati
 a window one frame short and repeat its last frame). Streams without a frame count or duration (many
 WebM files) are decoded whole and the window is applied to the decoded frame count.
 """
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
@@ -202,7 +203,7 @@ def decode_clips(path: str, clips: Sequence[Tuple[int, int]], spec: TemporalSpec
             out.append(sampling.linspace_indices(start, end, spec.num_frames, available))
         return out
 
-    try:
+    with _naming_errors(path):
         if backend == "torchvision":  # pragma: no cover - not importable on the CPU build
             frames, bank.fps = _torchvision_frames(path, fmt)
             if bank.fps <= 0:
@@ -233,12 +234,6 @@ def decode_clips(path: str, clips: Sequence[Tuple[int, int]], spec: TemporalSpec
                 windows.append(_Window(int(start * timebase), int(end * timebase), positions))
             _decode_windows(container, stream, windows, fmt, bank)
             return bank
-    except DecodeError as error:
-        if path in str(error):
-            raise
-        raise DecodeError(f"{error}: {path}") from None
-    except Exception as error:
-        raise DecodeError(f"failed to decode {path}: {type(error).__name__}: {error}") from error
 
 
 def decode_indexed(path: str, choose: Callable[[int], List[np.ndarray]], fmt: str = "rgb24",
@@ -246,7 +241,7 @@ def decode_indexed(path: str, choose: Callable[[int], List[np.ndarray]], fmt: st
     """Decode a whole video file and cut clips by frame index: `choose(num_frames)` returns
     one index array per clip (Something-Something segment sampling on `.webm` files)."""
     bank = FrameBank({}, [])
-    try:
+    with _naming_errors(path):
         container, stream = _open(path, multi_thread)
         with container:
             bank.fps = float(stream.average_rate or 0)
@@ -254,6 +249,13 @@ def decode_indexed(path: str, choose: Callable[[int], List[np.ndarray]], fmt: st
         bank.decoded = len(decoded)
         _index_all(decoded, choose, lambda f: _convert(f, fmt), bank)
         return bank
+
+
+@contextlib.contextmanager
+def _naming_errors(path: str) -> Iterator[None]:
+    """Turn any failure inside into one DecodeError that names the file."""
+    try:
+        yield
     except DecodeError as error:
         if path in str(error):
             raise

@@ -18,6 +18,7 @@ import torch.nn as nn
 from vov3d.models.heads import BasicHead, head_pool_size
 from vov3d.models.operators import ChannelwiseConv3d
 from vov3d.models.registry import MODEL_REGISTRY
+from vov3d.models.stems import StagedNetwork
 from vov3d.models.weight_init import init_weights, mark_final_bn
 
 # Bottlenecks per stage (res2..res5) for each depth.
@@ -106,7 +107,7 @@ def csn_stage(depth: int, dim_in: int, dim_inner: int, stride: Tuple[int, int, i
 
 
 @MODEL_REGISTRY.register()
-class CSN(nn.Module):
+class CSN(StagedNetwork):
     """ir-/ip-CSN-{50,101,152} (config group CSN); input (N, 3, T, H, W) or [that tensor]."""
 
     def __init__(self, cfg):
@@ -131,10 +132,3 @@ class CSN(nn.Module):
                               head_pool_size(frames, cfg.DATA.TRAIN_CROP_SIZE),
                               cfg.MODEL.DROPOUT_RATE, cfg.MODEL.HEAD_ACT)
         init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
-
-    def forward(self, x) -> torch.Tensor:
-        if isinstance(x, (list, tuple)):
-            x = x[0]
-        for n in range(1, 6):
-            x = getattr(self, f"s{n}")(x)
-        return self.head(x)

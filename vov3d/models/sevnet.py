@@ -18,6 +18,7 @@ import torch.nn as nn
 from vov3d.models.heads import BasicHead, head_pool_size
 from vov3d.models.operators import SE
 from vov3d.models.registry import MODEL_REGISTRY
+from vov3d.models.stems import StagedNetwork
 from vov3d.models.weight_init import init_weights, mark_final_bn
 
 BLOCK_TYPES = ("sev", "r2plus1d", "r3d")
@@ -164,7 +165,7 @@ def _check_config(cfg) -> None:
 
 
 @MODEL_REGISTRY.register()
-class SEVNet(nn.Module):
+class SEVNet(StagedNetwork):
     """SEVNet-G{SEVNET.GROUP_WIDTH}; input (N, 3, T, H, W) or [that tensor]."""
 
     def __init__(self, cfg):
@@ -194,10 +195,3 @@ class SEVNet(nn.Module):
                               head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE),
                               cfg.MODEL.DROPOUT_RATE, cfg.MODEL.HEAD_ACT)
         init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
-
-    def forward(self, x) -> torch.Tensor:
-        if isinstance(x, (list, tuple)):
-            x = x[0]
-        for n in range(1, 6):
-            x = getattr(self, f"s{n}")(x)
-        return self.head(x)

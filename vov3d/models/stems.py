@@ -58,6 +58,21 @@ class VideoModelStem(nn.Module):
         return self.pathway0_stem(single_pathway_input(inputs))
 
 
+class StagedNetwork(nn.Module):
+    """Base of the single-pathway networks: `s1` (stem), `s2`..`s5` (stages), `head`.
+
+    forward takes (N, 3, T, H, W) or a one-element list of it (PySlowFast's pathway list)
+    and returns (N, NUM_CLASSES): logits in training, the mean over head positions of
+    HEAD_ACT(scores) in eval.
+    """
+
+    def forward(self, inputs) -> torch.Tensor:
+        x = single_pathway_input(inputs)
+        for stage in (self.s1, self.s2, self.s3, self.s4, self.s5):
+            x = stage(x)
+        return self.head(x)
+
+
 def single_pathway_dim_in(cfg, model_name: str) -> int:
     """Input channels of a single-pathway model, after checking the config keys that
     would otherwise ask for something it cannot do."""

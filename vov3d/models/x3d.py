@@ -16,7 +16,8 @@ from vov3d.models.heads import X3DHead, head_pool_size
 from vov3d.models.operators import SE, ChannelwiseConv3d, Swish, round_width
 from vov3d.models.registry import MODEL_REGISTRY
 from vov3d.models.resblock import ResBlock, ResStage, stage_drop_connect_rate
-from vov3d.models.stems import BN_EPS, BN_MOMENTUM, VideoModelStem, X3DStem, single_pathway_dim_in
+from vov3d.models.stems import (BN_EPS, BN_MOMENTUM, StagedNetwork, VideoModelStem, X3DStem,
+                                single_pathway_dim_in)
 from vov3d.models.weight_init import init_weights, mark_final_bn
 
 SE_RATIO = 0.0625
@@ -136,9 +137,8 @@ def build_x3d_stage(spec: X3DStageSpec, stride_1x1: bool = False,
 
 
 @MODEL_REGISTRY.register()
-class X3D(nn.Module):
-    """X3D network; forward takes (N, 3, T, H, W) or [that] and returns (N, NUM_CLASSES):
-    logits in training, the mean over head positions of HEAD_ACT(scores) in eval.
+class X3D(StagedNetwork):
+    """X3D network (forward: see StagedNetwork).
 
     Normalisation is plain BatchNorm3d; BN.NORM_TYPE sync_batchnorm is applied by the engine
     (convert_sync_batchnorm), which keeps the state dict unchanged.
@@ -165,8 +165,3 @@ class X3D(nn.Module):
             dropout_rate=cfg.MODEL.DROPOUT_RATE, act_func=cfg.MODEL.HEAD_ACT,
             bn_lin5_on=cfg.X3D.BN_LIN5)
         init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
-
-    def forward(self, inputs) -> torch.Tensor:
-        x = self.s1(inputs)
-        x = self.s5(self.s4(self.s3(self.s2(x))))
-        return self.head(x)
