@@ -17,7 +17,7 @@ import av
 import numpy as np
 import torch
 
-from vov3d.config.load import build_parser, load_config
+from vov3d.config.load import load_config, parse_args
 from vov3d.datasets import build_dataset, sampling
 from vov3d.datasets.loader import construct_loader, shuffle_dataset
 
@@ -118,12 +118,13 @@ def loader_rate(cfg, split: str, workers: int, max_items: int) -> float:
 
 
 def main(argv=None) -> None:
-    parser = build_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", type=int, default=40, help="training clips per measurement")
-    parser.add_argument("--videos", type=int, default=6, help="test videos per measurement")
-    parser.add_argument("--workers", default="0,1,2", help="worker counts to measure")
-    args = parser.parse_args(argv)
-    args.opts = list(args.overrides or []) + list(args.opts or [])
+    def add_tool_arguments(parser):
+        parser.add_argument("--clips", type=int, default=40, help="training clips per measurement")
+        parser.add_argument("--videos", type=int, default=6, help="test videos per measurement")
+        parser.add_argument("--workers", default="0,1,2", help="worker counts to measure")
+
+    args = parse_args(argv, __doc__.split("\n\n")[0], distributed=False,
+                      add_arguments=add_tool_arguments)
     cfg = load_config(args)
     cfg.defrost()
     torch.set_num_threads(1)

@@ -143,23 +143,17 @@ def format_table(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def tool_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
+def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--mode", choices=sorted(MODES), default="clip")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=5, help="timed runs (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
-    return parser
 
 
 def main(argv=None) -> int:
-    tool_args, rest = tool_parser().parse_known_args(argv)
-    description = ("Time a model's forward and forward+backward passes. Tool options:\n"
-                   + tool_parser().format_help().split("\n", 1)[1])
-    args = parse_args(rest, description=description)
-    for name in ("threads", "mode", "batch_sizes", "runs", "warmup"):
-        setattr(args, name, getattr(tool_args, name))
+    args = parse_args(argv, "Time a model's forward and forward+backward passes.",
+                      distributed=False, add_arguments=add_tool_arguments)
     if args.runs < 1 or args.warmup < 0 or min(args.batch_sizes) < 1:
         print("benchmark_model.py: --runs and --batch-sizes must be >= 1, --warmup >= 0.",
               file=sys.stderr)

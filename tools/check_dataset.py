@@ -9,16 +9,15 @@ Exit status 1 if any file is bad; the list is also written to OUTPUT_DIR/bad_vid
 """
 import sys
 
-from vov3d.config.load import build_parser, load_config
+from vov3d.config.load import load_config, parse_args
 from vov3d.datasets import build_dataset
 from vov3d.datasets.failures import FailureLog
 
 
 def main(argv=None) -> int:
-    parser = build_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--splits", default="train,val,test", help="comma-separated splits")
-    args = parser.parse_args(argv)
-    args.opts = list(args.overrides or []) + list(args.opts or [])
+    args = parse_args(argv, __doc__.split("\n\n")[0], distributed=False,
+                      add_arguments=lambda p: p.add_argument(
+                          "--splits", default="train,val,test", help="comma-separated splits"))
     cfg = load_config(args)
     failures = FailureLog(cfg.OUTPUT_DIR)
     bad = 0

@@ -13,7 +13,7 @@ from vov3d.config import ConfigError, load_config, parse_args
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv, description="Print a model's parameters, GFLOPs and activations.")
+    args = parse_args(argv, "Print a model's parameters, GFLOPs and activations.", distributed=False)
     args.opts = list(args.opts) + ["NUM_GPUS", "0"]
     try:
         cfg = load_config(args)

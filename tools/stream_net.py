@@ -36,8 +36,7 @@ from vov3d.config import ConfigError, load_config, parse_args
 STREAMABLE = ("X3D", "CoX3D")
 
 
-def tool_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
+def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="video file to stream")
     parser.add_argument("--checkpoint", default="", help="weights (else TEST.CHECKPOINT_FILE_PATH)")
     parser.add_argument("--every", type=int, default=1, help="print every N-th output frame")
@@ -47,7 +46,6 @@ def tool_parser() -> argparse.ArgumentParser:
                         help="print only the output at this sampled frame (0-based)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0 = torch's default; 1 is fastest on a busy CPU)")
-    return parser
 
 
 def read_labels(path: str, num_classes: int) -> List[str]:
@@ -174,12 +172,8 @@ def stream_video(model, cfg, args, names: List[str]) -> int:
 
 
 def main(argv=None) -> int:
-    tool_args, rest = tool_parser().parse_known_args(argv)
-    description = ("Stream a video through CoX3D, printing top-k classes per frame. Tool "
-                   "options:\n" + tool_parser().format_help().split("\n", 1)[1])
-    args = parse_args(rest, description=description)
-    for name in ("video", "checkpoint", "every", "topk", "labels", "predict_at", "threads"):
-        setattr(args, name, getattr(tool_args, name))
+    args = parse_args(argv, "Stream a video through CoX3D, printing top-k classes per frame.",
+                      distributed=False, add_arguments=add_tool_arguments)
     if args.every < 1 or args.topk < 1:
         print("stream_net.py: --every and --topk must be >= 1.", file=sys.stderr)
         return 2

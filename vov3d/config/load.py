@@ -2,7 +2,7 @@
 import argparse
 import logging
 import os
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from yacs.config import CfgNode
 
@@ -13,17 +13,26 @@ from vov3d.config.validate import assert_and_infer_cfg
 logger = logging.getLogger(__name__)
 
 
-def build_parser(description: str) -> argparse.ArgumentParser:
+AddArguments = Callable[[argparse.ArgumentParser], None]
+
+
+def build_parser(description: str, distributed: bool = True,
+                 add_arguments: Optional[AddArguments] = None) -> argparse.ArgumentParser:
+    """`--cfg`, the launch flags when `distributed`, a tool's own flags, then overrides."""
     parser = argparse.ArgumentParser(
         description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Overrides: KEY VALUE pairs after the flags (or after --opts), "
                "e.g. NUM_GPUS 0 TRAIN.BATCH_SIZE 8 DATA.PATH_TO_DATA_DIR /data/k400.",
     )
     parser.add_argument("--cfg", dest="cfg_file", required=True, help="experiment yaml file")
-    parser.add_argument("--shard_id", type=int, default=0, help="index of this machine")
-    parser.add_argument("--num_shards", type=int, default=1, help="number of machines")
-    parser.add_argument("--init_method", default="tcp://localhost:9999",
-                        help="torch.distributed rendezvous: tcp://host:port, file:///path or env://")
+    if distributed:
+        parser.add_argument("--shard_id", type=int, default=0, help="index of this machine")
+        parser.add_argument("--num_shards", type=int, default=1, help="number of machines")
+        parser.add_argument("--init_method", default="tcp://localhost:9999",
+                            help="torch.distributed rendezvous: tcp://host:port, file:///path or env://")
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=None,
                         help="KEY VALUE overrides (the same as writing them after the flags)")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -31,10 +40,17 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None,
-               description: str = "vov3d: train and test video models.") -> argparse.Namespace:
-    """Parse flags and KEY VALUE overrides; exits with a message on malformed input."""
-    parser = build_parser(description)
+               description: str = "vov3d: train and test video models.", distributed: bool = True,
+               add_arguments: Optional[AddArguments] = None) -> argparse.Namespace:
+    """Parse flags and KEY VALUE overrides; exits with a message on malformed input.
+
+    Tools pass `add_arguments` for their own flags (which, like all flags, come before the
+    overrides) and `distributed=False` when they run in one process.
+    """
+    parser = build_parser(description, distributed, add_arguments)
     args = parser.parse_args(argv)
+    if not distributed:
+        args.num_shards, args.shard_id, args.init_method = 1, 0, None
     opts: List[str] = list(args.overrides or [])
     if opts and opts[0] == "--opts":
         opts = opts[1:]
