@@ -149,6 +149,9 @@ def test(cfg: CfgNode) -> Optional[Dict]:
                "views": views, "ensemble": cfg.TEST.ENSEMBLE_METHOD,
                "checkpoint": path or "random init", "checkpoint_epoch": None if epoch is None else epoch + 1}
     log_json_stats(summary)
+    logger.info("Test result: top-1 %.2f%%, top-5 %.2f%% over %d videos (%d views each, %d unreadable).",
+                metrics["top1_acc"], metrics["top5_acc"], metrics["num_videos"], views,
+                metrics["num_failed"])
     if cfg.TEST.SAVE_RESULTS_PATH:
         out = cfg.TEST.SAVE_RESULTS_PATH
         out = out if os.path.isabs(out) else os.path.join(cfg.OUTPUT_DIR, out)
