@@ -146,6 +146,8 @@ def test_flags_win_over_yaml_shards(tmp_path):
     (["SOLVER.LR_POLICY", "steps_with_relative_lrs", "SOLVER.STEPS", "[5, 10]",
       "SOLVER.LRS", "[1, 0.1]"], "SOLVER.STEPS"),
     (["MULTIGRID.LONG_CYCLE", "True"], "MULTIGRID"),
+    (["DATA.MULTI_LABEL", "True"], "DATA.MULTI_LABEL"),
+    (["TENSORBOARD.MODEL_VIS.ENABLE", "True"], "TENSORBOARD.MODEL_VIS.ENABLE"),
 ])
 def test_invalid_merged_values_are_rejected(tmp_path, opts, key):
     path = write(tmp_path / "v.yaml", "NUM_GPUS: 0\n")
@@ -188,3 +190,15 @@ def test_parse_args_missing_cfg_file(capsys):
     with pytest.raises(SystemExit) as exc:
         parse_args(["--cfg", os.path.join("no", "such.yaml")])
     assert exc.value.code != 0 and "such.yaml" in capsys.readouterr().err
+
+
+def test_keys_without_effect_are_named_in_a_warning(tmp_path, caplog):
+    path = write(tmp_path / "w.yaml", "NUM_GPUS: 0\nRESNET:\n  WIDTH_PER_GROUP: 32\nSOLVER:\n  GAMMA: 0.5\n")
+    with caplog.at_level("WARNING"):
+        cfg = load_config(args_for(path))
+    assert cfg.SOLVER.GAMMA == 0.5
+    assert "RESNET.WIDTH_PER_GROUP" in caplog.text and "SOLVER.GAMMA" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_config(args_for(write(tmp_path / "q.yaml", "NUM_GPUS: 0\n")))
+    assert "no effect" not in caplog.text

@@ -16,6 +16,29 @@ _BACKENDS = ("pyav", "torchvision")
 _SEGMENT_TEST = ("spread", "midpoint", "random")
 _LOSSES = ("cross_entropy", "soft_cross_entropy", "bce", "bce_logit")
 
+# Keys that PySlowFast / VoV3D configs set but that no vov3d model or loop reads (the
+# references ignored most of them too). A value other than the default is accepted, so
+# those configs load, and named in a warning, so nobody believes it changed anything.
+COMPATIBILITY_ONLY_KEYS = (
+    "SOLVER.GAMMA", "SOLVER.STEP_SIZE", "SOLVER.WARMUP_FACTOR",
+    "RESNET.WIDTH_PER_GROUP", "RESNET.NUM_BLOCK_TEMP_KERNEL", "RESNET.SPATIAL_STRIDES", "RESNET.DEPTH",
+    "NONLOCAL.GROUP", "NONLOCAL.INSTANTIATION", "NONLOCAL.POOL",
+    "SLOWFAST.BETA_INV", "SLOWFAST.ALPHA", "SLOWFAST.FUSION_CONV_CHANNEL_RATIO", "SLOWFAST.FUSION_KERNEL_SZ",
+    "MULTIGRID.EPOCH_FACTOR", "MULTIGRID.SHORT_CYCLE_FACTORS", "MULTIGRID.LONG_CYCLE_FACTORS",
+    "MULTIGRID.BN_BASE_SIZE", "MULTIGRID.EVAL_FREQ", "MULTIGRID.LONG_CYCLE_SAMPLING_RATE",
+    "BENCHMARK.NUM_EPOCHS", "BENCHMARK.LOG_PERIOD", "BENCHMARK.SHUFFLE",
+    "TENSORBOARD.PREDICTIONS_PATH", "TENSORBOARD.CLASS_NAMES_PATH", "TENSORBOARD.CATEGORIES_PATH",
+    "DETECTION.ALIGNED", "DETECTION.SPATIAL_SCALE_FACTOR", "DETECTION.ROI_XFORM_RESOLUTION",
+)
+# Switches for features vov3d does not have: refused rather than ignored.
+UNSUPPORTED_SWITCHES = (
+    ("DATA.MULTI_LABEL", "multi-label datasets are not supported"),
+    ("TENSORBOARD.CONFUSION_MATRIX.ENABLE", "confusion-matrix plots are not implemented"),
+    ("TENSORBOARD.HISTOGRAM.ENABLE", "per-class histograms are not implemented"),
+    ("TENSORBOARD.MODEL_VIS.ENABLE", "model visualisation is not implemented"),
+    ("TENSORBOARD.WRONG_PRED_VIS.ENABLE", "wrong-prediction visualisation is not implemented"),
+)
+
 
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
@@ -120,8 +143,21 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _require(not cfg.DETECTION.ENABLE, "DETECTION.ENABLE", True, "False (classification only)")
     _require(not cfg.DEMO.ENABLE, "DEMO.ENABLE", True, "False (use tools/stream_net.py)")
 
+    for key, why in UNSUPPORTED_SWITCHES:
+        _require(not _get(cfg, key), key, True, f"False ({why})")
+    _warn_compatibility_only(cfg)
     _scale_learning_rates(cfg)
     return cfg
+
+
+def _warn_compatibility_only(cfg: CfgNode) -> None:
+    from vov3d.config.defaults import get_cfg
+
+    defaults = get_cfg()
+    changed = [k for k in COMPATIBILITY_ONLY_KEYS if _get(cfg, k) != _get(defaults, k)]
+    if changed:
+        logger.warning("These keys are accepted for compatibility with PySlowFast/VoV3D configs but "
+                       "have no effect in vov3d: %s.", ", ".join(changed))
 
 
 def _scale_learning_rates(cfg: CfgNode) -> None:
