@@ -20,12 +20,12 @@ setup: $(STAMP)
 demo: setup
 	$(PY) tools/make_toy_dataset.py --out $(TOY_DIR)
 	$(PY) tools/run_net.py --cfg configs/Toy/vov3d_M_toy.yaml \
-		DATA.PATH_TO_DATA_DIR $(TOY_DIR) OUTPUT_DIR $(OUT_DIR)/vov3d_M
+		DATA.PATH_TO_DATA_DIR $(TOY_DIR) DATA.PATH_PREFIX $(TOY_DIR) OUTPUT_DIR $(OUT_DIR)/vov3d_M
 
 demo-x3d: setup
 	$(PY) tools/make_toy_dataset.py --out $(TOY_DIR)
 	$(PY) tools/run_net.py --cfg configs/Toy/x3d_M_toy.yaml \
-		DATA.PATH_TO_DATA_DIR $(TOY_DIR) OUTPUT_DIR $(OUT_DIR)/x3d_M
+		DATA.PATH_TO_DATA_DIR $(TOY_DIR) DATA.PATH_PREFIX $(TOY_DIR) OUTPUT_DIR $(OUT_DIR)/x3d_M
 
 test: setup
 	$(PY) -m pytest -q -n 2 tests; rc=$$?; \
