@@ -44,3 +44,15 @@ def build_on_meta(cfg):
 
     with torch.device("meta"):
         return build_model(cfg)
+
+
+def randomise_bn(module):
+    """Non-trivial BN parameters and statistics, so tests see every BN's effect."""
+    import torch.nn as nn
+
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.5, 0.5)
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)

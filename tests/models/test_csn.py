@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tests.conftest import REPO_ROOT
-from tests.models.model_helpers import build_on_meta, model_cfg
+from tests.models.model_helpers import build_on_meta, model_cfg, randomise_bn
 from vov3d.config import assert_and_infer_cfg, get_cfg, merge_file, merge_overrides
 from vov3d.models import build_model
 from vov3d.models.complexity import conv_linear_gflops, count_params
@@ -83,15 +83,6 @@ def test_ir_and_ip_differ_only_by_the_pointwise_conv():
     assert len(extra) == 16 * 6  # one conv weight + 5 BN entries in each of the 16 blocks
 
 
-def _randomise_bn(module):
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm3d):
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.uniform_(m.bias, -0.5, 0.5)
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-
-
 def _bn(x, bn):
     return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
@@ -100,7 +91,7 @@ def _bn(x, bn):
 def test_bottleneck_matches_functional_reference(ip):
     torch.manual_seed(0)
     block = CSNBottleneck(8, 4, 16, (2, 2, 2), ip, bn_eps=1e-3).double().eval()
-    _randomise_bn(block)
+    randomise_bn(block)
     x = torch.randn(2, 8, 5, 6, 7, dtype=torch.float64)
     b2 = block.branch2
     y = F.relu(_bn(F.conv3d(x, b2.a.weight), b2.a_bn))

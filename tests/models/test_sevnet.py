@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tests.conftest import REPO_ROOT
-from tests.models.model_helpers import build_on_meta, model_cfg
+from tests.models.model_helpers import build_on_meta, model_cfg, randomise_bn
 from vov3d.config import assert_and_infer_cfg, get_cfg, merge_file, merge_overrides
 from vov3d.models import build_model
 from vov3d.models.complexity import conv_linear_gflops, count_params
@@ -114,15 +114,6 @@ def test_module_layout():
             assert block.branch2.c.kernel_size == (3, 1, 1) and block.branch2.c.groups == 1
 
 
-def _randomise_bn(module):
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm3d):
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.uniform_(m.bias, -0.5, 0.5)
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-
-
 def _cbr(x, conv, bn, stride=1, padding=0, groups=1):
     x = F.conv3d(x, conv.weight, stride=stride, padding=padding, groups=groups)
     return F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
@@ -147,7 +138,7 @@ def test_downsample_module_matches_functional_reference():
     branch = SEVBranch(dim, "sev", 4, (1, 2, 2), 2.0, 2.6, se_reduction=4)
     module = SEVDownsampleModule(dim, branch, pool_kernel=3, shortcut_bn=True, shortcut_act=True,
                                  shortcut_first=True).double().eval()
-    _randomise_bn(module)
+    randomise_bn(module)
     x = torch.randn(2, dim, 3, 7, 6, dtype=torch.float64)
     pooled = F.avg_pool3d(x, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))  # pool, then conv
     shortcut = _cbr(pooled, module.branch1, module.branch1_bn)
@@ -167,7 +158,7 @@ def test_standard_module_matches_functional_reference():
     torch.manual_seed(1)
     branch = SEVBranch(16, "sev", 4, (1, 1, 1), 2.0, 2.6, se_reduction=0)
     module = SEVModule(branch, post_add_relu=False).double().eval()
-    _randomise_bn(module)
+    randomise_bn(module)
     x = torch.randn(1, 16, 4, 5, 5, dtype=torch.float64)
     with torch.no_grad():
         out = module(x)

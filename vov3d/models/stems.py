@@ -63,7 +63,8 @@ class StagedNetwork(nn.Module):
 
     forward takes (N, 3, T, H, W) or a one-element list of it (PySlowFast's pathway list)
     and returns (N, NUM_CLASSES): logits in training, the mean over head positions of
-    HEAD_ACT(scores) in eval.
+    HEAD_ACT(scores) in eval. Normalisation is plain BatchNorm3d; BN.NORM_TYPE
+    sync_batchnorm is applied by the engine, which keeps the state dict unchanged.
     """
 
     def forward(self, inputs) -> torch.Tensor:

@@ -121,11 +121,7 @@ def _per_stage(cfg, key: str, allowed, expected: str) -> List[int]:
 
 @MODEL_REGISTRY.register()
 class VoV3D(StagedNetwork):
-    """VoV3D network (forward: see StagedNetwork).
-
-    Normalisation is plain BatchNorm3d; BN.NORM_TYPE sync_batchnorm is applied by the engine
-    (convert_sync_batchnorm), which keeps the state dict unchanged.
-    """
+    """VoV3D network built from the config (see StagedNetwork for forward and normalisation)."""
 
     def __init__(self, cfg):
         super().__init__()

@@ -138,11 +138,7 @@ def build_x3d_stage(spec: X3DStageSpec, stride_1x1: bool = False,
 
 @MODEL_REGISTRY.register()
 class X3D(StagedNetwork):
-    """X3D network (forward: see StagedNetwork).
-
-    Normalisation is plain BatchNorm3d; BN.NORM_TYPE sync_batchnorm is applied by the engine
-    (convert_sync_batchnorm), which keeps the state dict unchanged.
-    """
+    """X3D network built from the config (see StagedNetwork for forward and normalisation)."""
 
     def __init__(self, cfg):
         super().__init__()
