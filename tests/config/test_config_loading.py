@@ -202,3 +202,15 @@ def test_keys_without_effect_are_named_in_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         load_config(args_for(write(tmp_path / "q.yaml", "NUM_GPUS: 0\n")))
     assert "no effect" not in caplog.text
+
+
+def test_pyslowfast_style_merge_methods_use_the_checked_merge(tmp_path):
+    write(tmp_path / "base.yaml", "SOLVER:\n  BASE_LR: 0.3\n")
+    child = write(tmp_path / "child.yaml", "_BASE_: base.yaml\nSOLVER:\n  WEIGHT_DECAY: 5e-5\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(child)
+    cfg.merge_from_list(["SOLVER.MAX_EPOCH", "3"])
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.MAX_EPOCH) == (0.3, 5e-5, 3)
+    assert type(cfg.SOLVER) is type(cfg)
+    with pytest.raises(ConfigError, match="Did you mean"):
+        cfg.merge_from_list(["SOLVER.BASE_LRR", "1.0"])

@@ -5,7 +5,7 @@ and command lines written for it keep working. Keys that the reference accepted 
 ignored are either made to work or documented where they are defined. Project
 additions are marked "vov3d:".
 """
-from yacs.config import CfgNode
+from vov3d.config.node import CfgNode
 
 _C = CfgNode()
 
