@@ -227,11 +227,15 @@ def decode_clips(path: str, clips: Sequence[Tuple[int, int]], spec: TemporalSpec
                                       spec.target_fps)
             timebase = duration / frames
             positions = np.linspace(0, size - 1, spec.num_frames).astype(np.int64)
+            # Timestamps count from the stream's start time, which trimmed clips often
+            # leave non-zero (the references assumed 0 and then returned one frame).
+            origin = stream.start_time or 0
             windows = []
             for clip_idx, num_clips in clips:
                 start, end = sampling.window_start_end(frames, size, clip_idx, num_clips,
                                                        spec.use_offset, rng)
-                windows.append(_Window(int(start * timebase), int(end * timebase), positions))
+                windows.append(_Window(origin + int(start * timebase), origin + int(end * timebase),
+                                       positions))
             _decode_windows(container, stream, windows, fmt, bank)
             return bank
 
