@@ -3,6 +3,7 @@ import fractions
 
 import av
 import numpy as np
+import torch
 
 from tests.datasets.conftest import frame_numbers, make_cfg, ramp_frames
 from vov3d.datasets import build_dataset
@@ -36,3 +37,20 @@ def test_late_start_and_b_frames_give_the_same_clips_as_a_plain_stream(tmp_path)
     for clip in clips[1:]:
         assert [frame_numbers(clip[v]).tolist() for v in range(test.num_views)] == plain
     assert all(np.all(np.diff(p) >= 0) for p in plain)
+
+
+def test_unusable_torchvision_backend_falls_back_to_pyav_once(tmp_path, caplog):
+    write_ramp(tmp_path / "plain.mp4", ramp_frames(40))
+    for split in ("train", "val", "test"):
+        (tmp_path / f"{split}.csv").write_text("plain.mp4 0\n")
+    pyav = build_dataset("kinetics", make_cfg(tmp_path), "test")[0][0][0]
+    with caplog.at_level("WARNING"):
+        dataset = build_dataset("kinetics", make_cfg(tmp_path, "DATA.DECODING_BACKEND", "torchvision"), "test")
+    try:
+        import torchvision.io  # noqa: F401
+        torchvision_works = True
+    except Exception:
+        torchvision_works = False
+    if not torchvision_works:
+        assert "decoding with PyAV instead" in caplog.text
+        assert torch.equal(dataset[0][0][0], pyav)

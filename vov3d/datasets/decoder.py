@@ -14,6 +14,7 @@ a window one frame short and repeat its last frame). Streams without a frame cou
 WebM files) are decoded whole and the window is applied to the decoded frame count.
 """
 import contextlib
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
@@ -23,6 +24,8 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from vov3d.datasets import sampling
+
+logger = logging.getLogger(__name__)
 
 # Seek this many pts before the window, as the reference does.
 _SEEK_MARGIN = 1024
@@ -54,20 +57,26 @@ class TemporalSpec:
     use_offset: bool = False
 
 
-def check_backend(name: str) -> None:
-    """Fail once, at dataset construction, if the decoding backend cannot work here."""
+def usable_backend(name: str) -> str:
+    """The backend to decode with, decided once at dataset construction.
+
+    PySlowFast's X3D configs ask for torchvision, whose video reader is missing from many
+    builds (and which does not import at all next to a CPU-only torch); rather than fail
+    on every video, such runs decode with PyAV and say so once.
+    """
     if name == "pyav":
-        return
+        return name
     if name != "torchvision":
         raise ValueError(f"unknown DATA.DECODING_BACKEND {name!r}; expected one of {BACKENDS}.")
     try:
-        import torchvision.io  # noqa: F401  (torchvision may raise RuntimeError, not ImportError)
-        reader = torchvision.io.read_video
+        import torchvision.io  # (torchvision may raise RuntimeError, not ImportError)
+        torchvision.io.read_video  # noqa: B018 - older builds lack the video API
     except Exception as error:  # pragma: no cover - depends on the installation
-        raise RuntimeError(
-            "DATA.DECODING_BACKEND torchvision is not usable in this environment "
-            f"({type(error).__name__}: {error}); set DATA.DECODING_BACKEND pyav.") from None
-    del reader
+        logger.warning("DATA.DECODING_BACKEND torchvision is not usable here (%s: %s); decoding "
+                       "with PyAV instead. Set DATA.DECODING_BACKEND pyav to silence this.",
+                       type(error).__name__, error)
+        return "pyav"
+    return name
 
 
 def _check_file(path: str) -> None:

@@ -14,7 +14,7 @@ class Kinetics(ClipDataset):
 
     def _load_index(self) -> None:
         data = self.cfg.DATA
-        decoder.check_backend(data.DECODING_BACKEND)
+        self._backend = decoder.usable_backend(data.DECODING_BACKEND)
         path = lists.require_file(os.path.join(data.PATH_TO_DATA_DIR, f"{self.split}.csv"),
                                   self.split, "the video list")
         self._paths, self._labels = lists.read_video_csv(
@@ -40,4 +40,4 @@ class Kinetics(ClipDataset):
             spec = decoder.TemporalSpec(spec.num_frames, spec.sampling_rate, spec.target_fps, True)
         return decoder.decode_clips(path, requests, spec, "rgb24",
                                     self.cfg.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE,
-                                    backend=self.cfg.DATA.DECODING_BACKEND)
+                                    backend=self._backend)
