@@ -56,3 +56,14 @@ def test_missing_cfg_and_no_arguments(tmp_path):
 def test_help_exits_zero(tmp_path):
     result = run(["--help"], tmp_path)
     assert result.returncode == 0 and "--init_method" in result.stdout
+
+
+def test_testing_without_weights_is_refused_with_a_message(tmp_path):
+    cfg = os.path.join(REPO_ROOT, "configs", "Toy", "x3d_M_toy.yaml")
+    result = run(["--cfg", cfg, "TRAIN.ENABLE", "False", "OUTPUT_DIR", str(tmp_path / "out"),
+                  "DATA.PATH_TO_DATA_DIR", str(tmp_path)], tmp_path)
+    assert result.returncode == 1
+    assert "TEST.ALLOW_RANDOM_INIT True" in result.stderr and "Traceback" not in result.stderr
+    result = run(["--cfg", cfg, "TRAIN.ENABLE", "False", "OUTPUT_DIR", str(tmp_path / "out"),
+                  "TEST.CHECKPOINT_FILE_PATH", str(tmp_path / "missing.pyth")], tmp_path)
+    assert result.returncode == 1 and "missing.pyth" in result.stderr

@@ -20,8 +20,8 @@ from vov3d.utils.processes import per_process_batch
 logger = logging.getLogger(__name__)
 
 
-class NoCheckpointError(RuntimeError):
-    pass
+class NoCheckpointError(cu.CheckpointError):
+    """Testing was asked for, but there are no weights to test."""
 
 
 def choose_test_checkpoint(cfg: CfgNode) -> Optional[str]:
