@@ -216,7 +216,7 @@ class Trainer:
         if share > _DATA_BOUND_WARNING:
             logger.warning("Waiting for data took %.0f%% of the iteration time in epoch %d: the loader is "
                            "the bottleneck. Raise DATA_LOADER.NUM_WORKERS, pre-resize videos to a 256 px "
-                           "short side, or measure with tools/benchmark.py.", 100 * share, epoch + 1)
+                           "short side, or measure with tools/benchmark_data.py.", 100 * share, epoch + 1)
 
     @torch.no_grad()
     def validate(self, epoch: int) -> None:
