@@ -32,4 +32,4 @@ test: setup
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 clean:
-	rm -rf $(VENV) $(OUT_DIR)
+	rm -rf $(OUT_DIR) $(TOY_DIR)
