@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from tests.conftest import DESIGN_DIR, REPO_ROOT
-from vov3d.config import assert_and_infer_cfg, get_cfg, merge_file, merge_overrides
+from tests.conftest import DESIGN_DIR
+from tests.models.model_helpers import project_cfg
 from vov3d.models import build_model
 from vov3d.models.complexity import conv_linear_flops, count_params
 
@@ -22,10 +22,7 @@ def _load(path):
 
 
 def _cfg(listing):
-    cfg = get_cfg()
-    merge_file(cfg, os.path.join(REPO_ROOT, listing["project_config"]))
-    merge_overrides(cfg, ["NUM_GPUS", "0"] + list(listing["reference_overrides"]))
-    return assert_and_infer_cfg(cfg)
+    return project_cfg(listing["project_config"], *listing["reference_overrides"])
 
 
 def test_every_model_listing_is_present():

@@ -6,9 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tests.conftest import REPO_ROOT
-from tests.models.model_helpers import build_on_meta, model_cfg, randomise_bn
-from vov3d.config import assert_and_infer_cfg, get_cfg, merge_file, merge_overrides
+from tests.models.model_helpers import build_on_meta, model_cfg, project_cfg, randomise_bn
 from vov3d.models import build_model
 from vov3d.models.complexity import conv_linear_gflops, count_params
 from vov3d.models.sevnet import SEVBranch, SEVDownsampleModule, SEVModule, SEVNet
@@ -234,10 +232,7 @@ CONFIGS = {  # config -> (G, frames, classes, exact params)
 @pytest.mark.parametrize("relpath", sorted(CONFIGS))
 def test_configs_follow_the_paper_recipe(relpath):
     g, frames, classes, params = CONFIGS[relpath]
-    cfg = get_cfg()
-    merge_file(cfg, os.path.join(REPO_ROOT, "configs", relpath))
-    merge_overrides(cfg, ["NUM_GPUS", "0"])
-    assert_and_infer_cfg(cfg)
+    cfg = project_cfg(os.path.join("configs", relpath))
     kinetics = relpath.startswith("Kinetics")
     assert (cfg.MODEL.MODEL_NAME, cfg.MODEL.ARCH, cfg.SEVNET.GROUP_WIDTH) == ("SEVNet", "sevnet", g)
     assert (cfg.MODEL.NUM_CLASSES, cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE) == (classes, frames, 224)

@@ -12,6 +12,7 @@ Items (one per video in every split):
              K = NUM_ENSEMBLE_VIEWS * NUM_SPATIAL_CROPS, view v = temporal * crops + spatial.
 """
 import logging
+import os
 import random
 from typing import List, Optional, Sequence, Tuple
 
@@ -33,6 +34,12 @@ class MissingSampleError(RuntimeError):
     """A listed file or folder does not exist or is empty: retrying the same one is useless."""
 
 
+def require_sample_file(path: str, what: str = "video") -> None:
+    """Raise MissingSampleError for a missing or zero-byte file (no decoder is tried)."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        raise MissingSampleError(f"{what} file missing or empty: {path}")
+
+
 class ClipDataset(torch.utils.data.Dataset):
     # Channel order of the decoded frames ("rgb" or "bgr"); REVERSE_INPUT_CHANNEL flips it.
     channel_order = "rgb"
@@ -51,7 +58,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self._labels: List[int] = []
         self._load_index()
         if not self._paths:
-            raise ValueError(f"{type(self).__name__} {split} split is empty.")
+            raise ValueError(f"{type(self).__name__} {split} split is empty: its list files in "
+                             f"DATA.PATH_TO_DATA_DIR {cfg.DATA.PATH_TO_DATA_DIR!r} name no videos.")
         logger.info("%s %s: %d videos, %d view(s) per video.", type(self).__name__, split,
                     len(self._paths), self.num_views)
 

@@ -155,11 +155,12 @@ def _decode_windows(container, stream, windows: List[_Window], fmt: str, bank: F
         bank.clips.append(w.keys)
 
 
-def _index_all(frames: Sequence, choose: Callable[[int], List[np.ndarray]],
+def index_frames(frames: Sequence, choose: Callable[[int], List[np.ndarray]],
                convert: Callable, bank: FrameBank) -> None:
-    """Pick clips by index from the whole decoded video, converting only the picked frames."""
+    """Pick clips by index from all frames of a video (decoded frames or image paths),
+    converting (or reading) only the picked ones, each once."""
     if len(frames) == 0:
-        raise DecodeError("the video has no decodable frames")
+        raise DecodeError("the video has no frames")
     for indices in choose(len(frames)):
         keys = [int(i) for i in indices]
         for key in keys:
@@ -218,7 +219,7 @@ def decode_clips(path: str, clips: Sequence[Tuple[int, int]], spec: TemporalSpec
             if bank.fps <= 0:
                 raise DecodeError("the video stream has no frame rate")
             bank.decoded = len(frames)
-            _index_all(frames, choose, lambda f: f, bank)
+            index_frames(frames, choose, lambda f: f, bank)
             return bank
         container, stream = _open(path, multi_thread)
         with container:
@@ -230,7 +231,7 @@ def decode_clips(path: str, clips: Sequence[Tuple[int, int]], spec: TemporalSpec
                 # Unknown length (e.g. WebM): decode everything, window on the decoded count.
                 decoded = _decode_all(container, stream)
                 bank.decoded = len(decoded)
-                _index_all(decoded, choose, lambda f: _convert(f, fmt), bank)
+                index_frames(decoded, choose, lambda f: _convert(f, fmt), bank)
                 return bank
             size = sampling.clip_size(spec.num_frames, spec.sampling_rate, bank.fps,
                                       spec.target_fps)
@@ -260,7 +261,7 @@ def decode_indexed(path: str, choose: Callable[[int], List[np.ndarray]], fmt: st
             bank.fps = float(stream.average_rate or 0)
             decoded = _decode_all(container, stream)
         bank.decoded = len(decoded)
-        _index_all(decoded, choose, lambda f: _convert(f, fmt), bank)
+        index_frames(decoded, choose, lambda f: _convert(f, fmt), bank)
         return bank
 
 

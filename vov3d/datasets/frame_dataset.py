@@ -12,14 +12,13 @@ import cv2
 import numpy as np
 
 from vov3d.datasets import decoder, lists, sampling
-from vov3d.datasets.clip_dataset import CENTRE_CLIP, TRAIN_CLIP, ClipDataset, MissingSampleError
+from vov3d.datasets.clip_dataset import CENTRE_CLIP, TRAIN_CLIP, ClipDataset, require_sample_file
 
 
 def read_image(path: str) -> np.ndarray:
     frame = cv2.imread(path, cv2.IMREAD_COLOR)
     if frame is None:
-        if not os.path.isfile(path) or os.path.getsize(path) == 0:
-            raise MissingSampleError(f"frame file missing or empty: {path}")
+        require_sample_file(path, "frame")
         raise decoder.DecodeError(f"cannot decode image {path}")
     return frame
 
@@ -76,17 +75,10 @@ class SegmentDataset(ClipDataset):
 
         if self._frames is None:
             path = self._paths[index]
-            if not os.path.isfile(path) or os.path.getsize(path) == 0:
-                raise MissingSampleError(f"video file missing or empty: {path}")
+            require_sample_file(path)
             return decoder.decode_indexed(path, choose, "bgr24",
                                           self.cfg.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE)
-        paths = self._frames[index]
         bank = decoder.FrameBank({}, [])
-        for indices in choose(len(paths)):
-            keys = [int(i) for i in indices]
-            for key in keys:
-                if key not in bank.frames:
-                    bank.frames[key] = read_image(paths[key])
-            bank.clips.append(keys)
+        decoder.index_frames(self._frames[index], choose, read_image, bank)
         bank.decoded = len(bank.frames)
         return bank

@@ -4,7 +4,7 @@ import os
 from typing import Sequence, Tuple
 
 from vov3d.datasets import decoder, lists
-from vov3d.datasets.clip_dataset import CENTRE_CLIP, TRAIN_CLIP, ClipDataset, MissingSampleError
+from vov3d.datasets.clip_dataset import CENTRE_CLIP, TRAIN_CLIP, ClipDataset, require_sample_file
 from vov3d.datasets.registry import DATASET_REGISTRY
 
 
@@ -24,8 +24,7 @@ class Kinetics(ClipDataset):
 
     def _read_clips(self, index: int, clips: Sequence[Tuple[int, int]]) -> decoder.FrameBank:
         path = self._paths[index]
-        if not os.path.isfile(path) or os.path.getsize(path) == 0:
-            raise MissingSampleError(f"video file missing or empty: {path}")
+        require_sample_file(path)
         requests = []
         for clip_idx, num_clips in clips:
             if clip_idx == TRAIN_CLIP:
