@@ -12,10 +12,19 @@ the first frame after `end_pts`, and the clip takes positions trunc(linspace(0, 
 of that window, clamped to its last frame (so, as in the reference, pts truncation can make
 a window one frame short and repeat its last frame). Streams without a frame count or duration (many
 WebM files) are decoded whole and the window is applied to the decoded frame count.
+
+Files whose timestamps or metadata cannot be trusted for windowing are decoded whole too, and
+clipped on the real frame count exactly as a full decode would be: frames without pts (or with
+pts out of presentation order, as h264 with B-frames in AVI), windows that find no frames, and
+streams that end more than a frame before their metadata says (truncated downloads). A frame
+count that disagrees with duration x frame rate (an edit list that hides frames, as stream-copy
+trimming writes) is replaced by the count the duration implies. Undecodable packets (the torn
+last packet of a truncated file) are skipped, as FFmpeg's command line does.
 """
 import contextlib
 import logging
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
 
@@ -34,6 +43,10 @@ BACKENDS = ("pyav", "torchvision")
 
 class DecodeError(RuntimeError):
     """A video could not be decoded (the message names the file)."""
+
+
+class _WholeVideo(Exception):
+    """The windowed pass cannot be trusted for this file: decode it whole instead."""
 
 
 @dataclass
@@ -107,6 +120,17 @@ def _convert(frame: "av.VideoFrame", fmt: str) -> np.ndarray:
     return _REFORMATTER.reformat(frame, format=fmt, threads=1).to_ndarray()
 
 
+def _decode_packet(container, context, packet) -> List["av.VideoFrame"]:
+    try:
+        return context.decode(packet)
+    except av.InvalidDataError as error:
+        # A torn packet (the cut end of a partial download) or a damaged one: FFmpeg's command
+        # line skips it too. A file with nothing decodable still fails, with no frames.
+        logger.debug("%s: skipping an undecodable packet at pts %s (%s)", container.name,
+                     packet.pts, error)
+        return []
+
+
 def _frames_from(container, stream, first_pts: int) -> Iterator["av.VideoFrame"]:
     """Frames from the keyframe before `first_pts - margin` on. Frames that no other frame
     references and that lie before `first_pts` are never shown, so the decoder is told to
@@ -121,16 +145,25 @@ def _frames_from(container, stream, first_pts: int) -> Iterator["av.VideoFrame"]
             if skip != skipping:
                 context.skip_frame = "NONREF" if skip else "DEFAULT"
                 skipping = skip
-        yield from context.decode(packet)
+        yield from _decode_packet(container, context, packet)
 
 
-def _decode_windows(container, stream, windows: List[_Window], fmt: str, bank: FrameBank) -> None:
-    """One pass from the keyframe before the earliest window to the end of the last one."""
+def _decode_windows(container, stream, windows: List[_Window], fmt: str, bank: FrameBank,
+                    end_pts: int, timebase: float) -> None:
+    """One pass from the keyframe before the earliest window to the end of the last one.
+    Raises _WholeVideo when the timestamps or the metadata `end_pts` (stream end) and
+    `timebase` (pts per frame) do not describe the frames actually there."""
+    previous = None
+    exhausted = True
     for frame in _frames_from(container, stream, min(w.start_pts for w in windows)):
         bank.decoded += 1
         pts = frame.pts
         if pts is None:
-            raise DecodeError("decoded a frame without a timestamp")
+            raise _WholeVideo("a decoded frame has no timestamp")
+        if previous is not None and pts <= previous:
+            # Windows count frames by pts: out-of-order pts (AVI's guessed ones) pick wrong frames.
+            raise _WholeVideo(f"frame timestamps are not increasing (pts {pts} after {previous})")
+        previous = pts
         for w in windows:
             if w.closed or pts < w.start_pts:
                 continue
@@ -143,10 +176,18 @@ def _decode_windows(container, stream, windows: List[_Window], fmt: str, bank: F
             if pts > w.end_pts:  # the first frame past the window is still part of it
                 w.closed = True
         if all(w.closed for w in windows):
+            exhausted = False
             break
     for w in windows:
         if w.last is None:
-            raise DecodeError(f"no frames between pts {w.start_pts} and {w.end_pts}")
+            raise _WholeVideo(f"no frames from pts {w.start_pts} on (the stream ends at pts "
+                              f"{previous}, its metadata says {end_pts})")
+    # A short window is normal for a short video; with a stream that also stops more than a
+    # frame before its metadata's end, the metadata counted frames that are not there.
+    if exhausted and any(len(w.keys) < len(w.positions) for w in windows) \
+            and previous is not None and end_pts - previous > 1.5 * timebase:
+        raise _WholeVideo(f"the stream ends at pts {previous}, its metadata says {end_pts}")
+    for w in windows:
         pts, frame = w.last
         if len(w.keys) < len(w.positions):  # short window: clamp to its last frame
             if pts not in bank.frames:
@@ -183,7 +224,38 @@ def _open(path: str, multi_thread: bool):
 
 def _decode_all(container, stream) -> List["av.VideoFrame"]:
     # Frames stay in the decoder's pixel format until a clip picks them.
-    return list(container.decode(stream))
+    context = stream.codec_context
+    return [frame for packet in container.demux(stream)
+            for frame in _decode_packet(container, context, packet)]
+
+
+def _frame_count(stream, frames: int, duration: int) -> int:
+    """The stream's frame count, or the one its duration and frame rate imply when the two
+    disagree by more than a frame: an MP4 edit list that hides leading frames (stream-copy
+    trimming) leaves them in `frames` but not in `duration`, and `duration / frames` would
+    then be shorter than the real frame spacing."""
+    rate = stream.average_rate
+    if not rate or not stream.time_base:
+        return frames
+    implied = float(duration * stream.time_base * rate)
+    if abs(implied - frames) <= 1:
+        return frames
+    logger.debug("%s: %d frames in the metadata, but %s pts at %s frames/s hold %.1f; using %d",
+                 stream.container.name, frames, duration, rate, implied, round(implied))
+    return max(int(round(implied)), 1)
+
+
+_whole_video_reported = False
+
+
+def _report_whole_video(path: str, reason: Exception) -> None:
+    """Warn about the first file of a process that is decoded whole; the rest at DEBUG."""
+    global _whole_video_reported
+    level = logging.DEBUG if _whole_video_reported else logging.WARNING
+    more = "" if _whole_video_reported else " (further such files are logged at DEBUG level)"
+    _whole_video_reported = True
+    logger.log(level, "%s: %s; decoding the whole video and sampling on its real frame count%s",
+               path, reason, more)
 
 
 def _torchvision_frames(path: str, fmt: str) -> Tuple[List[np.ndarray], float]:  # pragma: no cover
@@ -229,25 +301,52 @@ def decode_clips(path: str, clips: Sequence[Tuple[int, int]], spec: TemporalSpec
             frames, duration = stream.frames, stream.duration
             if not duration or frames <= 0:
                 # Unknown length (e.g. WebM): decode everything, window on the decoded count.
-                decoded = _decode_all(container, stream)
-                bank.decoded = len(decoded)
-                index_frames(decoded, choose, lambda f: _convert(f, fmt), bank)
+                _index_whole(container, stream, choose, fmt, bank)
                 return bank
-            size = sampling.clip_size(spec.num_frames, spec.sampling_rate, bank.fps,
-                                      spec.target_fps)
-            timebase = duration / frames
-            positions = np.linspace(0, size - 1, spec.num_frames).astype(np.int64)
-            # Timestamps count from the stream's start time, which trimmed clips often
-            # leave non-zero (the references assumed 0 and then returned one frame).
-            origin = stream.start_time or 0
-            windows = []
-            for clip_idx, num_clips in clips:
-                start, end = sampling.window_start_end(frames, size, clip_idx, num_clips,
-                                                       spec.use_offset, rng)
-                windows.append(_Window(origin + int(start * timebase), origin + int(end * timebase),
-                                       positions))
-            _decode_windows(container, stream, windows, fmt, bank)
-            return bank
+            # A whole-video retry must draw the same random number, so that a training clip
+            # is the one a full decode would give with the same seed.
+            draws = rng if rng is not None else random
+            state = draws.getstate()
+            try:
+                _decode_clip_windows(container, stream, clips, spec, fmt, bank, draws)
+                return bank
+            except _WholeVideo as reason:
+                _report_whole_video(path, reason)
+        draws.setstate(state)
+        bank.frames.clear()
+        bank.clips.clear()
+        # A fresh container: no seek position, skip_frame setting or buffered frame carries over.
+        container, stream = _open(path, multi_thread)
+        with container:
+            _index_whole(container, stream, choose, fmt, bank)
+        return bank
+
+
+def _index_whole(container, stream, choose: Callable[[int], List[np.ndarray]], fmt: str,
+                 bank: FrameBank) -> None:
+    decoded = _decode_all(container, stream)
+    bank.decoded += len(decoded)
+    index_frames(decoded, choose, lambda f: _convert(f, fmt), bank)
+
+
+def _decode_clip_windows(container, stream, clips: Sequence[Tuple[int, int]], spec: TemporalSpec,
+                         fmt: str, bank: FrameBank, rng) -> None:
+    """The windowed pass for a stream with a known frame count and duration."""
+    duration = stream.duration
+    frames = _frame_count(stream, stream.frames, duration)
+    size = sampling.clip_size(spec.num_frames, spec.sampling_rate, bank.fps, spec.target_fps)
+    timebase = duration / frames
+    positions = np.linspace(0, size - 1, spec.num_frames).astype(np.int64)
+    # Timestamps count from the stream's start time, which trimmed clips often
+    # leave non-zero (the references assumed 0 and then returned one frame).
+    origin = stream.start_time or 0
+    windows = []
+    for clip_idx, num_clips in clips:
+        start, end = sampling.window_start_end(frames, size, clip_idx, num_clips,
+                                               spec.use_offset, rng)
+        windows.append(_Window(origin + int(start * timebase), origin + int(end * timebase),
+                               positions))
+    _decode_windows(container, stream, windows, fmt, bank, origin + duration, timebase)
 
 
 def decode_indexed(path: str, choose: Callable[[int], List[np.ndarray]], fmt: str = "rgb24",
@@ -259,9 +358,7 @@ def decode_indexed(path: str, choose: Callable[[int], List[np.ndarray]], fmt: st
         container, stream = _open(path, multi_thread)
         with container:
             bank.fps = float(stream.average_rate or 0)
-            decoded = _decode_all(container, stream)
-        bank.decoded = len(decoded)
-        index_frames(decoded, choose, lambda f: _convert(f, fmt), bank)
+            _index_whole(container, stream, choose, fmt, bank)
         return bank
 
 
