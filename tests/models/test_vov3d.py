@@ -134,11 +134,15 @@ def test_temporal_dilation_and_per_stage_strides_work():
     assert model(torch.randn(1, 3, 4, 32, 32)).shape == (1, 400)
 
 
-def test_vov3d_head_keys_follow_vov3d_group():
-    cfg = small_cfg(VOV3D_M, 4, 32, 64, "VOV3D.DIM_C5", "1024", "VOV3D.BN_LIN5", "True")
+def test_vov3d_head_reads_the_x3d_keys_as_the_reference():
+    cfg = small_cfg(VOV3D_M, 4, 32, 64, "X3D.DIM_C5", "1024", "X3D.BN_LIN5", "True")
     with torch.device("meta"):
         model = build_model(cfg)
     assert model.head.lin_5.out_channels == 1024 and hasattr(model.head, "lin_5_bn")
+    cfg = small_cfg(VOV3D_M, 4, 32, 64, "VOV3D.DIM_C5", "1024", "VOV3D.BN_LIN5", "True")
+    with torch.device("meta"):
+        model = build_model(cfg)
+    assert model.head.lin_5.out_channels == 2048 and not hasattr(model.head, "lin_5_bn")
 
 
 @pytest.mark.parametrize("overrides,match", [

@@ -155,11 +155,13 @@ class VoV3D(StagedNetwork):
                 blocks.append(ResBlock(block_in, dim_out, stride, tosa, drop, cfg.RESNET.INPLACE_RELU))
             self.add_module(f"s{stage + 2}", ResStage(blocks))
             dim_in = dim_out
+        # The head's own keys are X3D's, as in the reference (vov3d_x3d.md 11.8), so reference
+        # command lines such as `X3D.DIM_C5 1024` build the same head.
         self.head = X3DHead(
-            dim_in=dim_in, dim_inner=int(c * v.INNER_MULTIPLIER[-1]), dim_out=v.DIM_C5,
+            dim_in=dim_in, dim_inner=int(c * v.INNER_MULTIPLIER[-1]), dim_out=cfg.X3D.DIM_C5,
             num_classes=cfg.MODEL.NUM_CLASSES,
             pool_size=head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE,
                                      spatial_stride=2 * math.prod(strides)),
             dropout_rate=cfg.MODEL.DROPOUT_RATE, act_func=cfg.MODEL.HEAD_ACT,
-            bn_lin5_on=v.BN_LIN5)
+            bn_lin5_on=cfg.X3D.BN_LIN5)
         init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
