@@ -171,3 +171,38 @@ def test_vov3d_first_release_vs_current_detection():
     with pytest.raises(cu.CheckpointError, match="current VoV3D-M.*VOV3D.NUM_CONV 5 VOV3D.INNER_CH 40"):
         cu.check_vov3d_variant(v2, v1, "new.pth")
     cu.check_vov3d_variant(v2, v2, "same.pth")  # same release: nothing to say
+
+
+NAMES = ["abseiling", "air drumming", "yoga", "zumba"]
+
+
+def test_class_names_travel_with_the_checkpoint(tmp_path, caplog):
+    cfg, model, opt = _trained_pair(tmp_path)
+    path = cu.save_checkpoint(str(tmp_path), model, opt, 0, cfg, class_names=NAMES)
+    assert torch.load(path, weights_only=True)["class_names"] == NAMES
+    # Same names, or names unknown on either side: loads.
+    for names in (NAMES, None):
+        assert cu.load_for_test(path, TinyTestNet(cfg), cfg, class_names=names) == 0
+    unnamed = cu.save_checkpoint(str(tmp_path / "b"), model, opt, 0, cfg)
+    assert cu.load_for_test(unnamed, TinyTestNet(cfg), cfg, class_names=NAMES) == 0
+
+    swapped = [NAMES[0], NAMES[2], NAMES[1], NAMES[3]]
+    with pytest.raises(cu.CheckpointError, match=r"label 1 is 'air drumming' there but 'yoga' in the test lists"):
+        cu.load_for_test(path, TinyTestNet(cfg), cfg, class_names=swapped)
+    with pytest.raises(cu.CheckpointError, match=r"4 classes there, 3 in the training lists"):
+        cu.load_for_resume(path, TinyTestNet(cfg), construct_optimizer(TinyTestNet(cfg), cfg),
+                           class_names=NAMES[:3])
+
+    # Fine-tuning with the classifier reused under another label order: loads, but says so.
+    target = TinyTestNet(cfg)
+    with caplog.at_level(logging.WARNING):
+        cu.load_for_finetune(path, target, cfg, construct_optimizer(target, cfg), class_names=swapped)
+    assert "label 1 is 'air drumming' there but 'yoga'" in caplog.text
+    assert torch.equal(target.head.projection.weight, model.head.projection.weight)
+    # A new head (other class count) is not compared: its weights are not reused.
+    caplog.clear()
+    other = tiny_cfg(tmp_path / "ft", "MODEL.NUM_CLASSES", "3")
+    target = TinyTestNet(other)
+    with caplog.at_level(logging.WARNING):
+        cu.load_for_finetune(path, target, other, construct_optimizer(target, other), class_names=NAMES[:3])
+    assert "there but" not in caplog.text and "classes there" not in caplog.text

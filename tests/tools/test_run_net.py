@@ -1,6 +1,7 @@
 """End to end through tools/run_net.py on the generated toy videos (CPU, tiny X3D)."""
 import json
 import os
+import pathlib
 import pickle
 import signal
 import subprocess
@@ -47,6 +48,10 @@ def _command(toy, out, *overrides):
     cfg, data = toy
     return [PYTHON, RUN_NET, "--cfg", cfg, "DATA.PATH_TO_DATA_DIR", data, "DATA.PATH_PREFIX", data,
             "OUTPUT_DIR", str(out), *overrides]
+
+
+def toy_data(toy):
+    return pathlib.Path(toy[1])
 
 
 def _records(out, kind):
@@ -97,7 +102,8 @@ def test_killed_training_resumes_and_finishes_then_tests(toy, tmp_path):
 
 def test_two_process_cpu_run_counts_every_test_video_once(toy, tmp_path):
     out = tmp_path / "torchrun"
-    cmd = _command(toy, out, "SOLVER.MAX_EPOCH", "1", "BN.USE_PRECISE_STATS", "False")
+    cmd = _command(toy, out, "SOLVER.MAX_EPOCH", "1", "BN.USE_PRECISE_STATS", "False",
+                   "DATA.CLASS_NAMES_PATH", "classes.json")
     log = _run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] + cmd[1:])
     assert "rank 1/2 local_rank 1/2" in log
     assert os.listdir(out / "checkpoints") == ["checkpoint_epoch_00001.pyth"]
@@ -117,3 +123,14 @@ def test_two_process_cpu_run_counts_every_test_video_once(toy, tmp_path):
     assert torch.equal(labels, dist_labels)
     assert torch.allclose(preds, dist_preds, atol=1e-5)
     assert _records(single, "test_final")[-1]["top1_acc"] == final["top1_acc"]
+
+    # The checkpoint knows its class names; lists numbered another way are refused.
+    checkpoint = out / "checkpoints" / "checkpoint_epoch_00001.pyth"
+    names = json.loads((toy_data(toy) / "classes.json").read_text())
+    assert torch.load(checkpoint, weights_only=True)["class_names"] == names
+    (toy_data(toy) / "swapped.json").write_text(json.dumps(names[::-1]))
+    refused = subprocess.run(_command(toy, tmp_path / "swapped", "TRAIN.ENABLE", "False", "DATA.CLASS_NAMES_PATH",
+                                      "swapped.json", "TEST.CHECKPOINT_FILE_PATH", str(checkpoint)),
+                             env=run_tool_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert f"label 0 is {names[0]!r} there but {names[1]!r} in the test lists" in refused.stderr

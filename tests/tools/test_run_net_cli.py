@@ -60,10 +60,19 @@ def test_help_exits_zero(tmp_path):
 
 def test_testing_without_weights_is_refused_with_a_message(tmp_path):
     cfg = os.path.join(REPO_ROOT, "configs", "Toy", "x3d_M_toy.yaml")
+    (tmp_path / "test.csv").write_text("a.mp4 0\n")
+    (tmp_path / "classes.json").write_text('["a", "b", "c", "d", "e", "f"]')
     result = run(["--cfg", cfg, "TRAIN.ENABLE", "False", "OUTPUT_DIR", str(tmp_path / "out"),
                   "DATA.PATH_TO_DATA_DIR", str(tmp_path)], tmp_path)
     assert result.returncode == 1
     assert "TEST.ALLOW_RANDOM_INIT True" in result.stderr and "Traceback" not in result.stderr
     result = run(["--cfg", cfg, "TRAIN.ENABLE", "False", "OUTPUT_DIR", str(tmp_path / "out"),
+                  "DATA.PATH_TO_DATA_DIR", str(tmp_path),
                   "TEST.CHECKPOINT_FILE_PATH", str(tmp_path / "missing.pyth")], tmp_path)
     assert result.returncode == 1 and "missing.pyth" in result.stderr
+    # Missing lists are named before any weights are read.
+    os.remove(tmp_path / "test.csv")
+    result = run(["--cfg", cfg, "TRAIN.ENABLE", "False", "OUTPUT_DIR", str(tmp_path / "out"),
+                  "DATA.PATH_TO_DATA_DIR", str(tmp_path)], tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "split 'test' needs the video list" in result.stderr

@@ -79,6 +79,9 @@ _C.DATA = CfgNode()
 _C.DATA.PATH_TO_DATA_DIR = ""
 _C.DATA.PATH_LABEL_SEPARATOR = " "
 _C.DATA.PATH_PREFIX = ""
+# Kinetics: JSON class names (a list in label order, or {"name": index}), relative to
+# PATH_TO_DATA_DIR; labels in the CSVs may then be names, and checkpoints record them (vov3d).
+_C.DATA.CLASS_NAMES_PATH = ""
 _C.DATA.NUM_FRAMES = 8
 _C.DATA.SAMPLING_RATE = 8
 _C.DATA.MEAN = [0.45, 0.45, 0.45]
@@ -168,9 +171,8 @@ _C.VOV3D.INNER_CH = 64
 # vov3d: explicit stage depths (e.g. [1, 1, 2, 2] for the first-release VoV3D-M);
 # empty = take them from DEPTH.
 _C.VOV3D.STAGE_DEPTHS = []
-# vov3d: the reference head read X3D.DIM_C5 / X3D.BN_LIN5 and ignored these two; here
-# VoV3D reads its own keys. No reference VoV3D config sets either X3D or VOV3D values, and
-# the defaults are equal, so every reference config builds the same head.
+# Unused, as in the reference: the VoV3D head reads X3D.DIM_C5 / X3D.BN_LIN5 (kept for
+# config compatibility; a changed value is named in a warning).
 _C.VOV3D.DIM_C5 = 2048
 _C.VOV3D.BN_LIN5 = False
 # vov3d: temporal dilation of each stage's D(2+1)D temporal conv ("same" padding). The

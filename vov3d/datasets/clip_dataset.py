@@ -43,6 +43,9 @@ def require_sample_file(path: str, what: str = "video") -> None:
 class ClipDataset(torch.utils.data.Dataset):
     # Channel order of the decoded frames ("rgb" or "bgr"); REVERSE_INPUT_CHANNEL flips it.
     channel_order = "rgb"
+    # Class names in label order when the list files give them (stored in checkpoints so
+    # a model is never tested against a different label order).
+    class_names: Optional[List[str]] = None
 
     def __init__(self, cfg: CfgNode, split: str):
         if split not in ("train", "val", "test"):

@@ -1,5 +1,6 @@
 """Kinetics (and any video-file dataset): `PATH_TO_DATA_DIR/{train,val,test}.csv` with lines
-`<path> <label>`, decoded with PyAV (framework.md 2.2, 2.6, 2.7)."""
+`<path> <label>`, decoded with PyAV (framework.md 2.2, 2.6, 2.7). With DATA.CLASS_NAMES_PATH
+the labels may be class names, and the names travel with the checkpoints."""
 import os
 from typing import Sequence, Tuple
 
@@ -17,8 +18,17 @@ class Kinetics(ClipDataset):
         self._backend = decoder.usable_backend(data.DECODING_BACKEND)
         path = lists.require_file(os.path.join(data.PATH_TO_DATA_DIR, f"{self.split}.csv"),
                                   self.split, "the video list")
+        class_index = None
+        if data.CLASS_NAMES_PATH:
+            # Relative to the data directory, like the lists it describes.
+            names_path = os.path.join(data.PATH_TO_DATA_DIR, data.CLASS_NAMES_PATH)
+            self.class_names = lists.read_class_name_file(
+                lists.require_file(names_path, self.split, "the class names of "
+                                   "DATA.CLASS_NAMES_PATH"), self.cfg.MODEL.NUM_CLASSES)
+            class_index = {name: i for i, name in enumerate(self.class_names)}
         self._paths, self._labels = lists.read_video_csv(
-            path, data.PATH_LABEL_SEPARATOR, data.PATH_PREFIX, self.cfg.MODEL.NUM_CLASSES)
+            path, data.PATH_LABEL_SEPARATOR, data.PATH_PREFIX, self.cfg.MODEL.NUM_CLASSES,
+            class_index)
         self._spec = decoder.TemporalSpec(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS,
                                           data.USE_OFFSET_SAMPLING)
 

@@ -5,17 +5,22 @@ broken list stops the run before training instead of killing a loader worker lat
 """
 import json
 import os
-from collections import OrderedDict
-from typing import Dict, List, Sequence, Tuple
+import re
+from collections import Counter, OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
 
 
 class ListFormatError(ValueError):
     """A list or label file does not have the expected format."""
 
 
+class MissingListError(FileNotFoundError, ListFormatError):
+    """A list or label file a split needs does not exist."""
+
+
 def require_file(path: str, split: str, what: str) -> str:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"split '{split}' needs {what}: {path} does not exist "
+        raise MissingListError(f"split '{split}' needs {what}: {path} does not exist "
                                 "(check DATA.PATH_TO_DATA_DIR).")
     return path
 
@@ -25,12 +30,19 @@ def join_prefix(prefix: str, path: str) -> str:
     return os.path.join(prefix, path) if prefix else path
 
 
-def _parse_label(text: str, num_classes: int, where: str, example: str) -> int:
-    try:
-        label = int(text)
-    except ValueError:
-        raise ListFormatError(f"{where}: label {text!r} is not an integer class index; "
-                              f"expected lines like {example!r}.") from None
+def _parse_label(text: str, num_classes: int, where: str, example: str,
+                 class_index: Optional[Dict[str, int]] = None) -> int:
+    if class_index is not None and text in class_index:
+        label = class_index[text]
+    else:
+        try:
+            label = int(text)
+        except ValueError:
+            named = " or a class name from DATA.CLASS_NAMES_PATH" if class_index is not None else ""
+            hint = "" if class_index is not None else (
+                " (class names as labels need DATA.CLASS_NAMES_PATH)")
+            raise ListFormatError(f"{where}: label {text!r} is not an integer class index"
+                                  f"{named}; expected lines like {example!r}{hint}.") from None
     if not 0 <= label < num_classes:
         raise ListFormatError(f"{where}: label {label} is outside [0, {num_classes - 1}] "
                               f"(MODEL.NUM_CLASSES {num_classes}).")
@@ -45,23 +57,71 @@ def _non_empty_lines(path: str):
                 yield number, line
 
 
-def read_video_csv(path: str, separator: str, prefix: str, num_classes: int
-                   ) -> Tuple[List[str], List[int]]:
+def _split_path_label(line: str, separator: str, class_index: Optional[Dict[str, int]]
+                      ) -> List[str]:
+    """`[path, label]`: split at the last separator or, when a class name containing the
+    separator ends the line ("... air drumming"), before the longest such name."""
+    fields = line.rsplit(separator, 1) if separator.strip() else line.rsplit(None, 1)
+    if class_index is None or len(fields) != 2 or fields[1].strip() in class_index:
+        return fields
+    pattern = re.escape(separator) if separator.strip() else r"\s+"
+    for match in re.finditer(pattern, line):  # left to right: longest candidate first
+        name = line[match.end():].strip()
+        if name in class_index:
+            return [line[:match.start()], name]
+    return fields
+
+
+def read_video_csv(path: str, separator: str, prefix: str, num_classes: int,
+                   class_index: Optional[Dict[str, int]] = None) -> Tuple[List[str], List[int]]:
     """Kinetics list: `<path><SEP><label>` per line, no header. The label is the last field,
-    so with the default space separator paths may contain spaces."""
+    so with the default space separator paths may contain spaces. With `class_index` a label
+    may also be a class name, spaces included."""
     example = f"abseiling/video_001.mp4{separator}0"
     paths, labels = [], []
     for number, line in _non_empty_lines(path):
-        fields = line.rsplit(separator, 1) if separator.strip() else line.rsplit(None, 1)
+        fields = _split_path_label(line, separator, class_index)
         if len(fields) != 2 or not fields[0].strip():
             raise ListFormatError(f"{path}:{number}: expected '<path>{separator}<label>' "
                                   f"(e.g. {example!r}, DATA.PATH_LABEL_SEPARATOR "
                                   f"{separator!r}), got {line!r}.")
-        labels.append(_parse_label(fields[1].strip(), num_classes, f"{path}:{number}", example))
+        labels.append(_parse_label(fields[1].strip(), num_classes, f"{path}:{number}", example,
+                                   class_index))
         paths.append(join_prefix(prefix, fields[0].strip()))
     if not paths:
         raise ListFormatError(f"{path} lists no videos; expected lines like {example!r}.")
     return paths, labels
+
+
+def read_class_name_file(path: str, num_classes: int) -> List[str]:
+    """DATA.CLASS_NAMES_PATH: a JSON list of class names in label order (as
+    tools/make_toy_dataset.py and tools/make_video_lists.py write), or PySlowFast's
+    `{"name": index}` object; the indices must be exactly 0 .. MODEL.NUM_CLASSES - 1."""
+    data = _load_json(path)
+    expected = (f"expected a JSON list of {num_classes} class names in label order, or an object "
+                '{"abseiling": 0, ...} with the indices 0 .. MODEL.NUM_CLASSES - 1')
+    if isinstance(data, list):
+        names = data
+    elif isinstance(data, dict):
+        try:
+            order = sorted((int(index), str(name)) for name, index in data.items())
+        except (TypeError, ValueError):
+            raise ListFormatError(f"{path}: a class index is not an integer; {expected}.") from None
+        if [index for index, _ in order] != list(range(len(order))):
+            raise ListFormatError(f"{path}: the class indices are not 0 .. {len(order) - 1} "
+                                  f"without gaps or repeats; {expected}.")
+        names = [name for _, name in order]
+    else:
+        raise ListFormatError(f"{path}: {expected}.")
+    if not all(isinstance(name, str) and name.strip() for name in names):
+        raise ListFormatError(f"{path}: every class name must be a non-empty string; {expected}.")
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise ListFormatError(f"{path}: class name(s) listed twice: {', '.join(repeated[:5])}.")
+    if len(names) != num_classes:
+        raise ListFormatError(f"{path} names {len(names)} classes but MODEL.NUM_CLASSES is "
+                              f"{num_classes}.")
+    return list(names)
 
 
 def read_frame_list(path: str, prefix: str) -> "OrderedDict[str, List[str]]":

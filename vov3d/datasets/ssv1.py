@@ -18,6 +18,7 @@ class Ssv1(SegmentDataset):
         official, _ = self._SPLIT_FILES[self.split]
         classes = lists.read_class_names(lists.require_file(
             os.path.join(root, "something-something-v1-labels.csv"), self.split, "the class names"))
+        self.class_names = list(classes)
         self._split_path = lists.require_file(
             os.path.join(root, f"something-something-v1-{official}.csv"), self.split,
             "the list of videos and class names")

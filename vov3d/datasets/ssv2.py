@@ -20,6 +20,7 @@ class Ssv2(SegmentDataset):
         labels = lists.read_template_labels(lists.require_file(
             os.path.join(root, "something-something-v2-labels.json"), self.split,
             "the template labels"), self.cfg.MODEL.NUM_CLASSES)
+        self.class_names = sorted(labels, key=labels.get)
         self._split_path = lists.require_file(
             os.path.join(root, f"something-something-v2-{official}.json"), self.split,
             "the list of videos and templates")

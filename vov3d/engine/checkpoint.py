@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -24,6 +25,8 @@ from yacs.config import CfgNode
 logger = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^checkpoint_epoch_(\d{5})\.pyth$")
+# Temporary files of `save_checkpoint` (a job killed mid-save leaves one behind).
+_TEMP_RE = re.compile(r"^\.checkpoint_epoch_\d{5}\.pyth\..*\.tmp$")
 # Variant overrides printed when a first-release VoV3D-M file meets a current model or back.
 VOV3D_M_V1_OVERRIDES = "VOV3D.STAGE_DEPTHS [1,1,2,2] VOV3D.NUM_CONV 4 VOV3D.INNER_CH 48"
 VOV3D_M_V2_OVERRIDES = "VOV3D.DEPTH 31 VOV3D.STAGE_DEPTHS [] VOV3D.NUM_CONV 5 VOV3D.INNER_CH 40"
@@ -58,6 +61,14 @@ def list_checkpoints(output_dir: str) -> List[str]:
     return [os.path.join(folder, n) for n in names]
 
 
+def leftover_temp_files(output_dir: str) -> List[str]:
+    """Temporary files of saves that were interrupted (never loaded, never deleted here)."""
+    folder = checkpoint_dir(output_dir)
+    if not os.path.isdir(folder):
+        return []
+    return [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if _TEMP_RE.match(n)]
+
+
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The bare module inside DistributedDataParallel (checkpoints never store `module.`)."""
     return model.module if hasattr(model, "module") and isinstance(
@@ -68,7 +79,8 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 # Saving
 # ------------------------------------------------------------------------------------
 def save_checkpoint(output_dir: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    epoch: int, cfg: CfgNode, scaler=None, keep_last: int = 0) -> str:
+                    epoch: int, cfg: CfgNode, scaler=None, keep_last: int = 0,
+                    class_names: Optional[Sequence[str]] = None) -> str:
     """Write the checkpoint of the 0-based `epoch` atomically; call on global rank 0 only.
 
     The file appears under its final name only once completely written and synced, so a
@@ -85,6 +97,8 @@ def save_checkpoint(output_dir: str, model: torch.nn.Module, optimizer: torch.op
     }
     if scaler is not None and scaler.is_enabled():
         state["scaler_state"] = scaler.state_dict()
+    if class_names is not None:
+        state["class_names"] = list(class_names)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -99,10 +113,24 @@ def save_checkpoint(output_dir: str, model: torch.nn.Module, optimizer: torch.op
     _fsync_dir(folder)
     logger.info("Saved checkpoint %s (epoch %d).", path, epoch + 1)
     if keep_last > 0:
-        for old in list_checkpoints(output_dir)[:-keep_last]:
-            os.remove(old)
-            logger.info("Removed old checkpoint %s (TRAIN.CHECKPOINT_KEEP_LAST %d).", old, keep_last)
+        prune_checkpoints(path, keep_last)
     return path
+
+
+def prune_checkpoints(saved: str, keep_last: int) -> List[str]:
+    """Delete all but the `keep_last` newest checkpoints up to and including `saved`.
+
+    Files named after a later epoch than `saved` are neither deleted nor counted: after a
+    fall-back past a broken newer file (or a run with a lowered MAX_EPOCH) they are not
+    the run's newest good state, and counting them could delete the file just written.
+    """
+    older = [p for p in list_checkpoints(os.path.dirname(os.path.dirname(saved)))
+             if os.path.basename(p) < os.path.basename(saved)]
+    removed = older[:max(len(older) - (keep_last - 1), 0)]
+    for old in removed:
+        os.remove(old)
+        logger.info("Removed old checkpoint %s (TRAIN.CHECKPOINT_KEEP_LAST %d).", old, keep_last)
+    return removed
 
 
 def _fsync_dir(folder: str) -> None:
@@ -122,29 +150,73 @@ def _fsync_dir(folder: str) -> None:
 # Reading
 # ------------------------------------------------------------------------------------
 def read_checkpoint(path: str, *, unsafe: bool = False, unsafe_flag: str = "TRAIN.CHECKPOINT_UNSAFE_LOAD",
-                    checkpoint_type: str = "pytorch") -> Dict:
-    """Load a file onto the CPU; refuse anything that needs arbitrary unpickling."""
+                    checkpoint_type: str = "pytorch", source: str = "checkpoint") -> Dict:
+    """Load a file onto the CPU; refuse anything that needs arbitrary unpickling.
+
+    `source` names where the path came from (e.g. "TEST.CHECKPOINT_FILE_PATH") so every
+    error says which setting to fix. Missing, empty, truncated or corrupt files raise
+    CheckpointError; only a well-formed file holding non-tensor objects raises
+    UnsafeCheckpointError.
+    """
+    what = f"{source} '{path}'"
     type_key = unsafe_flag.split(".")[0] + ".CHECKPOINT_TYPE"
     if checkpoint_type == "caffe2":
-        raise CheckpointError(f"{type_key} caffe2 is not supported (file '{path}'): convert the caffe2 "
+        raise CheckpointError(f"{type_key} caffe2 is not supported ({what}): convert the caffe2 "
                               "pickle to a PyTorch state dict and use CHECKPOINT_TYPE pytorch.")
+    if os.path.isdir(path):
+        inside = list_checkpoints(os.path.dirname(path.rstrip(os.sep))) if os.path.basename(
+            path.rstrip(os.sep)) == "checkpoints" else list_checkpoints(path)
+        hint = f" The newest checkpoint inside is '{inside[-1]}'." if inside else ""
+        raise CheckpointError(f"{what} is a directory; expected a checkpoint file.{hint}")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{what} not found.")
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint '{path}' not found.")
+        raise CheckpointError(f"{what} is not a regular file.")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{what} is empty (0 bytes): an interrupted copy or save.")
+    _verify_zip(path, what)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
     except pickle.UnpicklingError as e:
-        if unsafe:
-            raise CheckpointError(f"checkpoint '{path}' is not a readable PyTorch file: {e}") from e
+        # weights_only rejects both foreign classes and plain garbage with this type; only
+        # the former ("Unsupported global") is a readable file that needs trust.
+        if unsafe or "Unsupported global" not in str(e):
+            raise CheckpointError(f"{what} is truncated or corrupt (not a readable PyTorch file: "
+                                  f"{_first_line(e)}).") from e
         raise UnsafeCheckpointError(
-            f"checkpoint '{path}' contains objects other than tensors and plain containers, so it was "
+            f"{what} contains objects other than tensors and plain containers, so it was "
             f"not loaded (torch.load weights_only=True; loading it would run code stored in the file). "
-            f"If you trust the file, set {unsafe_flag} True. Details: {str(e).splitlines()[0]}") from e
-    except (EOFError, RuntimeError, OSError) as e:
-        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({type(e).__name__}: {e}).") from e
+            f"If you trust the file, set {unsafe_flag} True. Details: {_first_line(e)}") from e
+    except Exception as e:  # noqa: BLE001 - garbage bytes surface as KeyError, ValueError, ...
+        raise CheckpointError(f"{what} is truncated or corrupt ({type(e).__name__}: {_first_line(e)}).") from e
     if not isinstance(obj, dict):
-        raise CheckpointError(f"checkpoint '{path}' holds a {type(obj).__name__}, expected a dict "
+        raise CheckpointError(f"{what} holds a {type(obj).__name__}, expected a dict "
                               "(a state dict or a {'model_state': ...} checkpoint).")
     return obj
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    text = str(e)
+    # torch's weights-only errors open with a long generic paragraph; the cause follows this.
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = (lines[0] if lines else "").split(" This is an internal miniz error")[0]
+    return line[:limit]
+
+
+def _verify_zip(path: str, what: str) -> None:
+    """CRC-check a zip-format file: torch.load does not, and loads damaged tensors silently."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # legacy (pre-1.6) format or garbage: torch.load decides
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{what} is truncated or corrupt ({type(e).__name__}: {_first_line(e)}).") from e
+    if bad is not None:
+        raise CheckpointError(f"{what} is corrupt: its entry '{bad}' fails the CRC check.")
 
 
 def model_state_from(obj: Dict, path: str = "<checkpoint>") -> "OrderedDict[str, torch.Tensor]":
@@ -294,24 +366,42 @@ def _load_tensors(model: torch.nn.Module, usable: Dict[str, torch.Tensor]) -> No
 # The three loading modes
 # ------------------------------------------------------------------------------------
 def load_for_resume(path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler=None, obj: Optional[Dict] = None, unsafe: bool = False) -> int:
-    """Restore a run exactly; returns the 0-based epoch stored in the file."""
+                    scaler=None, obj: Optional[Dict] = None, unsafe: bool = False,
+                    class_names: Optional[Sequence[str]] = None) -> int:
+    """Restore a run exactly; returns the 0-based epoch stored in the file.
+
+    Auto-resume is not fine-tuning: every tensor must match by name and shape, and the
+    optimizer must fit, or nothing is loaded and the error lists what differs.
+    """
     obj = obj if obj is not None else read_checkpoint(path, unsafe=unsafe)
+    check_class_names(obj, class_names, path, "the training lists")
     model = unwrap_model(model)
     usable, report = match_state(model_state_from(obj, path), model, path)
-    if report.skipped or report.missing:
+    unexpected = [k for k in report.unexpected if not _ignorable(k)]
+    if report.skipped or report.missing or unexpected:
         report.log()
+        details = ([f"{k} (checkpoint {list(a)}, model {list(b)})" for k, a, b in report.skipped]
+                   + [f"{k} (missing from the checkpoint)" for k in report.missing]
+                   + [f"{k} (not in the model)" for k in unexpected])
         raise CheckpointError(f"cannot resume from '{path}': it does not match the model "
-                              f"({len(report.skipped)} shape mismatches, {len(report.missing)} missing "
-                              "tensors). Was OUTPUT_DIR used by another experiment? Use a new OUTPUT_DIR "
-                              "or TRAIN.AUTO_RESUME False.")
-    _load_tensors(model, usable)
-    report.log()
+                              f"({len(report.skipped)} shape mismatches, {len(report.missing)} missing, "
+                              f"{len(unexpected)} unexpected tensors: {_head(details)}). Was OUTPUT_DIR "
+                              "used by another experiment? Use a new OUTPUT_DIR or TRAIN.AUTO_RESUME False.")
     epoch = stored_epoch(obj)
     if epoch is None or "optimizer_state" not in obj:
         raise CheckpointError(f"cannot resume from '{path}': it has no 'epoch'/'optimizer_state' "
                               "(a weights-only file; use TRAIN.CHECKPOINT_FILE_PATH to initialise from it).")
+    # Checked before anything is loaded, so a mismatch leaves model and optimizer untouched.
+    problem = optimizer_mismatch(optimizer, obj["optimizer_state"])
+    if problem:
+        raise CheckpointError(f"cannot resume from '{path}': its optimizer state does not fit this "
+                              f"optimizer ({problem}). The parameter groups changed (e.g. MODEL.FROZEN_BN, "
+                              "SOLVER.ZERO_WD_1D_PARAM or SOLVER.OPTIMIZING_METHOD differ from the run that "
+                              "wrote it). Use a new OUTPUT_DIR, or initialise from the file with "
+                              "TRAIN.AUTO_RESUME False TRAIN.CHECKPOINT_FILE_PATH.")
+    _load_tensors(model, usable)
     optimizer.load_state_dict(obj["optimizer_state"])
+    report.log()
     if scaler is not None and scaler.is_enabled():
         if "scaler_state" in obj:
             scaler.load_state_dict(obj["scaler_state"])
@@ -320,16 +410,57 @@ def load_for_resume(path: str, model: torch.nn.Module, optimizer: torch.optim.Op
     return epoch
 
 
+def _head(items: Sequence[str], n: int = 10) -> str:
+    return ", ".join(items[:n]) + (f" ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+def optimizer_mismatch(optimizer: torch.optim.Optimizer, state) -> Optional[str]:
+    """Why `state` (an optimizer state dict) cannot be loaded into `optimizer`, or None.
+
+    torch checks group and parameter counts; per-parameter buffers with another shape would
+    only fail at the first step, so those are compared here too.
+    """
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not isinstance(groups, list) or not isinstance(state.get("state"), dict):
+        return "it is not an optimizer state dict"
+    mine = optimizer.param_groups
+    if len(groups) != len(mine):
+        return f"{len(groups)} parameter groups in the file, {len(mine)} in the optimizer"
+    params = {}
+    for i, (saved, group) in enumerate(zip(groups, mine)):
+        name = group.get("name", str(i))
+        if len(saved.get("params", ())) != len(group["params"]):
+            return (f"parameter group {name!r} holds {len(saved.get('params', ()))} tensors in the file, "
+                    f"{len(group['params'])} in the optimizer")
+        # SGD groups carry "momentum", Adam(W) groups "betas": another method's state would
+        # load without complaint and fail at the first step.
+        for key in ("momentum", "betas"):
+            if (key in saved) != (key in group):
+                return (f"parameter group {name!r} was written by another optimizer (its '{key}' setting is "
+                        f"{'present' if key in saved else 'absent'} in the file)")
+        params.update(zip(saved["params"], group["params"]))
+    for index, entry in state["state"].items():
+        param = params.get(index)
+        if param is None:
+            return f"state for parameter {index}, which no group holds"
+        for key, value in (entry.items() if isinstance(entry, dict) else ()):
+            if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape != param.shape:
+                return f"'{key}' of parameter {index} has shape {list(value.shape)}, the parameter {list(param.shape)}"
+    return None
+
+
 def load_for_finetune(path: str, model: torch.nn.Module, cfg: CfgNode,
-                      optimizer: Optional[torch.optim.Optimizer] = None, scaler=None) -> int:
+                      optimizer: Optional[torch.optim.Optimizer] = None, scaler=None,
+                      source: str = "TRAIN.CHECKPOINT_FILE_PATH",
+                      class_names: Optional[Sequence[str]] = None) -> int:
     """Initialise from TRAIN.CHECKPOINT_FILE_PATH; returns the epoch to continue after (-1 = start).
 
     Shape-mismatched tensors (e.g. a new NUM_CLASSES head) keep their fresh initialisation
     and are listed. The epoch and optimizer are restored only when
     TRAIN.CHECKPOINT_EPOCH_RESET is False and every tensor was loaded.
     """
-    obj = read_checkpoint(path, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD,
-                          unsafe_flag="TRAIN.CHECKPOINT_UNSAFE_LOAD", checkpoint_type=cfg.TRAIN.CHECKPOINT_TYPE)
+    obj = read_checkpoint(path, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD, unsafe_flag="TRAIN.CHECKPOINT_UNSAFE_LOAD",
+                          checkpoint_type=cfg.TRAIN.CHECKPOINT_TYPE, source=source)
     model = unwrap_model(model)
     state = model_state_from(obj, path)
     if cfg.TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN:
@@ -340,6 +471,13 @@ def load_for_finetune(path: str, model: torch.nn.Module, cfg: CfgNode,
     usable, report = match_state(state, model, path)
     report.log()
     _refuse_mostly_unloaded(report, model)
+    if not report.skipped:
+        # The classifier is reused as is: a different label order would silently mislabel.
+        try:
+            check_class_names(obj, class_names, path, "the training lists")
+        except CheckpointError as e:
+            logger.warning("!!! %s The classifier is loaded anyway (fine-tuning); ignore this if the "
+                           "relabelling is intended. !!!", e)
     _load_tensors(model, usable)
 
     epoch = stored_epoch(obj)
@@ -353,9 +491,14 @@ def load_for_finetune(path: str, model: torch.nn.Module, cfg: CfgNode,
         logger.warning("Not restoring the optimizer of '%s': %d tensors were not loaded.", path,
                        len(report.skipped) + len(report.missing))
     elif optimizer is not None and "optimizer_state" in obj:
-        optimizer.load_state_dict(obj["optimizer_state"])
-        if scaler is not None and scaler.is_enabled() and "scaler_state" in obj:
-            scaler.load_state_dict(obj["scaler_state"])
+        problem = optimizer_mismatch(optimizer, obj["optimizer_state"])
+        if problem:
+            logger.warning("Not restoring the optimizer of '%s': its state does not fit this optimizer (%s).",
+                           path, problem)
+        else:
+            optimizer.load_state_dict(obj["optimizer_state"])
+            if scaler is not None and scaler.is_enabled() and "scaler_state" in obj:
+                scaler.load_state_dict(obj["scaler_state"])
     if epoch + 1 >= cfg.SOLVER.MAX_EPOCH:
         logger.error("!!! '%s' stored epoch %d >= SOLVER.MAX_EPOCH %d: no training epoch will run. "
                      "Set TRAIN.CHECKPOINT_EPOCH_RESET True (or leave it None) to fine-tune from it. !!!",
@@ -375,10 +518,18 @@ def _refuse_mostly_unloaded(report: LoadReport, model: torch.nn.Module) -> None:
             "architecture keys against the config the checkpoint was trained with.")
 
 
-def load_for_test(path: str, model: torch.nn.Module, cfg: CfgNode) -> Optional[int]:
-    """Strict: every model tensor must come from the file with the right shape."""
-    obj = read_checkpoint(path, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD,
-                          unsafe_flag="TEST.CHECKPOINT_UNSAFE_LOAD", checkpoint_type=cfg.TEST.CHECKPOINT_TYPE)
+def load_for_test(path: str, model: torch.nn.Module, cfg: CfgNode, source: str = "checkpoint",
+                  obj: Optional[Dict] = None, class_names: Optional[Sequence[str]] = None) -> Optional[int]:
+    """Strict: every model tensor must come from the file with the right shape, and the
+    class names it was trained with (if stored) must be the test lists' (if known).
+
+    `source` names the setting the path came from, for the error messages; `obj` is the
+    already-read file, if any.
+    """
+    if obj is None:
+        obj = read_checkpoint(path, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD, unsafe_flag="TEST.CHECKPOINT_UNSAFE_LOAD",
+                              checkpoint_type=cfg.TEST.CHECKPOINT_TYPE, source=source)
+    check_class_names(obj, class_names, path, "the test lists")
     model = unwrap_model(model)
     state = model_state_from(obj, path)
     check_vov3d_variant(state, model.state_dict(), path)
@@ -395,8 +546,24 @@ def load_for_test(path: str, model: torch.nn.Module, cfg: CfgNode) -> Optional[i
 
 
 # ------------------------------------------------------------------------------------
-# Stored config comparison
+# Stored config and class-name comparison
 # ------------------------------------------------------------------------------------
+def check_class_names(obj: Dict, class_names: Optional[Sequence[str]], path: str, lists: str) -> None:
+    """Refuse a checkpoint whose stored class names (label order) differ from the dataset's;
+    silent when either side does not know its names."""
+    stored = obj.get("class_names")
+    if stored is None or class_names is None or list(stored) == list(class_names):
+        return
+    if len(stored) != len(class_names):
+        difference = f"{len(stored)} classes there, {len(class_names)} in {lists}"
+    else:
+        label = next(i for i, (a, b) in enumerate(zip(stored, class_names)) if a != b)
+        difference = f"label {label} is {stored[label]!r} there but {class_names[label]!r} in {lists}"
+    raise CheckpointError(f"'{path}' was trained with other class names or another label order: "
+                          f"{difference}. Use lists numbered like the training run (its DATA.CLASS_NAMES_PATH "
+                          "or label files).")
+
+
 def stored_cfg_differences(obj: Dict, cfg: CfgNode, keys=(("MODEL", "MODEL_NAME"), ("MODEL", "NUM_CLASSES"))) -> List[str]:
     """'KEY: stored -> current' for the identity keys that differ from the stored config."""
     text = obj.get("cfg")
@@ -418,12 +585,29 @@ def stored_cfg_differences(obj: Dict, cfg: CfgNode, keys=(("MODEL", "MODEL_NAME"
 # Choosing what to load
 # ------------------------------------------------------------------------------------
 def newest_readable(output_dir: str, unsafe: bool = False) -> Tuple[Optional[str], Optional[Dict]]:
-    """The newest checkpoint that loads, skipping (and reporting) truncated or corrupt files."""
+    """The newest checkpoint that loads, with its contents; (None, None) when none does.
+
+    Newer files that are empty, truncated or corrupt are reported by name and left in place
+    (nothing in them is usable, and the user may want to inspect them); temporary files of
+    interrupted saves are never candidates.
+    """
+    for tmp in leftover_temp_files(output_dir):
+        logger.warning("Ignoring '%s': the temporary file of an interrupted save (never loaded; "
+                       "delete it to free the space).", tmp)
+    broken = []
     for path in reversed(list_checkpoints(output_dir)):
         try:
-            return path, read_checkpoint(path, unsafe=unsafe)
+            obj = read_checkpoint(path, unsafe=unsafe)
         except UnsafeCheckpointError:
             raise
         except CheckpointError as e:
-            logger.error("Skipping unusable checkpoint: %s Trying the previous one.", e)
+            logger.error("Skipping unusable checkpoint: %s It is left in place; trying the previous one.", e)
+            broken.append(path)
+            continue
+        if broken:
+            logger.warning("Using '%s', the newest readable checkpoint; %d newer file(s) could not be read: "
+                           "%s.", path, len(broken), ", ".join(broken))
+        return path, obj
+    if broken:
+        logger.error("None of the %d checkpoints in %s can be read.", len(broken), checkpoint_dir(output_dir))
     return None, None

@@ -23,6 +23,29 @@ def setup_process(cfg: CfgNode) -> None:
     setup_logging(cfg.OUTPUT_DIR, is_master=du.is_master_proc(), is_root=du.is_root_proc())
 
 
+# Independent random streams derived per (RNG_SEED, epoch, rank); the data loaders use
+# SeedSequence([RNG_SEED, epoch, rank]) for theirs, so these carry a fourth word.
+_STREAMS = {"process": 1, "precise_bn": 2}
+
+
+def epoch_stream_seed(cfg: CfgNode, epoch: int, stream: str) -> int:
+    """Seed of one random stream of one training epoch on this rank."""
+    return int(np.random.SeedSequence([cfg.RNG_SEED, epoch, du.get_rank(), _STREAMS[stream]]).generate_state(1)[0])
+
+
+def seed_epoch(cfg: CfgNode, epoch: int) -> None:
+    """Re-seed this process's global generators at the start of a training epoch.
+
+    Everything random inside the epoch (dropout, augmentation in the main process) then
+    depends on (RNG_SEED, epoch, rank) only, not on how many epochs this process has run,
+    so a run resumed at an epoch boundary repeats the uninterrupted run bit for bit.
+    """
+    seed = epoch_stream_seed(cfg, epoch, "process")
+    torch.manual_seed(seed)  # also every CUDA device
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
 def device(cfg: CfgNode) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if cfg.NUM_GPUS > 0 else torch.device("cpu")
 

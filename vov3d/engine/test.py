@@ -5,7 +5,8 @@ import json
 import logging
 import os
 import pickle
-from typing import Dict, List, Optional, Tuple
+import tempfile
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from yacs.config import CfgNode
@@ -25,28 +26,49 @@ class NoCheckpointError(cu.CheckpointError):
 
 
 def choose_test_checkpoint(cfg: CfgNode) -> Optional[str]:
-    """TEST.CHECKPOINT_FILE_PATH > newest complete OUTPUT_DIR/checkpoints file >
+    """TEST.CHECKPOINT_FILE_PATH > newest readable OUTPUT_DIR/checkpoints file >
     TRAIN.CHECKPOINT_FILE_PATH; None when there is none."""
+    return _choose(cfg)[0]
+
+
+def _choose(cfg: CfgNode) -> Tuple[Optional[str], str, Optional[Dict]]:
+    """(path, the setting it came from, the file's contents when already read)."""
     if cfg.TEST.CHECKPOINT_FILE_PATH:
-        return cfg.TEST.CHECKPOINT_FILE_PATH
-    path, _ = cu.newest_readable(cfg.OUTPUT_DIR, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD)
+        return cfg.TEST.CHECKPOINT_FILE_PATH, "TEST.CHECKPOINT_FILE_PATH", None
+    path, obj = cu.newest_readable(cfg.OUTPUT_DIR, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD)
     if path is not None:
-        return path
-    return cfg.TRAIN.CHECKPOINT_FILE_PATH or None
+        return path, "checkpoint", obj
+    if cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        return cfg.TRAIN.CHECKPOINT_FILE_PATH, "TRAIN.CHECKPOINT_FILE_PATH", None
+    return None, "", None
 
 
-def load_test_weights(cfg: CfgNode, model: torch.nn.Module) -> Tuple[Optional[str], Optional[int]]:
+def load_test_weights(cfg: CfgNode, model: torch.nn.Module, class_names: Optional[Sequence[str]] = None
+                      ) -> Tuple[Optional[str], Optional[int]]:
     """Strictly load the chosen checkpoint; refuse random weights unless TEST.ALLOW_RANDOM_INIT."""
-    path = du.broadcast_object(choose_test_checkpoint(cfg) if du.is_root_proc() else None)
+    path = source = obj = error = None
+    if du.is_root_proc():
+        try:
+            path, source, obj = _choose(cfg)
+        except cu.CheckpointError as e:
+            error = e
+    # Rank 0 alone looks at OUTPUT_DIR; its verdict (or error) is shared so no rank waits
+    # in a collective for a peer that already failed.
+    path, source, error = du.broadcast_object((path, source, error))
+    if error is not None:
+        raise error
     if path is None:
         if not cfg.TEST.ALLOW_RANDOM_INIT:
+            broken = cu.list_checkpoints(cfg.OUTPUT_DIR)
+            held = (f"holds {len(broken)} checkpoint(s), none readable (see the errors above)" if broken
+                    else "holds no checkpoint")
             raise NoCheckpointError(
-                "no checkpoint to test: TEST.CHECKPOINT_FILE_PATH is empty, "
-                f"{cu.checkpoint_dir(cfg.OUTPUT_DIR)} holds no checkpoint and TRAIN.CHECKPOINT_FILE_PATH is "
+                f"no checkpoint to test: TEST.CHECKPOINT_FILE_PATH is empty, "
+                f"{cu.checkpoint_dir(cfg.OUTPUT_DIR)} {held} and TRAIN.CHECKPOINT_FILE_PATH is "
                 "empty. Set TEST.CHECKPOINT_FILE_PATH, or TEST.ALLOW_RANDOM_INIT True to test random weights.")
         logger.warning("!!! Testing a RANDOMLY INITIALISED model (TEST.ALLOW_RANDOM_INIT True). !!!")
         return None, None
-    epoch = cu.load_for_test(path, model, cfg)
+    epoch = cu.load_for_test(path, model, cfg, source=source, obj=obj, class_names=class_names)
     logger.info("Testing weights from %s%s.", path, f" (epoch {epoch + 1})" if epoch is not None else "")
     return path, epoch
 
@@ -91,8 +113,7 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     """Pickle [video_preds float [V, C], video_labels int64 [V]] (reference format, dataset
     order, zero rows for failed videos) and a readable JSON with top-5 per video beside it."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump([meter.preds, meter.labels], f)
+    _write_atomic(path, lambda f: pickle.dump([meter.preds, meter.labels], f), binary=True)
     k = min(5, meter.preds.shape[1])
     scores, classes = torch.topk(meter.preds, k, dim=1)
     failed = set(meter.failed_indices())
@@ -105,9 +126,23 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     json_path = os.path.splitext(path)[0] + ".json"
     if json_path == path:
         json_path = path + ".json"
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
+    _write_atomic(json_path, lambda f: json.dump(report, f, indent=1), binary=False)
     logger.info("Saved predictions to %s and a per-video summary to %s.", path, json_path)
+
+
+def _write_atomic(path: str, write: Callable, binary: bool) -> None:
+    """Write under a temporary name, then rename: a job killed mid-write leaves the previous
+    file (or none), never a truncated one that looks like a result."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def test(cfg: CfgNode) -> Optional[Dict]:
@@ -115,12 +150,12 @@ def test(cfg: CfgNode) -> Optional[Dict]:
     setup_process(cfg)
     logger.info("Test with config:\n%s", cfg.dump())
     model = prepare_model(cfg, train=False)
-    path, epoch = load_test_weights(cfg, model)
 
     from vov3d.datasets.loader import construct_loader
 
     loader = construct_loader(cfg, "test")
     dataset = loader.dataset
+    path, epoch = load_test_weights(cfg, model, dataset.class_names)
     views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
     logger.info("Test protocol: %d videos x %d views (%d temporal clips x %d spatial crops of %d px), "
                 "%d frames per clip, views combined by %s of softmax scores; %d clips per forward per process.",

@@ -5,6 +5,7 @@ checkpoint/eval epochs: precise BN, the checkpoint (global rank 0, atomic), vali
 """
 import logging
 import math
+import os
 import sys
 from collections import deque
 import torch
@@ -16,8 +17,8 @@ from vov3d.engine.logging import log_json_stats
 from vov3d.engine.losses import get_loss_func
 from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
 from vov3d.engine.optimizer import clip_gradients, construct_optimizer
-from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
-                                  to_device)
+from vov3d.engine.runtime import (add_scalars, device, epoch_stream_seed, prepare_model, seed_epoch,
+                                  setup_process, tensorboard_writer, to_device)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.utils.processes import per_process_batch, processes_per_machine
 
@@ -59,8 +60,8 @@ class Trainer:
             logger.warning("TRAIN.MIXED_PRECISION is ignored on the CPU (NUM_GPUS 0): training in float32.")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.loss_fn = get_loss_func(cfg.MODEL.LOSS_FUNC)
-        self.start_epoch = self.load_checkpoint() + 1
         self.build_loaders()
+        self.start_epoch = self.load_checkpoint() + 1
         self.writer = tensorboard_writer(cfg)
         self.train_meter = EpochMeter("train", len(self.train_loader), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.val_meter = EpochMeter("val", max(len(self.val_loader), 1), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
@@ -74,24 +75,53 @@ class Trainer:
         self.train_loader = construct_loader(self.cfg, "train")
         self.val_loader = construct_loader(self.cfg, "val")
         self.precise_loader = construct_loader(self.cfg, "train") if self.cfg.BN.USE_PRECISE_STATS else None
+        self._check_test_lists()
+
+    @property
+    def class_names(self):
+        """The training lists' class names in label order, if they give them."""
+        return getattr(self.train_loader.dataset, "class_names", None)
+
+    def _check_test_lists(self) -> None:
+        """Read the test lists now: a missing or malformed test list should stop the run
+        before training, not after it."""
+        if self.cfg.TEST.ENABLE:
+            from vov3d.datasets import build_dataset
+
+            build_dataset(self.cfg.TEST.DATASET, self.cfg, "test")
 
     def shuffle(self, epoch: int) -> None:
+        """Shuffle order and augmentation seeds of the epoch, a function of the epoch only."""
         from vov3d.datasets.loader import shuffle_dataset
 
         shuffle_dataset(self.train_loader, epoch)
+        precise = self.precise_loader
+        if precise is not None:
+            # Otherwise its generator runs on from the previous epochs of this process, and
+            # precise BN after a resume would see other batches than without the interruption.
+            if hasattr(precise.sampler, "set_epoch"):
+                precise.sampler.set_epoch(epoch)
+            if getattr(precise, "generator", None) is not None:
+                precise.generator.manual_seed(epoch_stream_seed(self.cfg, epoch, "precise_bn"))
 
     def load_checkpoint(self) -> int:
-        """Auto-resume (newest complete checkpoint) > TRAIN.CHECKPOINT_FILE_PATH > scratch.
+        """Auto-resume (newest readable checkpoint) > TRAIN.CHECKPOINT_FILE_PATH > scratch.
 
         Returns the last finished 0-based epoch (-1 = start from scratch). Rank 0 chooses
         the file so that all ranks load the same one.
         """
         cfg = self.cfg
         if cfg.TRAIN.AUTO_RESUME:
-            path = obj = None
+            path = obj = error = None
             if du.is_root_proc():
-                path, obj = cu.newest_readable(cfg.OUTPUT_DIR, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD)
-            path = du.broadcast_object(path)
+                try:
+                    path, obj = self._find_resumable()
+                except cu.CheckpointError as e:
+                    error = e
+            # The verdict, error included, reaches every rank: none waits for a failed peer.
+            path, error = du.broadcast_object((path, error))
+            if error is not None:
+                raise error
             if path is not None:
                 if obj is None:
                     obj = cu.read_checkpoint(path, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD)
@@ -101,18 +131,37 @@ class Trainer:
                 if cfg.TRAIN.CHECKPOINT_FILE_PATH:
                     logger.info("TRAIN.CHECKPOINT_FILE_PATH %s is not used: auto-resume takes precedence.",
                                 cfg.TRAIN.CHECKPOINT_FILE_PATH)
-                epoch = cu.load_for_resume(path, self.model, self.optimizer, self.scaler, obj=obj)
+                epoch = cu.load_for_resume(path, self.model, self.optimizer, self.scaler, obj=obj,
+                                           class_names=self.class_names)
                 logger.info("Weights source: auto-resume from %s (finished epoch %d).", path, epoch + 1)
                 return epoch
         if cfg.TRAIN.CHECKPOINT_FILE_PATH:
             epoch = cu.load_for_finetune(cfg.TRAIN.CHECKPOINT_FILE_PATH, self.model, cfg,
-                                         self.optimizer, self.scaler)
+                                         self.optimizer, self.scaler, class_names=self.class_names)
             logger.info("Weights source: initialised from TRAIN.CHECKPOINT_FILE_PATH %s.",
                         cfg.TRAIN.CHECKPOINT_FILE_PATH)
             return epoch
         logger.info("Weights source: random initialisation (no checkpoint to resume, "
                     "TRAIN.CHECKPOINT_FILE_PATH empty).")
         return -1
+
+    def _find_resumable(self):
+        """(path, contents) of the newest readable checkpoint, (None, None) for a fresh run.
+
+        Refuses when checkpoints exist but none can be read: starting afresh would overwrite
+        them one by one, and when every file fails the cause is rarely the files themselves
+        (e.g. written by a newer PyTorch).
+        """
+        cfg = self.cfg
+        path, obj = cu.newest_readable(cfg.OUTPUT_DIR, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD)
+        present = cu.list_checkpoints(cfg.OUTPUT_DIR)
+        if path is None and present:
+            raise cu.CheckpointError(
+                f"auto-resume found {len(present)} checkpoint(s) in {cu.checkpoint_dir(cfg.OUTPUT_DIR)} but none "
+                f"can be read (newest: '{present[-1]}'; the reasons are logged above). Starting afresh would "
+                "overwrite them: move them away or use a new OUTPUT_DIR to start from scratch, or set "
+                "TRAIN.AUTO_RESUME False.")
+        return path, obj
 
     def log_batch_semantics(self) -> None:
         cfg = self.cfg
@@ -134,8 +183,14 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------
     def fit(self) -> None:
         cfg = self.cfg
-        logger.info("Start epoch: %d of %d", self.start_epoch + 1, cfg.SOLVER.MAX_EPOCH)
+        if self.start_epoch >= cfg.SOLVER.MAX_EPOCH:
+            logger.info("Training already finished: the checkpoint holds epoch %d of SOLVER.MAX_EPOCH %d, "
+                        "nothing to train (raise SOLVER.MAX_EPOCH to train longer).", self.start_epoch,
+                        cfg.SOLVER.MAX_EPOCH)
+        else:
+            logger.info("Start epoch: %d of %d", self.start_epoch + 1, cfg.SOLVER.MAX_EPOCH)
         for epoch in range(self.start_epoch, cfg.SOLVER.MAX_EPOCH):
+            seed_epoch(cfg, epoch)
             self.shuffle(epoch)
             self.train_epoch(epoch)
             save, evaluate = is_checkpoint_epoch(cfg, epoch), is_eval_epoch(cfg, epoch)
@@ -143,7 +198,7 @@ class Trainer:
                 self.precise_bn()
             if save and du.is_root_proc():
                 cu.save_checkpoint(cfg.OUTPUT_DIR, self.model, self.optimizer, epoch, cfg, self.scaler,
-                                   keep_last=cfg.TRAIN.CHECKPOINT_KEEP_LAST)
+                                   keep_last=cfg.TRAIN.CHECKPOINT_KEEP_LAST, class_names=self.class_names)
             if evaluate:
                 self.validate(epoch)
         # The test job that follows must find the last checkpoint written by rank 0.
@@ -269,4 +324,16 @@ def train(cfg: CfgNode) -> None:
     """Entry point for `launch_job`: one process's share of the training job."""
     setup_process(cfg)
     logger.info("Train with config:\n%s", cfg.dump())
+    _warn_unusable_test_path(cfg)
     Trainer(cfg).fit()
+
+
+def _warn_unusable_test_path(cfg: CfgNode) -> None:
+    """A TEST.CHECKPOINT_FILE_PATH typo would only fail after training: say so now."""
+    path = cfg.TEST.CHECKPOINT_FILE_PATH
+    if not (cfg.TEST.ENABLE and path) or os.path.isfile(path):
+        return
+    inside_run = os.path.abspath(path).startswith(os.path.abspath(cu.checkpoint_dir(cfg.OUTPUT_DIR)) + os.sep)
+    if not inside_run:  # a checkpoint this run will write is fine
+        logger.warning("!!! TEST.CHECKPOINT_FILE_PATH '%s' %s: the test after training will fail. !!!", path,
+                       "is a directory" if os.path.isdir(path) else "does not exist")
