@@ -6,17 +6,15 @@ command is run again, as a restart would. Real data goes through the toy video d
 a tiny model with dropout, so loader shuffling, augmentation and dropout all take part.
 """
 import importlib.util
-import json
 import os
 import random
-import subprocess
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tests.conftest import PYTHON, REPO_ROOT, run_tool_env
+from tests.conftest import REPO_ROOT, metrics_records, tiny_toy_run
 from tests.engine.tiny_parts import TinyTestNet, make_fake_trainer_class, tiny_cfg
 from vov3d.engine import checkpoint as cu
 from vov3d.engine import train as train_module
@@ -72,14 +70,7 @@ LOG_MODEL_INFO: False
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    data = root / "data"
-    subprocess.run([PYTHON, os.path.join(REPO_ROOT, "tools", "make_toy_dataset.py"), "--out", str(data),
-                    "--classes", "2", "--videos-per-class", "4", "--eval-per-class", "2", "--frames", "16",
-                    "--size", "48x32"], check=True, env=run_tool_env(), capture_output=True)
-    cfg = root / "toy.yaml"
-    cfg.write_text(TOY_CFG)
-    return str(cfg), str(data)
+    return tiny_toy_run(tmp_path_factory.mktemp("toy"), TOY_CFG)
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +86,6 @@ def _argv(toy, out, *overrides):
     cfg, data = toy
     return ["--cfg", cfg, "DATA.PATH_TO_DATA_DIR", data, "DATA.PATH_PREFIX", data, "OUTPUT_DIR", str(out),
             *overrides]
-
-
-def _records(out, kind):
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [r for r in map(json.loads, f) if r.get("_type") == kind]
 
 
 def _log(out):
@@ -311,13 +297,13 @@ def test_killed_during_test_phase_reruns_the_test_only(toy, tmp_path, run_net, m
         with pytest.raises(Killed):
             run_net(argv)
     assert _names(out) == ["checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth"]
-    assert not _records(out, "test_final")
+    assert not metrics_records(out, "test_final")
     weights = torch.load(_ckpt(out, 2), weights_only=True)["model_state"]
 
     assert run_net(argv) == 0
-    assert len(_records(out, "train_epoch")) == 2  # not trained again
+    assert len(metrics_records(out, "train_epoch")) == 2  # not trained again
     assert "Training already finished: the checkpoint holds epoch 2 of SOLVER.MAX_EPOCH 2" in _log(out)
-    final = _records(out, "test_final")
+    final = metrics_records(out, "test_final")
     assert len(final) == 1 and final[0]["checkpoint_epoch"] == 2 and final[0]["num_videos"] == 4
     again = torch.load(_ckpt(out, 2), weights_only=True)["model_state"]
     assert all(torch.equal(again[k], v) for k, v in weights.items())
@@ -351,10 +337,10 @@ def test_killed_while_saving_keeps_the_previous_checkpoint_and_resumes(toy, tmp_
     assert f"Weights source: auto-resume from {_ckpt(out, 1)} (finished epoch 1)" in log
     assert "Start epoch: 2 of 2" in log and f"Ignoring '{leftover}'" in log
     # Epoch 2 ran before the kill, but its checkpoint never landed: it runs again.
-    assert [r["epoch"] for r in _records(out, "train_epoch")] == ["1/2", "2/2", "2/2"]
+    assert [r["epoch"] for r in metrics_records(out, "train_epoch")] == ["1/2", "2/2", "2/2"]
     assert _names(out) == [".checkpoint_epoch_00002.pyth.a1b2c3.tmp", "checkpoint_epoch_00001.pyth",
                            "checkpoint_epoch_00002.pyth"]
-    assert _records(out, "test_final")[-1]["checkpoint_epoch"] == 2
+    assert metrics_records(out, "test_final")[-1]["checkpoint_epoch"] == 2
 
 
 # ------------------------------------------------------------------------------------
@@ -392,15 +378,15 @@ def test_resume_at_epoch_boundary_reproduces_the_uninterrupted_run(toy, tmp_path
 
     # The same iterations: epoch numbering, LR schedule, losses.
     def epoch3(out):
-        return [(r["epoch"], r["iter"], r["lr"], r["loss"]) for r in _records(out, "train_iter")
+        return [(r["epoch"], r["iter"], r["lr"], r["loss"]) for r in metrics_records(out, "train_iter")
                 if r["epoch"] == "3/3"]
 
     assert epoch3(whole) == epoch3(resumed) and len(epoch3(whole)) == 4
     cfg = tiny_cfg(tmp_path, "SOLVER.BASE_LR", "0.05", "SOLVER.LR_POLICY", "cosine", "SOLVER.MAX_EPOCH", "3",
                    "SOLVER.WARMUP_EPOCHS", "1.0", "SOLVER.WARMUP_START_LR", "0.01")
     assert epoch3(resumed)[0][2] == pytest.approx(lr_at_epoch(cfg, 2.0), abs=1e-5)
-    assert [r["top1_err"] for r in _records(whole, "val_epoch")][-1] == \
-        [r["top1_err"] for r in _records(resumed, "val_epoch")][-1]
+    assert [r["top1_err"] for r in metrics_records(whole, "val_epoch")][-1] == \
+        [r["top1_err"] for r in metrics_records(resumed, "val_epoch")][-1]
 
 
 # ------------------------------------------------------------------------------------
@@ -419,7 +405,7 @@ def test_raised_max_epoch_continues_and_pruning_spares_the_resumed_state(tmp_pat
     assert _names(tmp_path) == ["checkpoint_epoch_00004.pyth", "checkpoint_epoch_00005.pyth"]
     assert open(stray, "rb").read() == stray_bytes
     assert torch.load(_ckpt(tmp_path, 4), weights_only=True)["epoch"] == 3
-    assert [r["epoch"] for r in _records(tmp_path, "train_epoch")] == ["1/2", "2/2", "3/4", "4/4"]
+    assert [r["epoch"] for r in metrics_records(tmp_path, "train_epoch")] == ["1/2", "2/2", "3/4", "4/4"]
 
 
 def test_keep_last_prunes_only_files_older_than_the_one_saved(tmp_path):

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import PYTHON, REPO_ROOT, run_tool_env
+from tests.conftest import PYTHON, REPO_ROOT, metrics_records, run_tool_env, tiny_toy_run
 
 RUN_NET = os.path.join(REPO_ROOT, "tools", "run_net.py")
 
@@ -34,14 +34,7 @@ LOG_PERIOD: 1
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    data = root / "data"
-    subprocess.run([PYTHON, os.path.join(REPO_ROOT, "tools", "make_toy_dataset.py"), "--out", str(data),
-                    "--classes", "2", "--videos-per-class", "4", "--eval-per-class", "2", "--frames", "16",
-                    "--size", "48x32"], check=True, env=run_tool_env(), capture_output=True)
-    cfg = root / "tiny_x3d.yaml"
-    cfg.write_text(TINY_X3D)
-    return str(cfg), str(data)
+    return tiny_toy_run(tmp_path_factory.mktemp("toy"), TINY_X3D)
 
 
 def _command(toy, out, *overrides):
@@ -52,11 +45,6 @@ def _command(toy, out, *overrides):
 
 def toy_data(toy):
     return pathlib.Path(toy[1])
-
-
-def _records(out, kind):
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [r for r in map(json.loads, f) if r.get("_type") == kind]
 
 
 def _run(cmd, timeout=120):
@@ -85,11 +73,11 @@ def test_killed_training_resumes_and_finishes_then_tests(toy, tmp_path):
     assert resumed_from in (2, 3)
     names = sorted(os.listdir(out / "checkpoints"))
     assert names == [f"checkpoint_epoch_0000{e}.pyth" for e in (1, 2, 3)]
-    epochs = [r["epoch"] for r in _records(out, "train_epoch")]
+    epochs = [r["epoch"] for r in metrics_records(out, "train_epoch")]
     assert epochs[-(4 - resumed_from):] == [f"{e}/3" for e in range(resumed_from, 4)]
     assert torch.load(out / "checkpoints" / names[-1], weights_only=True)["epoch"] == 2
 
-    final = _records(out, "test_final")[-1]
+    final = metrics_records(out, "test_final")[-1]
     assert final["num_videos"] == 4 and final["num_failed"] == 0 and final["views"] == 6
     assert final["checkpoint_epoch"] == 3 and final["checkpoint"].endswith("checkpoint_epoch_00003.pyth")
     with open(out / "preds.pkl", "rb") as f:
@@ -107,9 +95,9 @@ def test_two_process_cpu_run_counts_every_test_video_once(toy, tmp_path):
     log = _run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] + cmd[1:])
     assert "rank 1/2 local_rank 1/2" in log
     assert os.listdir(out / "checkpoints") == ["checkpoint_epoch_00001.pyth"]
-    val = _records(out, "val_epoch")[-1]
+    val = metrics_records(out, "val_epoch")[-1]
     assert val["samples"] == 4  # 4 val videos, each on exactly one rank
-    final = _records(out, "test_final")[-1]
+    final = metrics_records(out, "test_final")[-1]
     assert final["num_videos"] == 4 and final["checkpoint_epoch"] == 1
     with open(out / "preds.pkl", "rb") as f:
         dist_preds, dist_labels = pickle.load(f)
@@ -122,7 +110,7 @@ def test_two_process_cpu_run_counts_every_test_video_once(toy, tmp_path):
         preds, labels = pickle.load(f)
     assert torch.equal(labels, dist_labels)
     assert torch.allclose(preds, dist_preds, atol=1e-5)
-    assert _records(single, "test_final")[-1]["top1_acc"] == final["top1_acc"]
+    assert metrics_records(single, "test_final")[-1]["top1_acc"] == final["top1_acc"]
 
     # The checkpoint knows its class names; lists numbered another way are refused.
     checkpoint = out / "checkpoints" / "checkpoint_epoch_00001.pyth"
