@@ -12,6 +12,11 @@ BAD_FILES_NAME = "bad_videos.txt"
 _MAX_LOGGED = 50
 
 
+class DataLoadError(RuntimeError):
+    """The data cannot be read at all (every attempt of a sample, or every test video,
+    failed): a problem with the files or the data paths, reported in one line."""
+
+
 class FailureLog:
     def __init__(self, output_dir: Optional[str]):
         self.path = os.path.join(output_dir, BAD_FILES_NAME) if output_dir else None
