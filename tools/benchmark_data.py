@@ -7,6 +7,7 @@ normalising full frames to float before a torch bilinear resize) on the same fil
     python tools/benchmark_data.py --cfg configs/Kinetics/vov3d/vov3d_M.yaml \
         DATA.PATH_TO_DATA_DIR /data/k400 NUM_GPUS 0 TRAIN.BATCH_SIZE 8
 """
+import argparse
 import random
 import statistics
 import sys
@@ -19,7 +20,22 @@ import torch
 
 from vov3d.config.load import load_config, parse_args
 from vov3d.datasets import build_dataset, sampling
+from vov3d.datasets.clip_dataset import MissingSampleError
+from vov3d.datasets.decoder import DecodeError
+from vov3d.datasets.failures import DataLoadError
+from vov3d.datasets.lists import ListFormatError
 from vov3d.datasets.loader import construct_loader, shuffle_dataset
+
+
+class LoaderSetupError(ValueError):
+    """construct_loader refused the config for this data (e.g. a batch bigger than the split)."""
+
+
+# Problems with the data, its paths or the loader settings (each message names the file or
+# key): reported in one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (MissingSampleError, DecodeError, DataLoadError, ListFormatError, FileNotFoundError,
+               av.FFmpegError, LoaderSetupError)
+ROW_WIDTH = 50
 
 
 # ----------------------------------------------------------------------------------------
@@ -107,7 +123,12 @@ def loader_rate(cfg, split: str, workers: int, max_items: int) -> float:
     cfg = cfg.clone()
     cfg.defrost()
     cfg.DATA_LOADER.NUM_WORKERS = workers
-    loader = construct_loader(cfg, split)
+    try:
+        loader = construct_loader(cfg, split)
+    except ListFormatError:
+        raise
+    except ValueError as error:  # its only ValueErrors are settings that cannot work
+        raise LoaderSetupError(str(error)) from error
     shuffle_dataset(loader, 0)
     count, start = 0, time.perf_counter()
     for batch in loader:
@@ -117,11 +138,52 @@ def loader_rate(cfg, split: str, workers: int, max_items: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def main(argv=None) -> None:
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def worker_counts(text: str) -> List[int]:
+    """`--workers 0,1,2`: comma-separated DataLoader worker counts, each >= 0."""
+    try:
+        counts = [int(w) for w in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated worker counts >= 0 (e.g. 0,1,2), got {text!r}")
+    return counts
+
+
+def one_line(error: BaseException) -> str:
+    """`Type: message` of a user error, on one line."""
+    text = str(error).strip()
+    if text.startswith("Caught ") and "DataLoader worker" in text.split("\n", 1)[0]:
+        # Re-raised from a loader worker: the message is the worker's traceback, whose last
+        # line is "package.module.Type: message".
+        name, _, message = text.splitlines()[-1].partition(": ")
+        return f"{name.rsplit('.', 1)[-1]}: {message}"
+    return f"{type(error).__name__}: {' '.join(text.split())}"
+
+
+def print_row(name: str, value: str) -> None:
+    # Printed as measured: a run stopped by a bad file keeps the rows it already measured.
+    print(f"{name:<{ROW_WIDTH}}  {value:>9}", flush=True)
+
+
+def main(argv=None) -> int:
     def add_tool_arguments(parser):
-        parser.add_argument("--clips", type=int, default=40, help="training clips per measurement")
-        parser.add_argument("--videos", type=int, default=6, help="test videos per measurement")
-        parser.add_argument("--workers", default="0,1,2", help="worker counts to measure")
+        parser.add_argument("--clips", type=positive_int, default=40,
+                            help="training clips per measurement")
+        parser.add_argument("--videos", type=positive_int, default=6,
+                            help="test videos per measurement")
+        parser.add_argument("--workers", type=worker_counts, default="0,1,2",
+                            help="comma-separated DataLoader worker counts to measure")
 
     args = parse_args(argv, __doc__.split("\n\n")[0], distributed=False,
                       add_arguments=add_tool_arguments)
@@ -130,57 +192,61 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     random.seed(cfg.RNG_SEED)
     np.random.seed(cfg.RNG_SEED)
-    workers = [int(w) for w in args.workers.split(",")]
+    try:
+        train = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
+        test = build_dataset(cfg.TEST.DATASET, cfg, "test")
+        print(f"dataset {cfg.TRAIN.DATASET}: {len(train)} train / {len(test)} test videos; clip "
+              f"{cfg.DATA.NUM_FRAMES}x{cfg.DATA.SAMPLING_RATE}, crop {cfg.DATA.TRAIN_CROP_SIZE}, "
+              f"test {cfg.TEST.NUM_ENSEMBLE_VIEWS}x{cfg.TEST.NUM_SPATIAL_CROPS} views at "
+              f"{cfg.DATA.TEST_CROP_SIZE}; one thread per process")
+        print("-" * (ROW_WIDTH + 11), flush=True)
+        for name, value in measurements(cfg, train, test, args):
+            print_row(name, value)
+    except USER_ERRORS as error:
+        print(f"benchmark_data: error: {one_line(error)}", file=sys.stderr)
+        return 1
+    print("-" * (ROW_WIDTH + 11))
+    return 0
 
-    train = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
-    test = build_dataset(cfg.TEST.DATASET, cfg, "test")
+
+def measurements(cfg, train, test, args):
+    """(row name, value) pairs, each yielded once measured."""
     n_train = min(args.clips, len(train))
     n_test = min(args.videos, len(test))
     train_idx = [i % len(train) for i in range(n_train)]
     test_idx = list(range(n_test))
-    print(f"dataset {cfg.TRAIN.DATASET}: {len(train)} train / {len(test)} test videos; clip "
-          f"{cfg.DATA.NUM_FRAMES}x{cfg.DATA.SAMPLING_RATE}, crop {cfg.DATA.TRAIN_CROP_SIZE}, "
-          f"test {cfg.TEST.NUM_ENSEMBLE_VIEWS}x{cfg.TEST.NUM_SPATIAL_CROPS} views at "
-          f"{cfg.DATA.TEST_CROP_SIZE}; one thread per process")
 
-    rows = []
     ours = median_ms(lambda i: train[i], train_idx)
-    rows.append(("train clip, one process (ms/clip, median)", f"{ours:.1f}"))
+    yield "train clip, one process (ms/clip, median)", f"{ours:.1f}"
     if type(train).__name__ == "Kinetics":
         base = median_ms(lambda i: baseline_train_clip(train.video_path(i), cfg), train_idx)
-        rows.append(("  PySlowFast-style baseline (ms/clip)", f"{base:.1f}"))
-        rows.append(("  speed-up", f"{base / ours:.2f}x"))
+        yield "  PySlowFast-style baseline (ms/clip)", f"{base:.1f}"
+        yield "  speed-up", f"{base / ours:.2f}x"
     batch = max(1, cfg.TRAIN.BATCH_SIZE // max(1, cfg.NUM_GPUS))
-    for w in workers:
+    for w in args.workers:
         rate = loader_rate(cfg, "train", w, max(n_train, batch))
-        rows.append((f"train loader, {w} worker(s), batch {batch} (clips/s)", f"{rate:.1f}"))
+        yield f"train loader, {w} worker(s), batch {batch} (clips/s)", f"{rate:.1f}"
 
     once = median_ms(lambda i: test[i], test_idx)
+    yield f"test video, decode once ({test.num_views} views, ms/video)", f"{once:.1f}"
     per_view = median_ms(lambda i: [test.get_view(i, v) for v in range(test.num_views)], test_idx)
-    rows.append((f"test video, decode once ({test.num_views} views, ms/video)", f"{once:.1f}"))
-    rows.append(("test video, one decode per view (ms/video)", f"{per_view:.1f}"))
-    rows.append(("  speed-up", f"{per_view / once:.2f}x"))
-    for w in workers:
+    yield "test video, one decode per view (ms/video)", f"{per_view:.1f}"
+    yield "  speed-up", f"{per_view / once:.2f}x"
+    for w in args.workers:
         rate = loader_rate(cfg, "test", w, n_test)
-        rows.append((f"test loader, {w} worker(s) (videos/s)", f"{rate:.2f}"))
+        yield f"test loader, {w} worker(s) (videos/s)", f"{rate:.2f}"
 
     decoded_once = statistics.mean(test.decoded_frames(i) for i in test_idx)
+    yield "decoded frames per test video, decode once", f"{decoded_once:.0f}"
     decoded_view = statistics.mean(test.decoded_frames(i, per_view=True) for i in test_idx)
-    rows.append(("decoded frames per test video, decode once", f"{decoded_once:.0f}"))
-    rows.append(("decoded frames per test video, per view", f"{decoded_view:.0f}"))
+    yield "decoded frames per test video, per view", f"{decoded_view:.0f}"
     if type(test).__name__ == "Kinetics":
         ref = statistics.mean(baseline_test_frames(test.video_path(i), cfg) for i in test_idx)
-        rows.append(("decoded frames per test video, PySlowFast-style", f"{ref:.0f}"))
-        rows.append(("  reduction", f"{ref / max(decoded_once, 1):.1f}x"))
+        yield "decoded frames per test video, PySlowFast-style", f"{ref:.0f}"
+        yield "  reduction", f"{ref / max(decoded_once, 1):.1f}x"
     elif not cfg.DATA.SSV2_VIDEO_EXT:
-        rows.append(("  (frame folders: JPEG files read)", ""))
-
-    width = max(len(name) for name, _ in rows)
-    print("-" * (width + 12))
-    for name, value in rows:
-        print(f"{name:<{width}}  {value:>9}")
-    print("-" * (width + 12))
+        yield "  (frame folders: JPEG files read)", ""
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

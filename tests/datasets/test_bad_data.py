@@ -10,6 +10,7 @@ import pytest
 
 from tests.datasets.conftest import make_cfg
 from vov3d.datasets import build_dataset
+from vov3d.datasets.failures import DataLoadError
 from vov3d.datasets.lists import ListFormatError
 
 BAD = ["missing.mp4", "empty.mp4", "truncated.mp4", "garbage.mp4"]
@@ -59,8 +60,10 @@ def test_same_video_is_retried_before_substitution(bad_root):
 def test_all_bad_training_set_names_files(bad_root, tmp_path):
     (tmp_path / "train.csv").write_text("".join(f"{bad_root / b} 1\n" for b in BAD))
     dataset = build_dataset("kinetics", bad_cfg(tmp_path), "train")
-    with pytest.raises(RuntimeError, match=r"after 10 attempts.*(missing|empty|truncated|garbage)\.mp4"):
+    with pytest.raises(DataLoadError, match=r"after 10 attempts.*(missing|empty|truncated|garbage)\.mp4") as error:
         dataset[0]
+    assert f"DATA.PATH_PREFIX ('{tmp_path}')" in str(error.value)
+    assert str(tmp_path / "out" / "bad_videos.txt") in str(error.value)
 
 
 def test_test_split_never_substitutes(bad_root):
@@ -81,7 +84,7 @@ def test_bad_frames_and_folders(ss_roots, tmp_path):
     val_ids = [line.split(";")[0] for line in (root / "something-something-v1-validation.csv").read_text().split()]
     (root / "frames" / val_ids[0] / "00010.jpg").write_bytes(b"not a jpeg")
     cfg = make_cfg(root, "DATA.PATH_PREFIX", str(root / "frames"), "TEST.NUM_ENSEMBLE_VIEWS", "2",
-                   "DATA_LOADER.NUM_RETRIES", "6")
+                   "DATA_LOADER.NUM_RETRIES", "6", "MODEL.NUM_CLASSES", "2")
     train = build_dataset("ssv1", cfg, "train")
     random.seed(0)
     *_, index, meta = train[0]
@@ -117,21 +120,21 @@ def test_malformed_something_something_files(ss_roots, tmp_path):
     with open(v1 / "something-something-v1-train.csv", "a") as f:
         f.write("99999;no such class\n")
     with pytest.raises(ListFormatError, match=r"v1-train.csv:5: unknown class name 'no such class'"):
-        build_dataset("ssv1", make_cfg(v1), "train")
+        build_dataset("ssv1", make_cfg(v1, "MODEL.NUM_CLASSES", "2"), "train")
     v2 = tmp_path / "v2"
     shutil.copytree(ss_roots["ssv2"], v2)
     split = json.loads((v2 / "something-something-v2-train.json").read_text())
     split[1]["template"] = "Juggling [something]"
     (v2 / "something-something-v2-train.json").write_text(json.dumps(split))
     with pytest.raises(ListFormatError, match=r"entry 1 .*'Juggling \[something\]', which is not in the labels"):
-        build_dataset("ssv2", make_cfg(v2), "train")
+        build_dataset("ssv2", make_cfg(v2, "MODEL.NUM_CLASSES", "2"), "train")
     (v2 / "something-something-v2-validation.json").write_text('[{"id": "1",')
     with pytest.raises(ListFormatError, match=r"validation.json:1: not valid JSON"):
-        build_dataset("ssv2", make_cfg(v2), "val")
+        build_dataset("ssv2", make_cfg(v2, "MODEL.NUM_CLASSES", "2"), "val")
     (v2 / "val.csv").write_text("original_vido_id video_id frame_id path labels\n1 0 0 a.jpg\n")
     with pytest.raises(FileNotFoundError, match="split 'val' needs the template labels|not valid"):
         os.remove(v2 / "something-something-v2-labels.json")
-        build_dataset("ssv2", make_cfg(v2), "val")
+        build_dataset("ssv2", make_cfg(v2, "MODEL.NUM_CLASSES", "2"), "val")
 
 
 def test_malformed_frame_list(ss_roots, tmp_path):
@@ -141,7 +144,7 @@ def test_malformed_frame_list(ss_roots, tmp_path):
     lines[3] = lines[3] + " extra"
     (root / "train.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(ListFormatError, match=r"train.csv:4: expected 5 space-separated fields"):
-        build_dataset("ssv1", make_cfg(root), "train")
+        build_dataset("ssv1", make_cfg(root, "MODEL.NUM_CLASSES", "2"), "train")
 
 
 def test_check_tool_lists_bad_files(bad_root, tmp_path, capsys):
@@ -161,3 +164,37 @@ def test_check_tool_lists_bad_files(bad_root, tmp_path, capsys):
     assert status == 1 and "val: 10 videos, 4 unreadable" in out
     assert all(name in out for name in BAD)
     assert len((tmp_path / "out" / "bad_videos.txt").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("fmt, labels_file", [("ssv1", "something-something-v1-labels.csv"),
+                                              ("ssv2", "something-something-v2-labels.json")])
+@pytest.mark.parametrize("num_classes", ["174", "1"])
+def test_something_something_class_count_must_match(ss_roots, fmt, labels_file, num_classes):
+    # The toy label files name 2 classes: a bigger head would train never-used outputs, a
+    # smaller one (SSv2) must not be reported as an out-of-range index.
+    with pytest.raises(ListFormatError, match=rf"{labels_file} names 2 classes but "
+                                              rf"MODEL.NUM_CLASSES is {num_classes}\."):
+        build_dataset(fmt, make_cfg(ss_roots[fmt], "MODEL.NUM_CLASSES", num_classes), "train")
+    assert build_dataset(fmt, make_cfg(ss_roots[fmt], "MODEL.NUM_CLASSES", "2"), "train").num_videos == 4
+
+
+def test_ssv2_template_indices_must_be_distinct(ss_roots, tmp_path):
+    root = tmp_path / "v2"
+    shutil.copytree(ss_roots["ssv2"], root)
+    labels = json.loads((root / "something-something-v2-labels.json").read_text())
+    (root / "something-something-v2-labels.json").write_text(
+        json.dumps({name: "0" for name in labels}))
+    with pytest.raises(ListFormatError, match=r"labels.json: index\(es\) 0 are given to more than "
+                                              r"one template; expected each of 0 \.\. 1 once"):
+        build_dataset("ssv2", make_cfg(root, "MODEL.NUM_CLASSES", "2"), "train")
+
+
+def test_all_bad_training_set_in_a_worker_stays_a_data_load_error(bad_root, tmp_path):
+    from vov3d.datasets.loader import construct_loader
+
+    (tmp_path / "train.csv").write_text("".join(f"{bad_root / b} 1\n" for b in BAD))
+    loader = construct_loader(bad_cfg(tmp_path, "DATA_LOADER.NUM_WORKERS", "1",
+                                      "DATA_LOADER.NUM_RETRIES", "2"), "train")
+    # PyTorch re-creates a worker's exception from its message alone.
+    with pytest.raises(DataLoadError, match=r"Failed to load a train clip after 2 attempts"):
+        next(iter(loader))

@@ -49,7 +49,9 @@ def ramp_ssv2(tmp_path_factory, toy_tool):
 
 
 def ss_cfg(root, prefix, *overrides):
-    return make_cfg(root, "DATA.PATH_PREFIX", str(prefix), "TEST.NUM_ENSEMBLE_VIEWS", "2",
+    # Every Something-Something copy here has 2 classes; the label file must match.
+    return make_cfg(root, "MODEL.NUM_CLASSES", "2", "DATA.PATH_PREFIX", str(prefix),
+                    "TEST.NUM_ENSEMBLE_VIEWS", "2",
                     "DATA.REVERSE_INPUT_CHANNEL", "True", "DATA.RANDOM_FLIP", "False", *overrides)
 
 

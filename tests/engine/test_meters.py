@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from vov3d.datasets.failures import DataLoadError
 from vov3d.engine.meters import EpochMeter, VideoEnsembleMeter, ensemble_views, topk_errors, topks_correct
 
 
@@ -59,3 +60,22 @@ def test_epoch_meter_medians_and_weighted_means():
     assert epoch["top1_err"] == pytest.approx((20 + 60 + 200 + 280) / 12)
     assert epoch["lr"] == pytest.approx(0.3) and epoch["samples"] == 12
     assert meter.data_bound_fraction() == pytest.approx(0.25)
+
+
+def _all_failed(meter):
+    meter.add(torch.arange(len(meter.seen)), torch.ones(len(meter.seen), 2),
+              torch.zeros(len(meter.seen), dtype=torch.long), torch.ones(len(meter.seen)))
+    with pytest.raises(DataLoadError) as error:
+        meter.finalize()
+    return str(error.value)
+
+
+def test_all_failed_names_count_first_paths_and_where_to_look():
+    names = ["/data/a.mp4", "/data/b.mp4", "/data/c.mp4", "/data/d.mp4", "/data/e.mp4"]
+    message = _all_failed(VideoEnsembleMeter(5, 2, video_path=names.__getitem__))
+    assert "every test video failed to load (5 of 5; first: /data/a.mp4, /data/b.mp4, " \
+           "/data/c.mp4 ...)" in message and "/data/d.mp4" not in message
+    assert "DATA.PATH_TO_DATA_DIR / DATA.PATH_PREFIX" in message and "OUTPUT_DIR/bad_videos.txt" in message
+    # Without names the count alone; the hint stays.
+    bare = _all_failed(VideoEnsembleMeter(2, 2))
+    assert "every test video failed to load (2 of 2)" in bare and "DATA.PATH_PREFIX" in bare

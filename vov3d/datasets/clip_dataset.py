@@ -22,7 +22,7 @@ from yacs.config import CfgNode
 
 from vov3d.datasets import sampling, transform
 from vov3d.datasets.decoder import FrameBank
-from vov3d.datasets.failures import FailureLog
+from vov3d.datasets.failures import BAD_FILES_NAME, DataLoadError, FailureLog
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +153,18 @@ class ClipDataset(torch.utils.data.Dataset):
         first = dict(reversed(tried))  # one (earliest) error per distinct file
         names = "; ".join(f"{path} ({type(e).__name__}: {e})"
                           for path, e in list(reversed(first.items()))[:5])
-        raise RuntimeError(f"Failed to load a {self.split} clip after {self.num_retries} attempts "
-                           f"(DATA_LOADER.NUM_RETRIES); first files: {names}")
+        # DataLoadError takes one message argument: PyTorch re-raises a worker's exception
+        # in the main process as type(error)(message).
+        raise DataLoadError(f"Failed to load a {self.split} clip after {self.num_retries} "
+                            f"attempts (DATA_LOADER.NUM_RETRIES); first files: {names}. "
+                            f"{self._path_hint()}")
+
+    def _path_hint(self) -> str:
+        data = self.cfg.DATA
+        bad = (os.path.join(self.cfg.OUTPUT_DIR, BAD_FILES_NAME) if self.cfg.OUTPUT_DIR
+               else f"OUTPUT_DIR/{BAD_FILES_NAME}")
+        return (f"Check DATA.PATH_TO_DATA_DIR ({data.PATH_TO_DATA_DIR!r}) and DATA.PATH_PREFIX "
+                f"({data.PATH_PREFIX!r}), and the unreadable files listed in {bad}.")
 
     def _test_item(self, video: int):
         crops = self.num_spatial_crops

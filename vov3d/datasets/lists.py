@@ -146,8 +146,17 @@ def read_frame_list(path: str, prefix: str) -> "OrderedDict[str, List[str]]":
     return videos
 
 
-def read_class_names(path: str) -> Dict[str, int]:
-    """SSv1 labels: one class name per line, index = line number (whitespace stripped)."""
+def _require_class_count(path: str, count: int, num_classes: int) -> None:
+    # A label file with fewer classes would silently train a head with never-used outputs;
+    # one with more would fail much later, on the first out-of-range label.
+    if count != num_classes:
+        raise ListFormatError(f"{path} names {count} classes but MODEL.NUM_CLASSES is "
+                              f"{num_classes}.")
+
+
+def read_class_names(path: str, num_classes: int) -> Dict[str, int]:
+    """SSv1 labels: one class name per line, index = line number (whitespace stripped);
+    exactly MODEL.NUM_CLASSES names."""
     classes: Dict[str, int] = {}
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -159,6 +168,7 @@ def read_class_names(path: str) -> Dict[str, int]:
             classes[name] = len(classes)
     if not classes:
         raise ListFormatError(f"{path} lists no class names.")
+    _require_class_count(path, len(classes), num_classes)
     return classes
 
 
@@ -199,15 +209,24 @@ def _template_key(template: str) -> str:
 
 
 def read_template_labels(path: str, num_classes: int) -> Dict[str, int]:
-    """SSv2 labels: `{"Putting something on something": "12", ...}`."""
+    """SSv2 labels: `{"Putting something on something": "12", ...}`, exactly
+    MODEL.NUM_CLASSES templates with the indices 0 .. MODEL.NUM_CLASSES - 1."""
     data = _load_json(path)
     if not isinstance(data, dict) or not data:
         raise ListFormatError(f"{path}: expected a JSON object {{template: \"index\"}}, e.g. "
                               '{"Holding something": "16"}.')
+    # Counted before the indices are parsed: a wrong NUM_CLASSES then gets this message
+    # rather than "index 2 is outside [0, 1]".
+    _require_class_count(path, len(data), num_classes)
     labels = {}
     for name, value in data.items():
         labels[name] = _parse_label(str(value), num_classes, f"{path}: entry {name!r}",
                                     '"Holding something": "16"')
+    shared = sorted(index for index, count in Counter(labels.values()).items() if count > 1)
+    if shared:
+        raise ListFormatError(f"{path}: index(es) {', '.join(map(str, shared[:5]))} are given to "
+                              f"more than one template; expected each of 0 .. {num_classes - 1} "
+                              "once.")
     return labels
 
 

@@ -17,7 +17,8 @@ class Ssv1(SegmentDataset):
         root = self.cfg.DATA.PATH_TO_DATA_DIR
         official, _ = self._SPLIT_FILES[self.split]
         classes = lists.read_class_names(lists.require_file(
-            os.path.join(root, "something-something-v1-labels.csv"), self.split, "the class names"))
+            os.path.join(root, "something-something-v1-labels.csv"), self.split, "the class names"),
+            self.cfg.MODEL.NUM_CLASSES)
         self.class_names = list(classes)
         self._split_path = lists.require_file(
             os.path.join(root, f"something-something-v1-{official}.csv"), self.split,

@@ -3,11 +3,13 @@ import datetime
 import logging
 import time
 from collections import deque
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import psutil
 import torch
+
+from vov3d.datasets.failures import BAD_FILES_NAME, DataLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -185,10 +187,12 @@ class VideoEnsembleMeter:
     """Per-video predictions in dataset order; each video is added exactly once.
 
     Failed (unreadable) videos keep a zero row, are excluded from the accuracy and
-    reported.
+    reported. `video_path(i)` (e.g. the dataset's `video_path`) names video i in errors.
     """
 
-    def __init__(self, num_videos: int, num_classes: int):
+    def __init__(self, num_videos: int, num_classes: int,
+                 video_path: Optional[Callable[[int], str]] = None):
+        self.video_path = video_path
         self.preds = torch.zeros(num_videos, num_classes)
         self.labels = torch.zeros(num_videos, dtype=torch.int64)
         self.seen = torch.zeros(num_videos, dtype=torch.bool)
@@ -215,7 +219,7 @@ class VideoEnsembleMeter:
         ok = ~self.failed
         n = int(ok.sum())
         if n == 0:
-            raise RuntimeError("every test video failed to load; no accuracy can be computed.")
+            raise DataLoadError(self._all_failed_message())
         correct = topks_correct(self.preds[ok], self.labels[ok], ks)
         out = {f"top{k}_acc": float(c) / n * 100.0 for k, c in zip(ks, correct)}
         out.update(num_videos=n, num_failed=int(self.failed.sum()))
@@ -223,3 +227,14 @@ class VideoEnsembleMeter:
 
     def failed_indices(self) -> List[int]:
         return self.failed.nonzero().flatten().tolist()
+
+    def _all_failed_message(self, shown: int = 3) -> str:
+        count = len(self.failed)
+        first = ""
+        if self.video_path is not None:
+            names = [self.video_path(i) for i in range(min(shown, count))]
+            first = f"; first: {', '.join(names)}{' ...' if count > shown else ''}"
+        # Every video failing is almost always a wrong data path rather than bad files.
+        return (f"every test video failed to load ({count} of {count}{first}); no accuracy can "
+                "be computed. Check DATA.PATH_TO_DATA_DIR / DATA.PATH_PREFIX and the errors "
+                f"listed in OUTPUT_DIR/{BAD_FILES_NAME}.")
