@@ -12,15 +12,14 @@ makes the tool exit with status 1 and write nothing (unless --drop-unmapped /
 TRAIN/TEST.CHECKPOINT_FILE_PATH load, written atomically.
 """
 import argparse
-import os
 import pickle
 import sys
-import tempfile
 
 import torch
 from yacs.config import CfgNode
 
 from vov3d.config import ConfigError, get_cfg, merge_file, merge_overrides
+from vov3d.engine.checkpoint import write_atomic
 from vov3d.models.csn_convert import (SOURCE_BN_EPS, SOURCES, check_against_model,
                                       convert_csn_state_dict, infer_csn_layout,
                                       unwrap_state_dict)
@@ -68,19 +67,6 @@ def _model_config(args: argparse.Namespace, state) -> CfgNode:
             raise ConfigError("KEY VALUE overrides need --cfg.")
         cfg.CSN.DEPTH, cfg.CSN.BLOCK, cfg.MODEL.NUM_CLASSES = infer_csn_layout(state)
     return cfg
-
-
-def _save_atomic(obj, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".convert-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _report(title: str, items, limit: int = 50) -> None:
@@ -132,7 +118,7 @@ def main(argv=None) -> int:
               "nothing written.", file=sys.stderr)
         return 1
 
-    _save_atomic({"model_state": conversion.state_dict}, args.output)
+    write_atomic(args.output, lambda f: torch.save({"model_state": conversion.state_dict}, f))
     print(f"wrote {args.output}: {len(conversion.state_dict)} tensors, {layout}.")
     eps = SOURCE_BN_EPS[args.source]
     mismatch = f" (the config has {cfg.CSN.BN_EPS:g})" if args.cfg and cfg.CSN.BN_EPS != eps else ""

@@ -15,8 +15,10 @@ COX3D.TEMPORAL_WINDOW.
 Output: one line per N-th output frame (`--every`), with the frame's time in the video, its
 top-k classes and the model's frames per second so far; `--predict-at F` instead prints
 only the output at sampled frame F (co3d's one-prediction-per-video protocol; a shorter
-video repeats its last frame). Labels come from a JSON list of names in label order or a
-{name: id} dict (the toy dataset's classes.json); without one, class ids are printed.
+video repeats its last frame, and a line says from which frame on). Labels come from
+--labels, a JSON list of names in label order or a {name: id} dict (the toy dataset's
+classes.json); else from the class names stored in the checkpoint; else class ids are
+printed.
 
 Weights: --checkpoint, else TEST.CHECKPOINT_FILE_PATH (PySlowFast `model_state` files and
 plain state dicts, read with torch.load(weights_only=True), loaded strictly); random
@@ -26,7 +28,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -41,7 +43,9 @@ def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="", help="weights (else TEST.CHECKPOINT_FILE_PATH)")
     parser.add_argument("--every", type=int, default=1, help="print every N-th output frame")
     parser.add_argument("--topk", type=int, default=5, help="classes printed per line")
-    parser.add_argument("--labels", default="", help="classes.json: list of names or {name: id}")
+    parser.add_argument("--labels", default="",
+                        help="classes.json: list of names or {name: id} (default: the checkpoint's "
+                             "stored class names)")
     parser.add_argument("--predict-at", type=int, default=-1,
                         help="print only the output at this sampled frame (0-based)")
     parser.add_argument("--threads", type=int, default=0,
@@ -104,22 +108,55 @@ def preprocess(frame: np.ndarray, cfg) -> torch.Tensor:
     return clip[:, 0][None]
 
 
-def load_weights(model: torch.nn.Module, path: str, cfg) -> bool:
-    """Strictly load `path` (or TEST.CHECKPOINT_FILE_PATH); False if there is none."""
-    from vov3d.engine.checkpoint import model_state_from, read_checkpoint
+def load_weights(model: torch.nn.Module, path: str, cfg) -> Optional[Dict]:
+    """Strictly load `path` (or TEST.CHECKPOINT_FILE_PATH); returns the file's contents
+    (for its stored class names), or None if no checkpoint is given.
 
+    A file that does not fit raises one CheckpointError naming it and the first tensors that
+    differ, with their shapes (run_net's summary, not load_state_dict's line per tensor).
+    """
+    from vov3d.engine import checkpoint as cu
+
+    source = "--checkpoint" if path else "TEST.CHECKPOINT_FILE_PATH"
     path = path or cfg.TEST.CHECKPOINT_FILE_PATH
     if not path:
-        return False
-    state = model_state_from(read_checkpoint(path, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD,
-                                             unsafe_flag="TEST.CHECKPOINT_UNSAFE_LOAD"), path)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"checkpoint '{path}' does not fit {cfg.MODEL.MODEL_NAME} from this "
-                         f"config: {len(result.missing_keys)} missing keys (e.g. "
-                         f"{result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected "
-                         f"(e.g. {result.unexpected_keys[:3]}).")
-    return True
+        return None
+    obj = cu.read_checkpoint(path, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD,
+                             unsafe_flag="TEST.CHECKPOINT_UNSAFE_LOAD", source=source)
+    usable, report = cu.match_state(cu.model_state_from(obj, path), model, path)
+    problems = report.problems()
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems) - 5} more)" if len(problems) > 5 else "")
+        raise cu.CheckpointError(
+            f"{source} '{path}' does not fit {cfg.MODEL.MODEL_NAME} from this config: "
+            f"{len(report.skipped)} shape mismatches, {len(report.missing)} missing, "
+            f"{len(problems) - len(report.skipped) - len(report.missing)} unexpected tensors "
+            f"({shown}). Check MODEL.NUM_CLASSES and the X3D.* keys against the config it was "
+            "trained with.")
+    model.load_state_dict(usable, strict=False)
+    return obj
+
+
+def class_names_for(args, obj: Optional[Dict], num_classes: int, path: str) -> List[str]:
+    """--labels, else the class names stored in the checkpoint `path` (contents `obj`), else
+    "class <id>"."""
+    stored = obj.get("class_names") if obj is not None else None
+    if stored is not None and (not isinstance(stored, (list, tuple)) or len(stored) != num_classes):
+        count = len(stored) if isinstance(stored, (list, tuple)) else type(stored).__name__
+        raise ValueError(f"checkpoint '{path}' stores {count} class names; MODEL.NUM_CLASSES is "
+                         f"{num_classes}.")
+    if args.labels:
+        names = read_labels(args.labels, num_classes)
+        if stored is not None and [str(n) for n in stored] != names:
+            label = next(i for i, (a, b) in enumerate(zip(stored, names)) if str(a) != b)
+            print(f"stream_net.py: warning: --labels {args.labels} differs from the class names stored in "
+                  f"'{path}' (label {label} is {names[label]!r} in --labels, {str(stored[label])!r} in "
+                  "the checkpoint); printing the --labels names.", file=sys.stderr)
+        return names
+    if stored is not None:
+        print(f"class names: the {num_classes} stored in '{path}'")
+        return [str(n) for n in stored]
+    return read_labels("", num_classes)
 
 
 def format_topk(scores: torch.Tensor, names: List[str], k: int) -> str:
@@ -133,7 +170,7 @@ def stream_video(model, cfg, args, names: List[str]) -> int:
     print(f"{args.video}: streaming frames {cfg.DATA.SAMPLING_RATE} apart at "
           f"{cfg.DATA.TARGET_FPS} fps, {cfg.DATA.TEST_CROP_SIZE} px; first output after "
           f"{model.delay} frames, steady state from frame {model.receptive_field}")
-    model_seconds, count, outputs, last = 0.0, 0, 0, None
+    model_seconds, count, outputs, last, decoded = 0.0, 0, 0, None, None
     start = time.perf_counter()
     frames = sampled_frames(args.video, cfg.DATA.SAMPLING_RATE, cfg.DATA.TARGET_FPS)
     with torch.inference_mode():
@@ -142,6 +179,10 @@ def stream_video(model, cfg, args, names: List[str]) -> int:
             if item is None:
                 if args.predict_at < 0 or last is None:
                     break
+                if decoded is None:
+                    decoded = count
+                    print(f"{args.video} has {decoded} sampled frames (0-{decoded - 1}); frames "
+                          f"{decoded}-{args.predict_at} repeat its last frame (t={last[0]:.2f}s).")
                 item = last  # co3d protocol: a short video repeats its last frame
             last = item
             seconds, frame = item
@@ -192,13 +233,17 @@ def main(argv=None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        names = read_labels(args.labels, cfg.MODEL.NUM_CLASSES)
-        if not load_weights(model, args.checkpoint, cfg):
+        if args.labels:  # a bad --labels file is reported before the checkpoint is read
+            read_labels(args.labels, cfg.MODEL.NUM_CLASSES)
+        obj = load_weights(model, args.checkpoint, cfg)
+        if obj is None:
             if not cfg.TEST.ALLOW_RANDOM_INIT:
                 print("stream_net.py: no weights: pass --checkpoint or TEST.CHECKPOINT_FILE_PATH "
                       "(or TEST.ALLOW_RANDOM_INIT True to stream random weights).", file=sys.stderr)
                 return 2
             print("stream_net.py: no checkpoint, streaming randomly initialised weights.")
+        names = class_names_for(args, obj, cfg.MODEL.NUM_CLASSES,
+                                args.checkpoint or cfg.TEST.CHECKPOINT_FILE_PATH)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"stream_net.py: {e}", file=sys.stderr)
         return 1

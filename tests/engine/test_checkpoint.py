@@ -1,6 +1,8 @@
+import contextlib
 import json
 import logging
 import os
+import stat
 
 import pytest
 import torch
@@ -206,3 +208,54 @@ def test_class_names_travel_with_the_checkpoint(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         cu.load_for_finetune(path, target, other, construct_optimizer(target, other), class_names=NAMES[:3])
     assert "there but" not in caplog.text and "classes there" not in caplog.text
+
+
+# ------------------------------------------------------------------------------------
+# Atomic files get the mode open() gives, not mkstemp's private 0600
+# ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _umask(mask):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, mask):
+    from vov3d.engine.meters import VideoEnsembleMeter
+    from vov3d.engine.test import save_results
+
+    cfg, model, opt = _trained_pair(tmp_path)
+    with _umask(mask):
+        assert cu.current_umask() == mask
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        ckpt = cu.save_checkpoint(str(tmp_path), model, opt, 0, cfg)
+        text = tmp_path / "notes.txt"
+        cu.write_atomic(str(text), lambda f: f.write("säved"), binary=False)
+        meter = VideoEnsembleMeter(2, 3)
+        save_results(str(tmp_path / "res" / "preds.pkl"), meter, None, {"top1_acc": "0.0"})
+    assert _mode(plain) == 0o666 & ~mask
+    for path in (ckpt, text, tmp_path / "res" / "preds.pkl", tmp_path / "res" / "preds.json"):
+        assert _mode(path) == _mode(plain), path
+    assert text.read_text(encoding="utf-8") == "säved"
+    assert sorted(os.listdir(tmp_path / "res")) == ["preds.json", "preds.pkl"]  # no temp file left
+
+
+def test_write_atomic_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "result.json"
+    target.write_text("old")
+
+    def fail_halfway(f):
+        f.write("half")
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        cu.write_atomic(str(target), fail_halfway, binary=False)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["result.json"]

@@ -195,10 +195,63 @@ def test_resume_shape_mismatch_names_file_and_keys_and_loads_nothing(tmp_path):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert not opt.state_dict()["state"]
 
-    # Through the trainer (auto-resume), the same refusal.
+    # Through the trainer, the stored config already tells: another experiment's OUTPUT_DIR.
     setup_process(cfg)
-    with pytest.raises(cu.CheckpointError, match=r"head\.projection\.weight \(checkpoint \[4, 6\]"):
+    with pytest.raises(cu.CheckpointError, match=r"MODEL\.NUM_CLASSES: stored 4, current 5\)\. Use a new OUTPUT_DIR"):
         InMemoryTrainer(cfg)
+
+
+def _warnings_logged(out):
+    return [line for line in _log(out).splitlines() if "][WARNING]" in line or "][ERROR]" in line]
+
+
+def test_auto_resume_into_another_models_output_dir_stops_with_one_error(tmp_path):
+    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "1"))
+    path = _ckpt(tmp_path, 1)
+    before_warnings = _warnings_logged(tmp_path)
+    cfg = tiny_cfg(tmp_path, "MODEL.MODEL_NAME", "ResumeDropoutNet")
+    setup_process(cfg)
+    with pytest.raises(cu.CheckpointError) as err:
+        InMemoryTrainer(cfg)
+    assert str(err.value) == (
+        f"cannot auto-resume from '{path}': OUTPUT_DIR {tmp_path} holds the checkpoints of another experiment "
+        "(MODEL.MODEL_NAME: stored 'TinyTestNet', current 'ResumeDropoutNet'). Use a new OUTPUT_DIR for this "
+        "run, or set TRAIN.AUTO_RESUME False to start it from scratch here (its checkpoints then replace these).")
+    # No per-tensor (or any other) warning on the way to the error.
+    assert _warnings_logged(tmp_path) == before_warnings
+
+    # Names are looked up ignoring case: the same model spelled otherwise resumes.
+    same = tiny_cfg(tmp_path, "MODEL.MODEL_NAME", "tinytestnet", "SOLVER.MAX_EPOCH", "1")
+    setup_process(same)
+    assert InMemoryTrainer(same).start_epoch == 1
+
+
+def test_resume_blames_a_changed_class_count_on_the_output_dir_not_the_label_lists(tmp_path, caplog):
+    cfg = tiny_cfg(tmp_path)
+    model = TinyTestNet(cfg)
+    names = ["a", "b", "c", "d"]
+    path = cu.save_checkpoint(str(tmp_path), model, construct_optimizer(model, cfg), 0, cfg, class_names=names)
+    other = tiny_cfg(tmp_path, "MODEL.NUM_CLASSES", "2")
+    target = TinyTestNet(other)
+    opt = construct_optimizer(target, other)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vov3d.engine.checkpoint"):
+        with pytest.raises(cu.CheckpointError, match=r"another experiment \(MODEL\.NUM_CLASSES: stored 4, current 2\)"):
+            cu.load_for_resume(path, target, opt, class_names=names[:2], cfg=other)
+        # Without a stored config (older files) the tensors tell, still before the class names and
+        # without a log line per tensor.
+        obj = torch.load(path, weights_only=True)
+        del obj["cfg"]
+        with pytest.raises(cu.CheckpointError, match=r"head\.projection\.weight \(checkpoint \[4, 6\], model "
+                                                     r"\[2, 6\]\).*Was OUTPUT_DIR used by another experiment"):
+            cu.load_for_resume(path, target, opt, obj=obj, class_names=names[:2], cfg=other)
+    assert not [r for r in caplog.records if r.name == "vov3d.engine.checkpoint"]
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+    # Same class count, another label order: that one is the label lists' fault.
+    with pytest.raises(cu.CheckpointError, match=r"label 0 is 'a' there but 'b' in the training lists"):
+        cu.load_for_resume(path, TinyTestNet(cfg), construct_optimizer(TinyTestNet(cfg), cfg),
+                           class_names=["b", "a", "c", "d"], cfg=cfg)
 
 
 def test_resume_refuses_extra_tensors_and_a_foreign_optimizer(tmp_path):

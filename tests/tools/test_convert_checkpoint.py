@@ -2,6 +2,7 @@
 vov3d tensor, leftovers are reported, and the tool writes nothing unless all is well."""
 import importlib.util
 import os
+import stat
 import subprocess
 
 import pytest
@@ -177,7 +178,13 @@ def test_tool_converts_against_a_config(tmp_path, capsys):
     src, out = tmp_path / "ircsn50.pth", tmp_path / "converted.pyth"
     torch.save({"state_dict": state, "meta": {"epoch": 58}}, src)
     main = _tool_main()
-    assert main(["--from", "mmaction2", str(src), str(out), "--cfg", CFG_IR50]) == 0
+    old_mask = os.umask(0o027)
+    try:
+        assert main(["--from", "mmaction2", str(src), str(out), "--cfg", CFG_IR50]) == 0
+    finally:
+        os.umask(old_mask)
+    # The mode open() gives under that umask, not the temporary file's private 0600.
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o640
     printed = capsys.readouterr().out
     assert "CSN.BN_EPS 0.001 (the config has 1e-05)" in printed
     saved = torch.load(out, weights_only=True)

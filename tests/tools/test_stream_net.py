@@ -97,9 +97,69 @@ def test_checkpoint_weights_decide_the_labels(tool, video, tmp_path, capsys):
     # co3d protocol: one prediction at a frame past the end (the last frame repeats).
     code = tool.main(["--cfg", CFG, "--video", video, "--checkpoint", str(ckpt),
                       "--predict-at", "20", *SMALL])
-    lines = frame_lines(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    lines = frame_lines(out)
     assert code == 0 and len(lines) == 1 and lines[0].split()[1] == "20"
     assert "class 3 1.000" in lines[0]
+    # Said once, so "frame 20" is not taken for a frame of the video.
+    assert out.count("repeat its last frame") == 1
+    assert f"{video} has 16 sampled frames (0-15); frames 16-20 repeat its last frame (t=0.50s)." in out
+
+
+def _x3d_checkpoint(path, overrides=(), **extra):
+    cfg = get_cfg()
+    merge_file(cfg, CFG)
+    merge_overrides(cfg, SMALL + ["MODEL.MODEL_NAME", "X3D", *overrides])
+    model = build_model(assert_and_infer_cfg(cfg))
+    with torch.no_grad():
+        model.head.projection.bias.zero_()
+        model.head.projection.bias[3] = 50.0
+    torch.save({"model_state": model.state_dict(), "epoch": 3, **extra}, path)
+    return str(path)
+
+
+def test_class_names_stored_in_the_checkpoint_label_the_output(tool, video, tmp_path, capsys):
+    ckpt = _x3d_checkpoint(tmp_path / "named.pyth", class_names=NAMES)
+    argv = ["--cfg", CFG, "--video", video, "--checkpoint", ckpt, "--topk", "1", "--predict-at", "12"]
+    assert tool.main(argv + SMALL) == 0
+    captured = capsys.readouterr()
+    lines = frame_lines(captured.out)
+    assert len(lines) == 1 and lines[0].endswith("dancing 1.000")
+    assert f"class names: the 7 stored in '{ckpt}'" in captured.out and not captured.err
+
+    # --labels still wins; names that contradict the checkpoint's are pointed out.
+    labels = tmp_path / "classes.json"
+    labels.write_text(json.dumps(NAMES[::-1]))
+    assert tool.main(argv + ["--labels", str(labels)] + SMALL) == 0
+    captured = capsys.readouterr()
+    assert frame_lines(captured.out)[0].endswith("dancing 1.000")  # NAMES[::-1][3] is NAMES[3]
+    assert "label 0 is 'golfing' in --labels, 'abseiling' in the checkpoint" in captured.err
+
+    bad = _x3d_checkpoint(tmp_path / "bad_names.pyth", class_names=NAMES[:5])
+    assert tool.main(["--cfg", CFG, "--video", video, "--checkpoint", bad, *SMALL]) == 1
+    assert capsys.readouterr().err.strip() == (f"stream_net.py: checkpoint '{bad}' stores 5 class names; "
+                                               "MODEL.NUM_CLASSES is 7.")
+
+
+def test_a_checkpoint_of_another_architecture_gives_one_line(tool, video, tmp_path, capsys):
+    ckpt = _x3d_checkpoint(tmp_path / "wide.pyth", ["MODEL.NUM_CLASSES", "5", "X3D.DIM_C5", "96"])
+    assert tool.main(["--cfg", CFG, "--video", video, "--checkpoint", ckpt, *SMALL]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "frame " not in captured.out
+    line = lines[0]
+    assert line.startswith(f"stream_net.py: --checkpoint '{ckpt}' does not fit CoX3D from this config: "
+                           "3 shape mismatches, 0 missing, 0 unexpected tensors (head.lin_5.weight (checkpoint "
+                           "[96, 432, 1, 1, 1], model [64, 432, 1, 1, 1]); ")
+    assert "head.projection.weight (checkpoint [5, 96], model [7, 64])" in line
+    assert "Error(s) in loading state_dict" not in line and "Check MODEL.NUM_CLASSES" in line
+
+    # A deeper network: extra blocks are named as such, and the list is cut after five.
+    deeper = _x3d_checkpoint(tmp_path / "deeper.pyth", ["X3D.DEPTH_FACTOR", "1.0"])
+    assert tool.main(["--cfg", CFG, "--video", video, "--checkpoint", deeper, *SMALL]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "(not in the model)" in lines[0]
+    assert re.search(r"; \.\.\. \(\d+ more\)\)\. Check", lines[0])
 
 
 def test_refuses_bad_input(tool, video, tmp_path, capsys):

@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import yaml
@@ -99,22 +99,56 @@ def save_checkpoint(output_dir: str, model: torch.nn.Module, optimizer: torch.op
         state["scaler_state"] = scaler.state_dict()
     if class_names is not None:
         state["class_names"] = list(class_names)
+    write_atomic(path, lambda f: torch.save(state, f), sync=True)
+    logger.info("Saved checkpoint %s (epoch %d).", path, epoch + 1)
+    if keep_last > 0:
+        prune_checkpoints(path, keep_last)
+    return path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the kernel reports it (Linux >= 4.7):
+    setting it to read it back would briefly affect files other threads create."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str, write: Callable[[IO], None], binary: bool = True, sync: bool = False) -> None:
+    """Write `path` through `write(f)` under a temporary name in the same folder, then rename.
+
+    A job killed mid-write leaves the previous file (or none), never a truncated one that
+    looks complete; the temporary name is `.<name>.<random>.tmp`. The file gets the mode a
+    plain open() would create (0o666 & ~umask): mkstemp's private 0600 would hide
+    checkpoints and results from the group that shares an OUTPUT_DIR. `sync` flushes the
+    data and the rename to disk (checkpoints: the newest file must survive a power cut).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            try:
+                os.fchmod(f.fileno(), 0o666 & ~current_umask())
+            except OSError:
+                pass  # e.g. a file system without POSIX modes: the content matters more
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    _fsync_dir(folder)
-    logger.info("Saved checkpoint %s (epoch %d).", path, epoch + 1)
-    if keep_last > 0:
-        prune_checkpoints(path, keep_last)
-    return path
+    if sync:
+        _fsync_dir(folder)
 
 
 def prune_checkpoints(saved: str, keep_last: int) -> List[str]:
@@ -327,6 +361,13 @@ class LoadReport:
         return (f"Loaded '{self.path}': {len(self.loaded)} tensors loaded, {len(self.skipped)} skipped "
                 f"for shape mismatch, {len(self.missing)} missing, {len(self.unexpected)} unexpected.")
 
+    def problems(self, unexpected: bool = True) -> List[str]:
+        """One 'key (why)' entry per tensor that does not fit, mismatches first."""
+        return ([f"{k} (checkpoint {list(a)}, model {list(b)})" for k, a, b in self.skipped]
+                + [f"{k} (missing from the checkpoint)" for k in self.missing]
+                + ([f"{k} (not in the model)" for k in self.unexpected if not _ignorable(k)]
+                   if unexpected else []))
+
     def log(self) -> None:
         logger.info(self.summary())
         for key, got, want in self.skipped:
@@ -367,26 +408,33 @@ def _load_tensors(model: torch.nn.Module, usable: Dict[str, torch.Tensor]) -> No
 # ------------------------------------------------------------------------------------
 def load_for_resume(path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler=None, obj: Optional[Dict] = None, unsafe: bool = False,
-                    class_names: Optional[Sequence[str]] = None) -> int:
+                    class_names: Optional[Sequence[str]] = None, cfg: Optional[CfgNode] = None) -> int:
     """Restore a run exactly; returns the 0-based epoch stored in the file.
 
-    Auto-resume is not fine-tuning: every tensor must match by name and shape, and the
-    optimizer must fit, or nothing is loaded and the error lists what differs.
+    Auto-resume is not fine-tuning: the stored config's identity keys (with `cfg`) must
+    agree, every tensor must match by name and shape, and the optimizer must fit, or
+    nothing is loaded and one error says what differs. Nothing is logged per tensor on a
+    refusal: the error lists the first differences.
     """
     obj = obj if obj is not None else read_checkpoint(path, unsafe=unsafe)
-    check_class_names(obj, class_names, path, "the training lists")
+    fix = ("Use a new OUTPUT_DIR for this run, or set TRAIN.AUTO_RESUME False to start it from scratch "
+           "here (its checkpoints then replace these).")
+    differences = stored_cfg_differences(obj, cfg) if cfg is not None else []
+    if differences:
+        raise CheckpointError(f"cannot auto-resume from '{path}': OUTPUT_DIR {cfg.OUTPUT_DIR} holds the "
+                              f"checkpoints of another experiment ({'; '.join(differences)}). {fix}")
     model = unwrap_model(model)
     usable, report = match_state(model_state_from(obj, path), model, path)
-    unexpected = [k for k in report.unexpected if not _ignorable(k)]
-    if report.skipped or report.missing or unexpected:
-        report.log()
-        details = ([f"{k} (checkpoint {list(a)}, model {list(b)})" for k, a, b in report.skipped]
-                   + [f"{k} (missing from the checkpoint)" for k in report.missing]
-                   + [f"{k} (not in the model)" for k in unexpected])
+    details = report.problems()
+    if details:
+        unexpected = [k for k in report.unexpected if not _ignorable(k)]
         raise CheckpointError(f"cannot resume from '{path}': it does not match the model "
                               f"({len(report.skipped)} shape mismatches, {len(report.missing)} missing, "
                               f"{len(unexpected)} unexpected tensors: {_head(details)}). Was OUTPUT_DIR "
-                              "used by another experiment? Use a new OUTPUT_DIR or TRAIN.AUTO_RESUME False.")
+                              f"used by another experiment? {fix}")
+    # After the identity and shape checks: a class count that changed with the experiment is
+    # blamed on the reused OUTPUT_DIR above, not on the label lists.
+    check_class_names(obj, class_names, path, "the training lists")
     epoch = stored_epoch(obj)
     if epoch is None or "optimizer_state" not in obj:
         raise CheckpointError(f"cannot resume from '{path}': it has no 'epoch'/'optimizer_state' "
@@ -534,13 +582,12 @@ def load_for_test(path: str, model: torch.nn.Module, cfg: CfgNode, source: str =
     state = model_state_from(obj, path)
     check_vov3d_variant(state, model.state_dict(), path)
     usable, report = match_state(state, model, path)
-    report.log()
-    if report.skipped or report.missing:
-        details = [f"{k} (checkpoint {list(a)}, model {list(b)})" for k, a, b in report.skipped] + report.missing
+    details = report.problems(unexpected=False)
+    if details:
         raise CheckpointError(f"testing needs every weight, but '{path}' does not provide "
-                              f"{len(details)}: {', '.join(details[:10])}"
-                              f"{' ...' if len(details) > 10 else ''}. Check MODEL.NUM_CLASSES and the "
+                              f"{len(details)}: {_head(details)}. Check MODEL.NUM_CLASSES and the "
                               "architecture keys against the training config.")
+    report.log()
     _load_tensors(model, usable)
     return stored_epoch(obj)
 
@@ -564,8 +611,13 @@ def check_class_names(obj: Dict, class_names: Optional[Sequence[str]], path: str
                           "or label files).")
 
 
-def stored_cfg_differences(obj: Dict, cfg: CfgNode, keys=(("MODEL", "MODEL_NAME"), ("MODEL", "NUM_CLASSES"))) -> List[str]:
-    """'KEY: stored -> current' for the identity keys that differ from the stored config."""
+# Keys that name what a run trains: a stored value that differs means another experiment.
+IDENTITY_KEYS = (("MODEL", "MODEL_NAME"), ("MODEL", "NUM_CLASSES"))
+
+
+def stored_cfg_differences(obj: Dict, cfg: CfgNode, keys=IDENTITY_KEYS) -> List[str]:
+    """'KEY: stored X, current Y' for the identity keys that differ from the stored config
+    (model names compare case-insensitively, as the registry looks them up)."""
     text = obj.get("cfg")
     if not isinstance(text, str):
         return []
@@ -573,11 +625,16 @@ def stored_cfg_differences(obj: Dict, cfg: CfgNode, keys=(("MODEL", "MODEL_NAME"
         stored = yaml.safe_load(text) or {}
     except yaml.YAMLError:
         return []
+    if not isinstance(stored, dict):
+        return []
     out = []
     for group, key in keys:
-        old = stored.get(group, {}).get(key)
-        if old is not None and old != cfg[group][key]:
-            out.append(f"{group}.{key}: stored {old!r}, current {cfg[group][key]!r}")
+        section = stored.get(group)
+        old, current = (section.get(key) if isinstance(section, dict) else None), cfg[group][key]
+        same = (old.lower() == current.lower() if isinstance(old, str) and isinstance(current, str)
+                else old == current)
+        if old is not None and not same:
+            out.append(f"{group}.{key}: stored {old!r}, current {current!r}")
     return out
 
 

@@ -5,8 +5,7 @@ import json
 import logging
 import os
 import pickle
-import tempfile
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from yacs.config import CfgNode
@@ -113,7 +112,8 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     """Pickle [video_preds float [V, C], video_labels int64 [V]] (reference format, dataset
     order, zero rows for failed videos) and a readable JSON with top-5 per video beside it."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    _write_atomic(path, lambda f: pickle.dump([meter.preds, meter.labels], f), binary=True)
+    # Atomic: a job killed mid-write must not leave a truncated file that looks like a result.
+    cu.write_atomic(path, lambda f: pickle.dump([meter.preds, meter.labels], f), binary=True)
     k = min(5, meter.preds.shape[1])
     scores, classes = torch.topk(meter.preds, k, dim=1)
     failed = set(meter.failed_indices())
@@ -126,23 +126,8 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     json_path = os.path.splitext(path)[0] + ".json"
     if json_path == path:
         json_path = path + ".json"
-    _write_atomic(json_path, lambda f: json.dump(report, f, indent=1), binary=False)
+    cu.write_atomic(json_path, lambda f: json.dump(report, f, indent=1), binary=False)
     logger.info("Saved predictions to %s and a per-video summary to %s.", path, json_path)
-
-
-def _write_atomic(path: str, write: Callable, binary: bool) -> None:
-    """Write under a temporary name, then rename: a job killed mid-write leaves the previous
-    file (or none), never a truncated one that looks like a result."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def test(cfg: CfgNode) -> Optional[Dict]:
@@ -167,7 +152,7 @@ def test(cfg: CfgNode) -> Optional[Dict]:
     if not du.is_root_proc():
         return None
 
-    meter = VideoEnsembleMeter(dataset.num_videos, cfg.MODEL.NUM_CLASSES)
+    meter = VideoEnsembleMeter(dataset.num_videos, cfg.MODEL.NUM_CLASSES, video_path=dataset.video_path)
     for rank_results in gathered:
         for indices, preds, labels, failed in rank_results:
             meter.add(indices, preds, labels, failed)

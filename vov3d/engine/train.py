@@ -125,14 +125,13 @@ class Trainer:
             if path is not None:
                 if obj is None:
                     obj = cu.read_checkpoint(path, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD)
-                for diff in cu.stored_cfg_differences(obj, cfg):
-                    logger.warning("!!! Auto-resuming a checkpoint of a different experiment: %s. Use a new "
-                                   "OUTPUT_DIR (or TRAIN.AUTO_RESUME False) to start this one. !!!", diff)
+                # Refuses a checkpoint of another experiment (stored MODEL_NAME / NUM_CLASSES differ)
+                # before comparing tensors: the cause is a reused OUTPUT_DIR, not the file.
+                epoch = cu.load_for_resume(path, self.model, self.optimizer, self.scaler, obj=obj,
+                                           class_names=self.class_names, cfg=cfg)
                 if cfg.TRAIN.CHECKPOINT_FILE_PATH:
                     logger.info("TRAIN.CHECKPOINT_FILE_PATH %s is not used: auto-resume takes precedence.",
                                 cfg.TRAIN.CHECKPOINT_FILE_PATH)
-                epoch = cu.load_for_resume(path, self.model, self.optimizer, self.scaler, obj=obj,
-                                           class_names=self.class_names)
                 logger.info("Weights source: auto-resume from %s (finished epoch %d).", path, epoch + 1)
                 return epoch
         if cfg.TRAIN.CHECKPOINT_FILE_PATH:
