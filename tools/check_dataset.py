@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Open every video (or frame folder) of the train, val and test lists once and report the
-unreadable, missing or empty ones before a run starts.
+unreadable, missing or empty ones before a run starts; bad files are also listed (appended)
+in OUTPUT_DIR/bad_videos.txt of the config.
 
     python tools/check_dataset.py --cfg configs/Kinetics/vov3d/vov3d_M.yaml \
-        DATA.PATH_TO_DATA_DIR /data/k400 [--splits train,val]
+        DATA.PATH_TO_DATA_DIR /data/k400 DATA.PATH_PREFIX /data/k400/videos [--splits train,val]
 
-Exit status 1 if any file is bad; the list is also written to OUTPUT_DIR/bad_videos.txt.
+Exit status 1 if any file is bad. Videos are read from DATA.PATH_PREFIX: override it along
+with DATA.PATH_TO_DATA_DIR. Set OUTPUT_DIR to choose where bad_videos.txt goes.
 """
 import sys
 

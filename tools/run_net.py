@@ -7,7 +7,6 @@
 TRAIN.ENABLE runs training (fine-tuning when TRAIN.CHECKPOINT_FILE_PATH is set), then
 TEST.ENABLE runs the multi-view test of the newest checkpoint.
 """
-import logging
 import sys
 
 from vov3d.config import ConfigError, load_config, parse_args
@@ -20,23 +19,33 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"run_net.py: config error: {e}", file=sys.stderr)
         return 2
+    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
+        print("run_net.py: config error: TRAIN.ENABLE and TEST.ENABLE are both False: nothing would "
+              "run. Set TRAIN.ENABLE True to train and/or TEST.ENABLE True to test.", file=sys.stderr)
+        return 2
     # Imported after the config is known to be good, so a typo fails in milliseconds.
-    from vov3d.datasets.lists import ListFormatError
-    from vov3d.engine.checkpoint import CheckpointError
-    from vov3d.engine.launch import launch_job
+    from vov3d.engine.launch import describe_user_error, launch_job, log_failure
     from vov3d.engine.test import test
-    from vov3d.engine.train import LossDivergedError, train
+    from vov3d.engine.train import train
 
     try:
         if cfg.TRAIN.ENABLE:
             launch_job(cfg, args.init_method, train)
         if cfg.TEST.ENABLE:
             launch_job(cfg, args.init_method, test)
-    except (ConfigError, CheckpointError, ListFormatError, LossDivergedError) as e:
-        # Errors about the user's files and settings: the message says what to do, and a
-        # traceback would only bury it.
-        logging.getLogger(__name__).error("%s: %s", type(e).__name__, e)
-        print(f"run_net.py: {type(e).__name__}: {e}", file=sys.stderr)
+    except Exception as e:
+        # The job's processes already wrote the error to OUTPUT_DIR/stdout.log; this covers
+        # failures between the phases.
+        log_failure(e)
+        if isinstance(e, ConfigError):  # the same report as at load time
+            print(f"run_net.py: config error: {e}", file=sys.stderr)
+            return 2
+        message = describe_user_error(e)
+        if message is None:
+            raise
+        # Errors about the user's data, files and settings: the message says what to do,
+        # and a traceback would only bury it.
+        print(f"run_net.py: {message}", file=sys.stderr)
         return 1
     return 0
 

@@ -3,6 +3,7 @@ import os
 import subprocess
 
 import pytest
+import torch
 
 from tests.conftest import PYTHON, REPO_ROOT, run_tool_env
 
@@ -76,3 +77,80 @@ def test_testing_without_weights_is_refused_with_a_message(tmp_path):
                   "DATA.PATH_TO_DATA_DIR", str(tmp_path)], tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "split 'test' needs the video list" in result.stderr
+
+
+def test_lower_case_key_gets_a_suggestion(tmp_path, good_cfg):
+    result = run(["--cfg", good_cfg, "solver.base_lr", "0.1"], tmp_path)
+    assert result.returncode != 0 and "Did you mean: SOLVER.BASE_LR" in result.stderr
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["NUM_GPUS", "1"], "NUM_GPUS is 1 but CUDA is not available"),
+    (["TRAIN.ENABLE", "False", "TEST.ENABLE", "False"], "nothing would run"),
+])
+def test_unusable_launch_settings_stop_before_any_work(tmp_path, good_cfg, extra, needle):
+    if extra[:2] == ["NUM_GPUS", "1"] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run(["--cfg", good_cfg] + extra, tmp_path)
+    assert result.returncode != 0 and needle in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_that_is_a_file_and_cfg_that_is_a_directory(tmp_path, good_cfg):
+    (tmp_path / "out").write_text("")
+    result = run(["--cfg", good_cfg], tmp_path)
+    assert result.returncode != 0 and "OUTPUT_DIR" in result.stderr and "not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run(["--cfg", str(tmp_path)], tmp_path)
+    assert result.returncode != 0 and "is a directory; expected a YAML file" in result.stderr
+
+
+# run_net with its train phase replaced, so the failure paths run without a dataset or model.
+_DRIVER = """
+import sys, torch
+import vov3d.engine.train as train_module
+from vov3d.datasets.failures import DataLoadError
+from vov3d.engine.runtime import setup_process
+
+class Unreadable(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+    def __getitem__(self, index):
+        raise DataLoadError("no train clip could be read from /data/videos; check DATA.PATH_PREFIX")
+
+def job(cfg):
+    setup_process(cfg)
+    if sys.argv[1] == "data":
+        next(iter(torch.utils.data.DataLoader(Unreadable(), num_workers=1)))
+    raise ZeroDivisionError("a bug")
+
+train_module.train = job
+sys.path.insert(0, sys.argv[2])
+import run_net
+sys.exit(run_net.main(sys.argv[3:]))
+"""
+
+
+def _run_driver(tmp_path, mode, cfg):
+    argv = ["--cfg", cfg, "TEST.ENABLE", "False", "SOLVER.GAMMA", "0.5"]
+    return subprocess.run([PYTHON, "-c", _DRIVER, mode, os.path.dirname(RUN_NET)] + argv, cwd=tmp_path,
+                          env=run_tool_env(), capture_output=True, text=True, timeout=120)
+
+
+def test_data_load_error_from_a_worker_is_one_line_and_logged(tmp_path, good_cfg):
+    result = _run_driver(tmp_path, "data", good_cfg)
+    line = "DataLoadError: no train clip could be read from /data/videos; check DATA.PATH_PREFIX"
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().endswith("run_net.py: " + line)
+    assert "Traceback" not in result.stderr.split("SOLVER.GAMMA")[-1]
+    log = (tmp_path / "out" / "stdout.log").read_text()
+    assert line in log and "Caught DataLoadError" not in log
+    assert "SOLVER.GAMMA" in log  # the config warnings too
+
+
+def test_unexpected_error_is_logged_with_its_traceback_and_re_raised(tmp_path, good_cfg):
+    result = _run_driver(tmp_path, "bug", good_cfg)
+    assert result.returncode == 1 and "ZeroDivisionError: a bug" in result.stderr
+    log = (tmp_path / "out" / "stdout.log").read_text()
+    assert "Traceback (most recent call last)" in log and "ZeroDivisionError: a bug" in log

@@ -22,7 +22,7 @@ _C.OUTPUT_DIR = "./tmp"
 _C.RNG_SEED = 1
 _C.LOG_PERIOD = 10
 _C.LOG_MODEL_INFO = True
-# "nccl" is replaced by "gloo" for CPU runs (NUM_GPUS 0).
+# "nccl" is replaced by "gloo" for CPU runs (NUM_GPUS 0) when the config is validated.
 _C.DIST_BACKEND = "nccl"
 # vov3d: seconds a process waits at the rendezvous and in any collective before failing.
 _C.DIST_TIMEOUT = 1800

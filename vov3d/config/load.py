@@ -64,6 +64,8 @@ def parse_args(argv: Optional[Sequence[str]] = None,
     if not 0 <= args.shard_id < args.num_shards:
         parser.error(f"--shard_id must be in [0, --num_shards) = [0, {args.num_shards}), "
                      f"got {args.shard_id}.")
+    if os.path.isdir(args.cfg_file):
+        parser.error(f"--cfg '{args.cfg_file}' is a directory; expected a YAML file.")
     if not os.path.isfile(args.cfg_file):
         parser.error(f"config file not found: '{args.cfg_file}'.")
     if len(opts) % 2:
@@ -72,15 +74,74 @@ def parse_args(argv: Optional[Sequence[str]] = None,
     return args
 
 
+class _KeepWarnings(logging.Filter):
+    """Collects the warnings of config loading (the loggers pass them on unchanged)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: List[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            self.messages.append(record.getMessage())
+        return True
+
+
+# Loggers that speak while a config is loaded and validated.
+_LOADING_LOGGERS = (__name__, "vov3d.config.validate", "vov3d.config.merge")
+_WARNINGS_ATTR = "_vov3d_load_warnings"
+
+
+def config_warnings(cfg: CfgNode) -> List[str]:
+    """Warnings printed while `load_config` built this cfg.
+
+    They are printed before logging is set up, so OUTPUT_DIR/stdout.log would miss them;
+    the job re-logs them once its log file exists. They travel as an attribute of the node
+    (kept by pickling), so spawned processes have them too.
+    """
+    return list(getattr(cfg, _WARNINGS_ATTR, ()))
+
+
+def _warn_stale_path_prefix(cfg: CfgNode, opts: Sequence[str]) -> None:
+    """Overriding the data folder alone keeps the yaml's PATH_PREFIX, where videos are read."""
+    keys = set(opts[0::2])
+    if "DATA.PATH_TO_DATA_DIR" not in keys or "DATA.PATH_PREFIX" in keys:
+        return
+    prefix, data_dir = cfg.DATA.PATH_PREFIX, cfg.DATA.PATH_TO_DATA_DIR
+    if not prefix or not data_dir:
+        return
+    prefix_abs, data_abs = os.path.abspath(prefix), os.path.abspath(data_dir)
+    if prefix_abs == data_abs or prefix_abs.startswith(data_abs.rstrip(os.sep) + os.sep):
+        return
+    logger.warning("DATA.PATH_TO_DATA_DIR is overridden to '%s' but DATA.PATH_PREFIX is still '%s' "
+                   "from the config file: videos are still read from '%s'; set DATA.PATH_PREFIX too.",
+                   data_dir, prefix, prefix)
+
+
 def load_config(args: argparse.Namespace) -> CfgNode:
     """Defaults -> yaml (with _BASE_) -> overrides -> --num_shards/--shard_id -> validation.
 
     Validation and derived values (LR scaling by shards) run on the merged result;
     the reference ran them on the defaults, which silently ignored the user's values.
     """
+    keep = _KeepWarnings()
+    loggers = [logging.getLogger(name) for name in _LOADING_LOGGERS]
+    for log in loggers:
+        log.addFilter(keep)
+    try:
+        cfg = _load(args)
+    finally:
+        for log in loggers:
+            log.removeFilter(keep)
+    object.__setattr__(cfg, _WARNINGS_ATTR, tuple(keep.messages))
+    return cfg
+
+
+def _load(args: argparse.Namespace) -> CfgNode:
     cfg = get_cfg()
     merge_file(cfg, args.cfg_file)
-    merge_overrides(cfg, args.opts)
+    opts = list(args.opts or [])
+    merge_overrides(cfg, opts)
     for key, flag in (("NUM_SHARDS", "num_shards"), ("SHARD_ID", "shard_id")):
         value = getattr(args, flag, None)
         if value is None:
@@ -88,9 +149,10 @@ def load_config(args: argparse.Namespace) -> CfgNode:
         if cfg[key] != value and cfg[key] != get_cfg()[key]:
             logger.warning("%s %s from the config is replaced by --%s %s.", key, cfg[key], flag, value)
         cfg[key] = value
+    _warn_stale_path_prefix(cfg, opts)
     assert_and_infer_cfg(cfg)
     cfg.freeze()
     return cfg
 
 
-__all__ = ["ConfigError", "build_parser", "parse_args", "load_config"]
+__all__ = ["ConfigError", "build_parser", "parse_args", "load_config", "config_warnings"]

@@ -8,7 +8,7 @@ what was expected, with the closest valid keys for a typo.
 import ast
 import difflib
 import os
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence, Set
 
 import yaml
 from yacs.config import CfgNode
@@ -32,11 +32,25 @@ def all_keys(cfg: CfgNode, prefix: str = "") -> List[str]:
 
 
 def suggest_keys(cfg: CfgNode, key: str, limit: int = 3) -> List[str]:
-    """Valid keys closest to a misspelt one, compared whole and by their last part."""
+    """Valid keys closest to a misspelt one, compared whole and by their last part.
+
+    Comparison ignores case (keys are upper case, `solver.base_lr` is a common slip); a key
+    or group that differs only in case is the one answer.
+    """
     keys = all_keys(cfg)
-    close = difflib.get_close_matches(key, keys, n=limit, cutoff=0.6)
-    leaf = key.rsplit(".", 1)[-1]
-    by_leaf = {k.rsplit(".", 1)[-1]: k for k in keys}
+    by_lower = {k.lower(): k for k in keys}
+    groups = {}
+    for k in keys:
+        parts = k.split(".")
+        for i in range(1, len(parts)):
+            groups[".".join(parts[:i]).lower()] = ".".join(parts[:i])
+    exact = by_lower.get(key.lower()) or groups.get(key.lower())
+    if exact is not None:
+        return [exact]
+    close = [by_lower[k] for k in difflib.get_close_matches(key.lower(), list(by_lower), n=limit,
+                                                            cutoff=0.6)]
+    leaf = key.rsplit(".", 1)[-1].lower()
+    by_leaf = {k.rsplit(".", 1)[-1].lower(): k for k in keys}
     for name in difflib.get_close_matches(leaf, list(by_leaf), n=limit, cutoff=0.75):
         if by_leaf[name] not in close:
             close.append(by_leaf[name])
@@ -133,12 +147,56 @@ def merge_mapping(cfg: CfgNode, data: dict, source: str, prefix: str = "",
             cfg[name] = _coerce(current, value, key, source)
 
 
+def _duplicate_keys(node: yaml.Node, prefix: str = "", seen_nodes: Optional[Set[int]] = None):
+    """(dotted key, first line, second line) of the first key repeated within one mapping.
+
+    PyYAML keeps the last of two equal keys; a repeated `SOLVER:` block would silently drop
+    the first one, so repeats are found on the node tree before it becomes a dict.
+    """
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:  # aliases share nodes
+        return None
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first_line = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                found = _duplicate_keys(value_node, prefix, seen_nodes)
+            else:
+                key, line = key_node.value, key_node.start_mark.line + 1
+                if key in first_line:
+                    return prefix + key, first_line[key], line
+                first_line[key] = line
+                found = _duplicate_keys(value_node, prefix + key + ".", seen_nodes)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_keys(item, prefix, seen_nodes)
+            if found:
+                return found
+    return None
+
+
 def _read_yaml(path: str) -> dict:
+    if os.path.isdir(path):
+        raise ConfigError(f"config file '{path}' is a directory; expected a YAML file.")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: '{path}'.")
     try:
         with open(path, "r", encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            loader = yaml.SafeLoader(f)
+            try:
+                node = loader.get_single_node()
+                duplicate = _duplicate_keys(node) if node is not None else None
+                if duplicate:
+                    key, first, second = duplicate
+                    raise ConfigError(f"{path}: key '{key}' appears twice in the same mapping (lines "
+                                      f"{first} and {second}); the second would silently replace the "
+                                      "first. Merge them into one.")
+                data = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:

@@ -65,6 +65,10 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _require(0 <= cfg.SHARD_ID < cfg.NUM_SHARDS, "SHARD_ID", cfg.SHARD_ID,
              f"0 <= SHARD_ID < NUM_SHARDS ({cfg.NUM_SHARDS})")
     _require(cfg.LOG_PERIOD >= 1, "LOG_PERIOD", cfg.LOG_PERIOD, ">= 1")
+    if cfg.NUM_GPUS == 0:
+        # launch_job joins CPU processes with gloo whatever this says; the dump in stdout.log
+        # and in checkpoints should show what runs.
+        cfg.DIST_BACKEND = "gloo"
 
     if cfg.BN.USE_PRECISE_STATS:
         _require(cfg.BN.NUM_BATCHES_PRECISE >= 0, "BN.NUM_BATCHES_PRECISE",
@@ -104,6 +108,9 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
 
     _one_of(cfg, "DATA.DECODING_BACKEND", _BACKENDS)
     _one_of(cfg, "DATA.SEGMENT_TEST_SAMPLING", _SEGMENT_TEST)
+    ext = cfg.DATA.SSV2_VIDEO_EXT
+    _require(ext == "" or (ext.startswith(".") and len(ext) > 1), "DATA.SSV2_VIDEO_EXT", ext,
+             "'' (extracted frame folders) or a file extension with its dot, e.g. '.webm'")
     _require(cfg.DATA.NUM_FRAMES >= 1, "DATA.NUM_FRAMES", cfg.DATA.NUM_FRAMES, ">= 1")
     _require(cfg.DATA.SAMPLING_RATE >= 1, "DATA.SAMPLING_RATE", cfg.DATA.SAMPLING_RATE, ">= 1")
     _require(len(cfg.DATA.MEAN) == 3 and len(cfg.DATA.STD) == 3, "DATA.MEAN/DATA.STD",

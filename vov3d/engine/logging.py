@@ -44,6 +44,24 @@ def setup_logging(output_dir: Optional[str] = None, is_master: bool = True, is_r
     logging.captureWarnings(True)
 
 
+def log_to_file(level: int, msg: str, *args, exc_info=None) -> bool:
+    """Write one record to OUTPUT_DIR/stdout.log only; False when this process has no log file.
+
+    For fatal errors the caller (or Python) also prints them on the console, where a
+    second copy through the console handler would only be noise.
+    """
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if not handlers:
+        return False
+    caller = sys._getframe(1)
+    record = logging.getLogger("vov3d").makeRecord(
+        caller.f_globals.get("__name__", "vov3d"), level, caller.f_code.co_filename, caller.f_lineno,
+        msg, args, exc_info)
+    for handler in handlers:
+        handler.handle(record)
+    return True
+
+
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 

@@ -1,0 +1,176 @@
+"""launch_job refuses unusable devices, batch splits and OUTPUT_DIRs before any work, and a
+job's fatal error reaches OUTPUT_DIR/stdout.log."""
+import argparse
+import os
+
+import pytest
+import torch
+
+from tests.engine.tiny_parts import tiny_cfg
+from vov3d.config import ConfigError, load_config
+from vov3d.datasets.failures import DataLoadError
+from vov3d.engine import launch
+from vov3d.engine.checkpoint import CheckpointError
+from vov3d.engine.runtime import setup_process
+
+
+def _never(cfg):
+    raise AssertionError("the job must not start")
+
+
+def _log(out):
+    with open(os.path.join(str(out), "stdout.log")) as f:
+        return f.read()
+
+
+def test_gpus_on_a_machine_without_cuda_are_refused_before_any_work(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as err:
+        launch.launch_job(tiny_cfg(out, "NUM_GPUS", "1"), "tcp://localhost:9999", _never)
+    msg = str(err.value)
+    assert "NUM_GPUS is 1" in msg and "CUDA is not available" in msg and "use NUM_GPUS 0 for the CPU" in msg
+    assert not out.exists()
+
+
+def test_more_gpus_than_the_machine_has_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match="NUM_GPUS is 4 but this machine has 2 CUDA device"):
+        launch.launch_job(tiny_cfg(tmp_path / "out", "NUM_GPUS", "4"), "tcp://localhost:9999", _never)
+    assert not (tmp_path / "out").exists()
+    launch.check_devices(tiny_cfg(tmp_path, "NUM_GPUS", "2"))  # as many as there are: fine
+
+
+def test_output_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(ConfigError, match="OUTPUT_DIR '.*out' exists and is not a directory"):
+        launch.launch_job(tiny_cfg(tmp_path / "out"), "tcp://localhost:9999", _never)
+    with pytest.raises(ConfigError, match="OUTPUT_DIR '.*sub': cannot create"):
+        launch.launch_job(tiny_cfg(tmp_path / "out" / "sub"), "tcp://localhost:9999", _never)
+
+
+def _torchrun_env(monkeypatch, local_size, world_size):
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", str(world_size)),
+                       ("LOCAL_WORLD_SIZE", str(local_size))):
+        monkeypatch.setenv(key, value)
+
+
+@pytest.mark.parametrize("opts,key", [
+    (("TRAIN.BATCH_SIZE", "3"), "TRAIN.BATCH_SIZE 3"),
+    (("TRAIN.ENABLE", "False", "TEST.BATCH_SIZE", "5"), "TEST.BATCH_SIZE 5"),
+])
+def test_torchrun_cpu_batches_must_split_over_the_processes(tmp_path, monkeypatch, opts, key):
+    _torchrun_env(monkeypatch, local_size=2, world_size=4)
+    with pytest.raises(ConfigError) as err:
+        launch.launch_job(tiny_cfg(tmp_path / "out", *opts), "env://", _never)
+    assert key in str(err.value) and "2 processes (LOCAL_WORLD_SIZE 2)" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_check_counts_only_enabled_phases_and_this_machine(tmp_path, monkeypatch):
+    _torchrun_env(monkeypatch, local_size=2, world_size=4)
+    launch.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "6", "TEST.BATCH_SIZE", "2"))
+    launch.check_process_batches(tiny_cfg(tmp_path, "TEST.ENABLE", "False", "TEST.BATCH_SIZE", "3"))
+    with pytest.raises(ConfigError, match=r"TRAIN.BATCH_SIZE 3 .* its 2 processes \(LOCAL_WORLD_SIZE 2\); "
+                                          r"e.g. TRAIN.BATCH_SIZE 2"):
+        launch.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "3"))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")  # launcher and loaders then take all 4 as one machine
+    launch.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "8", "TEST.BATCH_SIZE", "4"))
+    with pytest.raises(ConfigError, match=r"its 4 processes"):
+        launch.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "6"))
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        raise DataLoadError("every attempt to read videos/a.mp4 failed; check DATA.PATH_PREFIX")
+
+
+def test_data_errors_from_loader_workers_are_reduced_to_their_own_line():
+    with pytest.raises(DataLoadError) as err:
+        next(iter(torch.utils.data.DataLoader(_Unreadable(), num_workers=1)))
+    assert "DataLoader worker process" in str(err.value)  # what PyTorch makes of it
+    assert launch.describe_user_error(err.value) == (
+        "DataLoadError: every attempt to read videos/a.mp4 failed; check DATA.PATH_PREFIX")
+
+
+def _refuse_checkpoint(local_rank):
+    raise CheckpointError(f"rank {local_rank}: cannot resume: OUTPUT_DIR holds another model")
+
+
+def test_user_errors_from_a_real_spawned_process_keep_their_line():
+    with pytest.raises(Exception) as err:
+        torch.multiprocessing.spawn(_refuse_checkpoint, nprocs=1)
+    assert launch.describe_user_error(err.value) == (
+        "CheckpointError: rank 0: cannot resume: OUTPUT_DIR holds another model")
+
+
+def test_errors_quoted_from_spawned_processes_are_classified_by_their_final_line():
+    quoted = ("\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n"
+              '  File "x.py", line 3, in f\n    raise CheckpointError("bad")\n'
+              "vov3d.engine.checkpoint.CheckpointError: cannot resume: OUTPUT_DIR holds another model\n")
+    assert launch.describe_user_error(RuntimeError(quoted)) == (
+        "CheckpointError: cannot resume: OUTPUT_DIR holds another model")
+    # A bug whose traceback mentions a user error earlier is still a bug.
+    chained = quoted + "\nDuring handling of the above exception, another exception occurred:\n\n" \
+        "Traceback (most recent call last):\n  File \"y.py\", line 1, in g\nKeyError: 'x'\n"
+    assert launch.describe_user_error(RuntimeError(chained)) is None
+    assert launch.describe_user_error(CheckpointError("plain")) == "CheckpointError: plain"
+    assert launch.describe_user_error(ValueError("plain")) is None
+
+
+def test_a_failing_job_writes_its_traceback_to_stdout_log(tmp_path):
+    def job(cfg):
+        setup_process(cfg)
+        raise RuntimeError("disk on fire")
+
+    cfg = tiny_cfg(tmp_path)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        launch.launch_job(cfg, "tcp://localhost:9999", job)
+    text = _log(tmp_path)
+    assert "Traceback (most recent call last)" in text and "RuntimeError: disk on fire" in text
+    assert text.count("RuntimeError: disk on fire") == 1
+    # A second report of the same exception (run_net after launch_job) adds nothing.
+    with pytest.raises(RuntimeError) as err:
+        launch.launch_job(cfg, "tcp://localhost:9999", job)
+    launch.log_failure(err.value)
+    assert _log(tmp_path).count("RuntimeError: disk on fire") == 2
+
+
+def test_user_errors_are_one_line_in_stdout_log(tmp_path):
+    def job(cfg):
+        setup_process(cfg)
+        raise CheckpointError("cannot resume from /x.pyth")
+
+    with pytest.raises(CheckpointError):
+        launch.launch_job(tiny_cfg(tmp_path), "tcp://localhost:9999", job)
+    text = _log(tmp_path)
+    assert "CheckpointError: cannot resume from /x.pyth" in text and "Traceback" not in text
+
+
+def test_spawned_gpu_workers_log_their_failure_too(tmp_path, monkeypatch):
+    # One spawned worker run in this process: its parent never sets up logging, so the
+    # worker itself must write why it died.
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+
+    def job(cfg):
+        setup_process(cfg)
+        raise KeyError("missing_layer")
+
+    cfg = tiny_cfg(tmp_path, "NUM_GPUS", "1")
+    with pytest.raises(KeyError):
+        launch._spawned_worker(0, job, cfg, "tcp://localhost:9999")
+    assert "KeyError: 'missing_layer'" in _log(tmp_path)
+
+
+def test_config_warnings_reach_stdout_log(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text(f"NUM_GPUS: 0\nOUTPUT_DIR: {tmp_path / 'out'}\nSOLVER:\n  GAMMA: 0.5\n")
+    cfg = load_config(argparse.Namespace(cfg_file=str(path), opts=[], num_shards=1, shard_id=0))
+    setup_process(cfg)
+    setup_process(cfg)  # the test phase after training, in the same process
+    text = _log(tmp_path / "out")
+    assert text.count("SOLVER.GAMMA") == 1 and "no effect" in text and "[WARNING]" in text
