@@ -169,8 +169,10 @@ def test(cfg: CfgNode) -> Optional[Dict]:
                "views": views, "ensemble": cfg.TEST.ENSEMBLE_METHOD,
                "checkpoint": path or "random init", "checkpoint_epoch": None if epoch is None else epoch + 1}
     log_json_stats(summary)
-    logger.info("Test result: top-1 %.2f%%, top-5 %.2f%% over %d videos (%d views each, %d unreadable).",
-                metrics["top1_acc"], metrics["top5_acc"], metrics["num_videos"], views,
+    # With fewer than 5 classes "top-5" is top-all (100 %); say so rather than print a bare 100.
+    top5 = "top-5" if cfg.MODEL.NUM_CLASSES >= 5 else f"top-5 (= top-{cfg.MODEL.NUM_CLASSES}, all classes)"
+    logger.info("Test result: top-1 %.2f%%, %s %.2f%% over %d videos (%d views each, %d unreadable).",
+                metrics["top1_acc"], top5, metrics["top5_acc"], metrics["num_videos"], views,
                 metrics["num_failed"])
     if cfg.TEST.SAVE_RESULTS_PATH:
         out = cfg.TEST.SAVE_RESULTS_PATH
