@@ -140,3 +140,14 @@ def test_loading_keeps_its_warnings_with_the_config(tmp_path):
     [warning] = config_warnings(load_config(args_for(path)))
     assert "SOLVER.GAMMA" in warning and "no effect" in warning
     assert config_warnings(get_cfg()) == []
+
+
+def test_precise_bn_needs_at_least_one_batch():
+    cfg = get_cfg()
+    merge_overrides(cfg, ["BN.USE_PRECISE_STATS", "True", "BN.NUM_BATCHES_PRECISE", "0"])
+    # 0 batches would write all-zero statistics into every BN layer.
+    with pytest.raises(ConfigError, match=r"BN.NUM_BATCHES_PRECISE.*>= 1"):
+        assert_and_infer_cfg(cfg)
+    cfg = get_cfg()
+    merge_overrides(cfg, ["BN.USE_PRECISE_STATS", "False", "BN.NUM_BATCHES_PRECISE", "0"])
+    assert_and_infer_cfg(cfg)  # unused when precise BN is off

@@ -71,8 +71,9 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
         cfg.DIST_BACKEND = "gloo"
 
     if cfg.BN.USE_PRECISE_STATS:
-        _require(cfg.BN.NUM_BATCHES_PRECISE >= 0, "BN.NUM_BATCHES_PRECISE",
-                 cfg.BN.NUM_BATCHES_PRECISE, ">= 0")
+        # 0 batches would write all-zero statistics into every BN layer.
+        _require(cfg.BN.NUM_BATCHES_PRECISE >= 1, "BN.NUM_BATCHES_PRECISE",
+                 cfg.BN.NUM_BATCHES_PRECISE, ">= 1 (or BN.USE_PRECISE_STATS False)")
     _one_of(cfg, "BN.NORM_TYPE", _NORM_TYPES)
     _require(cfg.BN.NUM_SYNC_DEVICES >= 1, "BN.NUM_SYNC_DEVICES", cfg.BN.NUM_SYNC_DEVICES, ">= 1")
     _require(cfg.MODEL.FROZEN_BN or not cfg.BN.FROZEN_AFFINE, "BN.FROZEN_AFFINE", True,

@@ -17,7 +17,8 @@ from torch.utils.data.distributed import DistributedSampler
 from yacs.config import CfgNode
 
 from vov3d.datasets.registry import build_dataset
-from vov3d.utils.processes import per_process_batch
+from vov3d.config.merge import ConfigError
+from vov3d.utils.processes import per_process_batch, processes_per_machine
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,10 @@ def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
     if split == "train":
         per_rank = len(sampler) if sampler is not None else len(dataset)
         if per_rank < batch_size:
-            raise ValueError(f"the train split has {per_rank} videos per process, fewer than "
-                             f"the per-process batch {batch_size} (TRAIN.BATCH_SIZE "
-                             f"{cfg.TRAIN.BATCH_SIZE} / NUM_GPUS): no batch would be formed.")
+            raise ConfigError(f"the train split has {per_rank} videos per process, fewer than the "
+                              f"per-process batch {batch_size} (TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} over "
+                              f"{processes_per_machine(cfg)} process(es) per machine): no batch would be formed; "
+                              "lower TRAIN.BATCH_SIZE.")
     generator = torch.Generator()
     generator.manual_seed(epoch_seed(cfg.RNG_SEED, 0, _rank()))
     loader = DataLoader(

@@ -18,8 +18,8 @@ _IS_ROOT = True
 def setup_logging(output_dir: Optional[str] = None, is_master: bool = True, is_root: bool = True) -> None:
     """Configure the root logger once per process.
 
-    Non-master processes log warnings and errors only, so a failing rank is still heard;
-    their `print` is silenced as in PySlowFast.
+    Non-master processes print errors only, so a failing rank is still heard without every
+    rank repeating the master's warnings; their `print` is silenced as in PySlowFast.
     """
     global _METRICS_FILE, _IS_ROOT
     _IS_ROOT = is_root
@@ -31,6 +31,8 @@ def setup_logging(output_dir: Optional[str] = None, is_master: bool = True, is_r
     formatter = logging.Formatter(_FORMAT, datefmt=_DATEFMT)
     console = logging.StreamHandler(stream=sys.stdout)
     console.setFormatter(formatter)
+    if not is_master:
+        console.setLevel(logging.ERROR)
     root.addHandler(console)
     if not is_master:
         builtins.print = lambda *args, **kwargs: None

@@ -10,7 +10,7 @@ import torch
 from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
-from vov3d.engine.logging import setup_logging
+from vov3d.engine.logging import log_to_file, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def setup_process(cfg: CfgNode) -> None:
             key = (os.path.abspath(cfg.OUTPUT_DIR), message)
             if key not in _RELOGGED:
                 _RELOGGED.add(key)
-                logger.warning("Config: %s", message)
+                log_to_file(logging.WARNING, "Config: %s", message)  # the console had it already
 
 
 _RELOGGED = set()

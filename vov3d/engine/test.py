@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from yacs.config import CfgNode
 
+from vov3d.config.merge import ConfigError
 from vov3d.engine import checkpoint as cu
 from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_json_stats
@@ -38,6 +39,9 @@ def _choose(cfg: CfgNode) -> Tuple[Optional[str], str, Optional[Dict]]:
     if path is not None:
         return path, "checkpoint", obj
     if cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        logger.warning("No checkpoint in %s and TEST.CHECKPOINT_FILE_PATH is empty: testing the "
+                       "initialisation file TRAIN.CHECKPOINT_FILE_PATH %s.", cu.checkpoint_dir(cfg.OUTPUT_DIR),
+                       cfg.TRAIN.CHECKPOINT_FILE_PATH)
         return cfg.TRAIN.CHECKPOINT_FILE_PATH, "TRAIN.CHECKPOINT_FILE_PATH", None
     return None, "", None
 
@@ -130,9 +134,23 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     logger.info("Saved predictions to %s and a per-video summary to %s.", path, json_path)
 
 
+def results_path(cfg: CfgNode) -> Optional[str]:
+    """Where TEST.SAVE_RESULTS_PATH (relative to OUTPUT_DIR) puts the predictions, checked
+    before the test runs so that a directory given by mistake costs no test."""
+    out = cfg.TEST.SAVE_RESULTS_PATH
+    if not out:
+        return None
+    out = out if os.path.isabs(out) else os.path.join(cfg.OUTPUT_DIR, out)
+    if out.endswith(os.sep) or os.path.isdir(out):
+        raise ConfigError(f"TEST.SAVE_RESULTS_PATH {cfg.TEST.SAVE_RESULTS_PATH!r} is a directory; expected "
+                          "a file name such as preds.pkl (a per-video JSON is written beside it).")
+    return out
+
+
 def test(cfg: CfgNode) -> Optional[Dict]:
     """Entry point for `launch_job`; returns the final metrics on global rank 0."""
     setup_process(cfg)
+    out = results_path(cfg)
     logger.info("Test with config:\n%s", cfg.dump())
     model = prepare_model(cfg, train=False)
 
@@ -174,8 +192,6 @@ def test(cfg: CfgNode) -> Optional[Dict]:
     logger.info("Test result: top-1 %.2f%%, %s %.2f%% over %d videos (%d views each, %d unreadable).",
                 metrics["top1_acc"], top5, metrics["top5_acc"], metrics["num_videos"], views,
                 metrics["num_failed"])
-    if cfg.TEST.SAVE_RESULTS_PATH:
-        out = cfg.TEST.SAVE_RESULTS_PATH
-        out = out if os.path.isabs(out) else os.path.join(cfg.OUTPUT_DIR, out)
+    if out is not None:
         save_results(out, meter, dataset, summary)
     return metrics
