@@ -12,7 +12,7 @@ import random
 import statistics
 import sys
 import time
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import av
 import numpy as np
@@ -25,6 +25,7 @@ from vov3d.datasets.decoder import DecodeError
 from vov3d.datasets.failures import DataLoadError
 from vov3d.datasets.lists import ListFormatError
 from vov3d.datasets.loader import construct_loader, shuffle_dataset
+from vov3d.engine.launch import quoted_exception
 
 
 class LoaderSetupError(ValueError):
@@ -118,8 +119,9 @@ def median_ms(fn: Callable[[int], object], indices: List[int]) -> float:
     return 1000 * statistics.median(times)
 
 
-def loader_rate(cfg, split: str, workers: int, max_items: int) -> float:
-    """Items (clips for train, videos for test) per second through a DataLoader."""
+def loader_rate(cfg, split: str, workers: int, max_items: int) -> Tuple[float, int]:
+    """Items (clips for train, videos for test) per second through a DataLoader, and the
+    loader's per-process batch size."""
     cfg = cfg.clone()
     cfg.defrost()
     cfg.DATA_LOADER.NUM_WORKERS = workers
@@ -135,7 +137,7 @@ def loader_rate(cfg, split: str, workers: int, max_items: int) -> float:
         count += len(batch[2])
         if count >= max_items:
             break
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), loader.batch_size
 
 
 def positive_int(text: str) -> int:
@@ -161,14 +163,10 @@ def worker_counts(text: str) -> List[int]:
 
 
 def one_line(error: BaseException) -> str:
-    """`Type: message` of a user error, on one line."""
-    text = str(error).strip()
-    if text.startswith("Caught ") and "DataLoader worker" in text.split("\n", 1)[0]:
-        # Re-raised from a loader worker: the message is the worker's traceback, whose last
-        # line is "package.module.Type: message".
-        name, _, message = text.splitlines()[-1].partition(": ")
-        return f"{name.rsplit('.', 1)[-1]}: {message}"
-    return f"{type(error).__name__}: {' '.join(text.split())}"
+    """`Type: message` of a user error, on one line (the worker's own error when a loader
+    worker re-raised it with its traceback)."""
+    name, message = quoted_exception(str(error)) or (type(error).__name__, str(error))
+    return f"{name}: {' '.join(message.split())}"
 
 
 def print_row(name: str, value: str) -> None:
@@ -222,9 +220,8 @@ def measurements(cfg, train, test, args):
         base = median_ms(lambda i: baseline_train_clip(train.video_path(i), cfg), train_idx)
         yield "  PySlowFast-style baseline (ms/clip)", f"{base:.1f}"
         yield "  speed-up", f"{base / ours:.2f}x"
-    batch = max(1, cfg.TRAIN.BATCH_SIZE // max(1, cfg.NUM_GPUS))
     for w in args.workers:
-        rate = loader_rate(cfg, "train", w, max(n_train, batch))
+        rate, batch = loader_rate(cfg, "train", w, n_train)
         yield f"train loader, {w} worker(s), batch {batch} (clips/s)", f"{rate:.1f}"
 
     once = median_ms(lambda i: test[i], test_idx)
@@ -233,7 +230,7 @@ def measurements(cfg, train, test, args):
     yield "test video, one decode per view (ms/video)", f"{per_view:.1f}"
     yield "  speed-up", f"{per_view / once:.2f}x"
     for w in args.workers:
-        rate = loader_rate(cfg, "test", w, n_test)
+        rate, _ = loader_rate(cfg, "test", w, n_test)
         yield f"test loader, {w} worker(s) (videos/s)", f"{rate:.2f}"
 
     decoded_once = statistics.mean(test.decoded_frames(i) for i in test_idx)

@@ -19,10 +19,10 @@ import torch
 from yacs.config import CfgNode
 
 from vov3d.config import ConfigError, get_cfg, merge_file, merge_overrides
-from vov3d.engine.checkpoint import write_atomic
 from vov3d.models.csn_convert import (SOURCE_BN_EPS, SOURCES, check_against_model,
                                       convert_csn_state_dict, infer_csn_layout,
                                       unwrap_state_dict)
+from vov3d.utils.files import write_atomic
 
 # Input normalisation the published weights expect (DATA.MEAN / DATA.STD).
 _NORMALISATION_NOTE = {

@@ -11,6 +11,7 @@ from tests.conftest import DESIGN_DIR
 from tests.engine.tiny_parts import TinyTestNet, tiny_cfg
 from vov3d.engine import checkpoint as cu
 from vov3d.engine.optimizer import construct_optimizer
+from vov3d.utils import files
 
 
 def _trained_pair(tmp_path, *overrides):
@@ -233,12 +234,12 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, mask):
 
     cfg, model, opt = _trained_pair(tmp_path)
     with _umask(mask):
-        assert cu.current_umask() == mask
+        assert files.current_umask() == mask
         plain = tmp_path / "plain.txt"
         plain.write_text("x")
         ckpt = cu.save_checkpoint(str(tmp_path), model, opt, 0, cfg)
         text = tmp_path / "notes.txt"
-        cu.write_atomic(str(text), lambda f: f.write("säved"), binary=False)
+        files.write_atomic(str(text), lambda f: f.write("säved"), binary=False)
         meter = VideoEnsembleMeter(2, 3)
         save_results(str(tmp_path / "res" / "preds.pkl"), meter, None, {"top1_acc": "0.0"})
     assert _mode(plain) == 0o666 & ~mask
@@ -246,16 +247,3 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, mask):
         assert _mode(path) == _mode(plain), path
     assert text.read_text(encoding="utf-8") == "säved"
     assert sorted(os.listdir(tmp_path / "res")) == ["preds.json", "preds.pkl"]  # no temp file left
-
-
-def test_write_atomic_keeps_the_old_file_when_the_writer_fails(tmp_path):
-    target = tmp_path / "result.json"
-    target.write_text("old")
-
-    def fail_halfway(f):
-        f.write("half")
-        raise ValueError("boom")
-
-    with pytest.raises(ValueError, match="boom"):
-        cu.write_atomic(str(target), fail_halfway, binary=False)
-    assert target.read_text() == "old" and os.listdir(tmp_path) == ["result.json"]

@@ -153,3 +153,9 @@ def test_results_path_refuses_a_directory_before_the_test(tmp_path):
             results_path(tiny_cfg(tmp_path, "TEST.SAVE_RESULTS_PATH", value))
     assert results_path(tiny_cfg(tmp_path, "TEST.SAVE_RESULTS_PATH", "preds.pkl")) == str(tmp_path / "preds.pkl")
     assert results_path(tiny_cfg(tmp_path)) is None
+    # A train + test run refuses it before training (no checkpoint gets written).
+    from vov3d.engine.train import train
+    with pytest.raises(ConfigError, match=r"TEST.SAVE_RESULTS_PATH 'sub' is a directory"):
+        train(tiny_cfg(tmp_path / "run", "TEST.ENABLE", "True", "TEST.SAVE_RESULTS_PATH", "sub",
+                       "OUTPUT_DIR", str(tmp_path)))
+    assert cu.list_checkpoints(str(tmp_path)) == []

@@ -12,15 +12,16 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import yaml
 from yacs.config import CfgNode
+
+from vov3d.utils.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -106,51 +107,6 @@ def save_checkpoint(output_dir: str, model: torch.nn.Module, optimizer: torch.op
     return path
 
 
-def current_umask() -> int:
-    """The process umask, read without changing it where the kernel reports it (Linux >= 4.7):
-    setting it to read it back would briefly affect files other threads create."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: str, write: Callable[[IO], None], binary: bool = True, sync: bool = False) -> None:
-    """Write `path` through `write(f)` under a temporary name in the same folder, then rename.
-
-    A job killed mid-write leaves the previous file (or none), never a truncated one that
-    looks complete; the temporary name is `.<name>.<random>.tmp`. The file gets the mode a
-    plain open() would create (0o666 & ~umask): mkstemp's private 0600 would hide
-    checkpoints and results from the group that shares an OUTPUT_DIR. `sync` flushes the
-    data and the rename to disk (checkpoints: the newest file must survive a power cut).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            try:
-                os.fchmod(f.fileno(), 0o666 & ~current_umask())
-            except OSError:
-                pass  # e.g. a file system without POSIX modes: the content matters more
-            write(f)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    if sync:
-        _fsync_dir(folder)
-
-
 def prune_checkpoints(saved: str, keep_last: int) -> List[str]:
     """Delete all but the `keep_last` newest checkpoints up to and including `saved`.
 
@@ -165,19 +121,6 @@ def prune_checkpoints(saved: str, keep_last: int) -> List[str]:
         os.remove(old)
         logger.info("Removed old checkpoint %s (TRAIN.CHECKPOINT_KEEP_LAST %d).", old, keep_last)
     return removed
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------

@@ -85,16 +85,18 @@ def user_error_types() -> Tuple[type, ...]:
     return ConfigError, CheckpointError, ListFormatError, LossDivergedError, DataLoadError
 
 
-def _final_exception(text: str) -> Optional[str]:
-    """'Name: message' that ends a traceback quoted in `text` (a DataLoader worker or a
-    spawned process re-raises a child's error with its formatted traceback as the message)."""
+def quoted_exception(text: str) -> Optional[Tuple[str, str]]:
+    """(type name without its module, message) of the exception that ends a traceback quoted
+    in `text`: a DataLoader worker or a spawned process re-raises a child's error with its
+    formatted traceback as the message. None when `text` quotes no traceback."""
     start = text.rfind("Traceback (most recent call last):")
     if start < 0:
         return None
     lines = text[start:].splitlines()[1:]
     for i, line in enumerate(lines):
         if line and not line[0].isspace():
-            return "\n".join(lines[i:]).strip()
+            match = re.match(r"(?:\w+\.)*(\w+)(?:: (.*))?\Z", "\n".join(lines[i:]).strip(), re.S)
+            return (match.group(1), (match.group(2) or "").strip()) if match else None
     return None
 
 
@@ -102,11 +104,9 @@ def describe_user_error(exc: BaseException) -> Optional[str]:
     """'Name: message' for a user error (also one quoted from a worker or spawned process),
     None for anything else (a bug or an environment failure, which keeps its traceback)."""
     types = user_error_types()
-    final = _final_exception(str(exc))
-    if final is not None:
-        match = re.match(r"(?:\w+\.)*(\w+)(?:: (.*))?\Z", final, re.S)
-        if match and match.group(1) in {t.__name__ for t in types}:
-            return f"{match.group(1)}: {(match.group(2) or '').strip()}"
+    quoted = quoted_exception(str(exc))
+    if quoted is not None and quoted[0] in {t.__name__ for t in types}:
+        return f"{quoted[0]}: {quoted[1]}"
     if isinstance(exc, types):
         return f"{type(exc).__name__}: {exc}"
     return None

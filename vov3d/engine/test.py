@@ -16,6 +16,7 @@ from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_json_stats
 from vov3d.engine.meters import Timer, VideoEnsembleMeter, ensemble_views, format_eta
 from vov3d.engine.runtime import device, prepare_model, setup_process, to_device
+from vov3d.utils.files import write_atomic
 from vov3d.utils.processes import per_process_batch
 
 logger = logging.getLogger(__name__)
@@ -25,14 +26,10 @@ class NoCheckpointError(cu.CheckpointError):
     """Testing was asked for, but there are no weights to test."""
 
 
-def choose_test_checkpoint(cfg: CfgNode) -> Optional[str]:
-    """TEST.CHECKPOINT_FILE_PATH > newest readable OUTPUT_DIR/checkpoints file >
-    TRAIN.CHECKPOINT_FILE_PATH; None when there is none."""
-    return _choose(cfg)[0]
-
-
 def _choose(cfg: CfgNode) -> Tuple[Optional[str], str, Optional[Dict]]:
-    """(path, the setting it came from, the file's contents when already read)."""
+    """The checkpoint to test: TEST.CHECKPOINT_FILE_PATH > newest readable OUTPUT_DIR/checkpoints
+    file > TRAIN.CHECKPOINT_FILE_PATH, as (path or None, the setting it came from, the file's
+    contents when already read)."""
     if cfg.TEST.CHECKPOINT_FILE_PATH:
         return cfg.TEST.CHECKPOINT_FILE_PATH, "TEST.CHECKPOINT_FILE_PATH", None
     path, obj = cu.newest_readable(cfg.OUTPUT_DIR, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD)
@@ -117,7 +114,7 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     order, zero rows for failed videos) and a readable JSON with top-5 per video beside it."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     # Atomic: a job killed mid-write must not leave a truncated file that looks like a result.
-    cu.write_atomic(path, lambda f: pickle.dump([meter.preds, meter.labels], f), binary=True)
+    write_atomic(path, lambda f: pickle.dump([meter.preds, meter.labels], f), binary=True)
     k = min(5, meter.preds.shape[1])
     scores, classes = torch.topk(meter.preds, k, dim=1)
     failed = set(meter.failed_indices())
@@ -130,7 +127,7 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     json_path = os.path.splitext(path)[0] + ".json"
     if json_path == path:
         json_path = path + ".json"
-    cu.write_atomic(json_path, lambda f: json.dump(report, f, indent=1), binary=False)
+    write_atomic(json_path, lambda f: json.dump(report, f, indent=1), binary=False)
     logger.info("Saved predictions to %s and a per-video summary to %s.", path, json_path)
 
 

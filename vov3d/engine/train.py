@@ -20,6 +20,7 @@ from vov3d.engine.optimizer import clip_gradients, construct_optimizer
 from vov3d.engine.runtime import (add_scalars, device, epoch_stream_seed, prepare_model, seed_epoch,
                                   setup_process, tensorboard_writer, to_device)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
+from vov3d.engine.test import results_path
 from vov3d.utils.processes import per_process_batch, processes_per_machine
 
 logger = logging.getLogger(__name__)
@@ -324,6 +325,8 @@ def train(cfg: CfgNode) -> None:
     setup_process(cfg)
     logger.info("Train with config:\n%s", cfg.dump())
     _warn_unusable_test_path(cfg)
+    if cfg.TEST.ENABLE:
+        results_path(cfg)  # a directory there is refused now, not after training
     Trainer(cfg).fit()
 
 
