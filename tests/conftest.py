@@ -8,7 +8,14 @@ import pytest
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DESIGN_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "design")
+FIXTURES_DIR = os.path.join(REPO_ROOT, "tests", "fixtures")
+# The reference state-dict listings kept in tests/fixtures/keys (named here, not globbed, so
+# a missing file fails its tests instead of silently emptying a parametrisation).
+REFERENCE_LISTINGS = (
+    "vov3d_L_k400", "vov3d_L_ssv1_f16", "vov3d_L_ssv1_f32", "vov3d_M_k400", "vov3d_M_ssv1_f16",
+    "vov3d_M_ssv1_f32", "vov3d_M_v1_k400", "x3d_L_k400", "x3d_L_pyslowfast_k400", "x3d_L_ssv1",
+    "x3d_M_k400", "x3d_M_ssv1",
+)
 
 torch.set_num_threads(1)
 
@@ -16,6 +23,15 @@ torch.set_num_threads(1)
 @pytest.fixture
 def repo_root():
     return REPO_ROOT
+
+
+def reference_listing(name: str) -> dict:
+    """One reference state-dict listing (see tests/fixtures/keys/README.md)."""
+    path = os.path.join(FIXTURES_DIR, "keys", name + ".json")
+    if not os.path.isfile(path):
+        pytest.fail(f"missing test fixture {path}: the reference listing {name!r} must be in the repository.")
+    with open(path) as f:
+        return json.load(f)
 
 
 def run_tool_env():

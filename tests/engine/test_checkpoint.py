@@ -1,5 +1,4 @@
 import contextlib
-import json
 import logging
 import os
 import stat
@@ -7,7 +6,7 @@ import stat
 import pytest
 import torch
 
-from tests.conftest import DESIGN_DIR
+from tests.conftest import reference_listing
 from tests.engine.tiny_parts import TinyTestNet, tiny_cfg
 from vov3d.engine import checkpoint as cu
 from vov3d.engine.optimizer import construct_optimizer
@@ -157,16 +156,15 @@ def test_wrong_architecture_is_refused(tmp_path):
 
 
 def _synthetic_state(name):
-    with open(os.path.join(DESIGN_DIR, "keys", name)) as f:
-        listing = json.load(f)["state_dict"]
+    listing = reference_listing(name)["state_dict"]
     return {k: torch.zeros(shape, dtype=getattr(torch, dtype)) for k, shape, dtype in listing}
 
 
 def test_vov3d_first_release_vs_current_detection():
-    v1, v2 = _synthetic_state("vov3d_M_v1_k400.json"), _synthetic_state("vov3d_M_k400.json")
+    v1, v2 = _synthetic_state("vov3d_M_v1_k400"), _synthetic_state("vov3d_M_k400")
     assert cu.vov3d_signature(v1) == (24, False, 1)
     assert cu.vov3d_signature(v2) == (20, True, 2)
-    assert cu.vov3d_signature(_synthetic_state("x3d_M_k400.json")) is None
+    assert cu.vov3d_signature(_synthetic_state("x3d_M_k400")) is None
     with pytest.raises(cu.CheckpointError) as err:
         cu.check_vov3d_variant(v1, v2, "vov3d_M_k400_v1.pth")
     assert "first-release VoV3D-M" in str(err.value)

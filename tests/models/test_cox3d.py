@@ -7,7 +7,6 @@ statistics, in float64 unless stated. The oracles are clip computations written 
 with explicit temporal padding (both ends / front only / none) over the model's own
 modules, independent of the streaming code.
 """
-import json
 import os
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from tests.conftest import DESIGN_DIR, REPO_ROOT
+from tests.conftest import REPO_ROOT, reference_listing
 from vov3d.config import assert_and_infer_cfg, get_cfg, merge_file, merge_overrides
 from vov3d.config.merge import ConfigError
 from vov3d.models import build_model
@@ -156,8 +155,7 @@ def test_state_dict_is_x3d_state_dict(size):
 @pytest.mark.parametrize("size,listing", [("M", "x3d_M_k400"), ("L", "x3d_L_pyslowfast_k400")])
 def test_state_dict_is_the_reference_x3d_listing(size, listing):
     """The reference (PySlowFast-named) X3D checkpoint layout: same keys, order, shapes."""
-    with open(os.path.join(DESIGN_DIR, "keys", listing + ".json")) as f:
-        reference_entries = json.load(f)["state_dict"]
+    reference_entries = reference_listing(listing)["state_dict"]
     with torch.device("meta"):
         model = build_model(make_cfg(size))
     assert [[k, list(v.shape), str(v.dtype).replace("torch.", "")]

@@ -1,39 +1,28 @@
-"""Every reference state-dict listing (design/keys/*.json) is reproduced by its project
+"""Every reference state-dict listing (tests/fixtures/keys/*.json) is reproduced by its project
 config: same keys in the same order, same shapes and dtypes, same parameter count, same
 head pooling window and the same conv+linear GFLOPs at the train and test crops."""
-import glob
-import json
-import os
-
 import pytest
 import torch
 
-from tests.conftest import DESIGN_DIR
+from tests.conftest import FIXTURES_DIR, REFERENCE_LISTINGS, reference_listing
 from tests.models.model_helpers import project_cfg
 from vov3d.models import build_model
 from vov3d.models.complexity import conv_linear_flops, count_params
-
-LISTINGS = sorted(glob.glob(os.path.join(DESIGN_DIR, "keys", "*.json")))
-
-
-def _load(path):
-    with open(path) as f:
-        return json.load(f)
-
 
 def _cfg(listing):
     return project_cfg(listing["project_config"], *listing["reference_overrides"])
 
 
-def test_every_model_listing_is_present():
-    names = {os.path.basename(p)[:-5] for p in LISTINGS}
-    assert {"x3d_M_k400", "x3d_L_k400", "x3d_L_pyslowfast_k400", "vov3d_M_k400", "vov3d_L_k400",
-            "vov3d_M_v1_k400"} <= names
+def test_every_listing_in_the_fixtures_is_checked():
+    import os
+
+    on_disk = {n[:-5] for n in os.listdir(os.path.join(FIXTURES_DIR, "keys")) if n.endswith(".json")}
+    assert on_disk == set(REFERENCE_LISTINGS)
 
 
-@pytest.mark.parametrize("path", LISTINGS, ids=lambda p: os.path.basename(p)[:-5])
-def test_state_dict_params_pool_and_gflops_match_reference(path):
-    listing = _load(path)
+@pytest.mark.parametrize("name", REFERENCE_LISTINGS)
+def test_state_dict_params_pool_and_gflops_match_reference(name):
+    listing = reference_listing(name)
     cfg = _cfg(listing)
     assert cfg.MODEL.MODEL_NAME == listing["model_name"]
     assert cfg.MODEL.NUM_CLASSES == listing["num_classes"]

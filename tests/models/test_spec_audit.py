@@ -9,15 +9,13 @@ reproduced value for value, and that the other model tests leave open:
 * every BN's eps and momentum; the SE width table (vov3d_x3d.md 1.1);
 * whole-network functional references for CSN (incl. CSN.BN_EPS in the stem) and SEVNet.
 """
-import json
-import os
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tests.conftest import DESIGN_DIR
+from tests.conftest import reference_listing
 from tests.models import reference_functional as ref
 from tests.models.model_helpers import model_cfg, project_cfg, randomise_bn, small_cfg
 from vov3d.models import build_model
@@ -30,8 +28,7 @@ FAMILY_IDS = ["x3d", "vov3d"]
 
 
 def _listing(name):
-    with open(os.path.join(DESIGN_DIR, "keys", name + ".json")) as f:
-        return json.load(f)
+    return reference_listing(name)
 
 
 def _reference_init(listing, seed, fc_init_std, zero_init_final_bn):
