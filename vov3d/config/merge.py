@@ -13,10 +13,12 @@ from typing import Any, List, Optional, Sequence, Set
 import yaml
 from yacs.config import CfgNode
 
+from vov3d.utils.errors import UserError
+
 BASE_KEY = "_BASE_"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file, key or value that cannot be used."""
 
 

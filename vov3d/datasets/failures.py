@@ -5,6 +5,8 @@ import logging
 import os
 from typing import Optional, Set
 
+from vov3d.utils.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 BAD_FILES_NAME = "bad_videos.txt"
@@ -12,7 +14,7 @@ BAD_FILES_NAME = "bad_videos.txt"
 _MAX_LOGGED = 50
 
 
-class DataLoadError(RuntimeError):
+class DataLoadError(UserError, RuntimeError):
     """The data cannot be read at all (every attempt of a sample, or every test video,
     failed): a problem with the files or the data paths, reported in one line."""
 

@@ -9,8 +9,10 @@ import re
 from collections import Counter, OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from vov3d.utils.errors import UserError
 
-class ListFormatError(ValueError):
+
+class ListFormatError(UserError, ValueError):
     """A list or label file does not have the expected format."""
 
 

@@ -21,6 +21,7 @@ import torch
 import yaml
 from yacs.config import CfgNode
 
+from vov3d.utils.errors import UserError
 from vov3d.utils.files import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ VOV3D_M_V1_OVERRIDES = "VOV3D.STAGE_DEPTHS [1,1,2,2] VOV3D.NUM_CONV 4 VOV3D.INNE
 VOV3D_M_V2_OVERRIDES = "VOV3D.DEPTH 31 VOV3D.STAGE_DEPTHS [] VOV3D.NUM_CONV 5 VOV3D.INNER_CH 40"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used as asked; the message says why and what to do."""
 
 

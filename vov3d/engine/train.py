@@ -21,6 +21,7 @@ from vov3d.engine.runtime import (add_scalars, device, epoch_stream_seed, prepar
                                   setup_process, tensorboard_writer, to_device)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.engine.test import results_path
+from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 _DATA_BOUND_WARNING = 0.5
 
 
-class LossDivergedError(RuntimeError):
+class LossDivergedError(UserError, RuntimeError):
     """A non-finite or exploding loss; raised on every rank at the same iteration."""
 
 
