@@ -3,12 +3,12 @@ loads, and the checks a training run's checkpoint folder gets before anything is
 import errno
 import logging
 import os
-import random
 
 import pytest
 import torch
 
 from tests.engine.tiny_parts import TinyTestNet, tiny_cfg
+from tests.utils import broken_files as broken
 from vov3d.engine.checkpoint_loading import load_for_resume
 from vov3d.engine.checkpointer import Checkpointer, Loaded, NoCheckpointError, prepare_checkpoint_dir
 from vov3d.engine.optimizer import construct_optimizer
@@ -64,16 +64,11 @@ def test_keep_last_prunes_older_checkpoints(tmp_path):
         "checkpoint_epoch_00003.pyth", "checkpoint_epoch_00004.pyth"]
 
 
-def _random_bytes(path):
-    with open(path, "wb") as f:
-        f.write(random.Random(0).randbytes(3000))
-
-
 def test_keep_last_prunes_only_files_older_than_the_one_saved(tmp_path):
     checkpointer = Checkpointer(tiny_cfg(tmp_path), *_trained(tiny_cfg(tmp_path)))
     for epoch in range(3):
         checkpointer.save(epoch)
-    _random_bytes(checkpoint_path(str(tmp_path), 8))
+    broken.random_bytes(checkpoint_path(str(tmp_path), 8))
     checkpointer.cfg = tiny_cfg(tmp_path, "TRAIN.CHECKPOINT_KEEP_LAST", "2")
     saved = checkpointer.save(3)
     assert saved == checkpoint_path(str(tmp_path), 3)
@@ -216,11 +211,6 @@ def test_testing_random_weights_is_refused(tmp_path):
     assert Checkpointer(allowed, TinyTestNet(allowed)).resume_or_load("test") == Loaded(None, "", None)
 
 
-def _truncate(path):
-    with open(path, "r+b") as f:
-        f.truncate(os.path.getsize(path) // 2)
-
-
 def _bad_path(tmp_path, kind):
     if kind == "missing":
         return str(tmp_path / "no_such.pyth"), "not found"
@@ -228,7 +218,7 @@ def _bad_path(tmp_path, kind):
         return str(tmp_path), "is a directory; expected a checkpoint file"
     path = str(tmp_path / f"{kind}.pyth")
     os.replace(_fresh(tiny_cfg(tmp_path / "src")).save(0), path)
-    {"truncated": _truncate, "empty": lambda p: open(p, "wb").close(), "random": _random_bytes}[kind](path)
+    {"truncated": broken.truncate, "empty": broken.empty, "random": broken.random_bytes}[kind](path)
     return path, {"truncated": "truncated or corrupt", "empty": "is empty (0 bytes)",
                   "random": "truncated or corrupt"}[kind]
 

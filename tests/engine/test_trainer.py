@@ -11,7 +11,6 @@ import errno
 import importlib.util
 import json
 import os
-import random
 
 import pytest
 import torch
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from tests.conftest import REPO_ROOT, metrics_records, tiny_toy_run
 from tests.engine.tiny_parts import ClipDataset, TinyTestNet, make_fake_trainer_class, tiny_cfg
+from tests.utils import broken_files as broken
 from vov3d.engine import train as train_module
 from vov3d.engine.checkpointer import Checkpointer, Loaded, NoCheckpointError
 from vov3d.engine.meters import VideoEnsembleMeter
@@ -184,33 +184,11 @@ def _names(out):
     return sorted(os.listdir(cu.checkpoint_dir(str(out))))
 
 
-def _truncate(path):
-    with open(path, "r+b") as f:
-        f.truncate(os.path.getsize(path) // 2)
-
-
-def _empty(path):
-    open(path, "wb").close()
-
-
-def _random_bytes(path):
-    with open(path, "wb") as f:
-        f.write(random.Random(0).randbytes(3000))
-
-
-def _flip_tensor_bytes(path):
-    # The zip index stays intact (torch.load succeeds on such a file); only a CRC check sees it.
-    data = bytearray(open(path, "rb").read())
-    middle = len(data) // 2
-    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
-    open(path, "wb").write(bytes(data))
-
-
 def _test_load(cfg):
     return Checkpointer(cfg, TinyTestNet(cfg)).resume_or_load("test")
 
 
-@pytest.mark.parametrize("breakage", [_truncate, _empty, _random_bytes, _flip_tensor_bytes],
+@pytest.mark.parametrize("breakage", [broken.truncate, broken.empty, broken.random_bytes, broken.flip_tensor_bytes],
                          ids=["truncated", "zero_bytes", "random_bytes", "flipped_bytes"])
 def test_broken_newest_checkpoint_falls_back_and_is_left_in_place(tmp_path, breakage):
     _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "3"))
@@ -242,7 +220,7 @@ def test_broken_newest_checkpoint_falls_back_and_is_left_in_place(tmp_path, brea
 def test_every_checkpoint_broken_refuses_to_start_over_them(tmp_path):
     _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2"))
     for epoch in (1, 2):
-        _truncate(_ckpt(tmp_path, epoch))
+        broken.truncate(_ckpt(tmp_path, epoch))
     cfg = tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2")
     setup_process(cfg)
     with pytest.raises(cu.CheckpointError, match=r"found 2 checkpoint\(s\) .* but none can be read") as err:
@@ -306,7 +284,7 @@ def test_unusable_test_path_is_reported_before_training(tmp_path):
 def test_raised_max_epoch_continues_and_pruning_spares_the_resumed_state(tmp_path):
     _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2"))
     stray = _ckpt(tmp_path, 5)  # e.g. an interrupted copy from elsewhere: newer by name, unreadable
-    _random_bytes(stray)
+    broken.random_bytes(stray)
     stray_bytes = open(stray, "rb").read()
 
     cfg = tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "4", "TRAIN.CHECKPOINT_KEEP_LAST", "1")

@@ -4,7 +4,6 @@ import errno
 import io
 import logging
 import os
-import random
 import stat
 import subprocess
 from collections import OrderedDict
@@ -12,6 +11,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
+from tests.utils import broken_files as broken
 from vov3d.utils import checkpoint_io as cio
 from vov3d.utils import files
 
@@ -152,31 +152,9 @@ def test_pruning_keeps_the_newest_and_never_counts_later_names(tmp_path):
 # ------------------------------------------------------------------------------------
 # Reading: broken files, unsafe files
 # ------------------------------------------------------------------------------------
-def _truncate(path):
-    with open(path, "r+b") as f:
-        f.truncate(os.path.getsize(path) // 2)
-
-
-def _empty(path):
-    open(path, "wb").close()
-
-
-def _random_bytes(path):
-    with open(path, "wb") as f:
-        f.write(random.Random(0).randbytes(3000))
-
-
-def _flip_tensor_bytes(path):
-    # The zip index stays intact (torch.load succeeds on such a file); only a CRC check sees it.
-    data = bytearray(open(path, "rb").read())
-    middle = len(data) // 2
-    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
-    open(path, "wb").write(bytes(data))
-
-
 @pytest.mark.parametrize("breakage,reason", [
-    (_truncate, "truncated or corrupt"), (_empty, "is empty (0 bytes)"),
-    (_random_bytes, "truncated or corrupt"), (_flip_tensor_bytes, "fails the CRC check")])
+    (broken.truncate, "truncated or corrupt"), (broken.empty, "is empty (0 bytes)"),
+    (broken.random_bytes, "truncated or corrupt"), (broken.flip_tensor_bytes, "fails the CRC check")])
 def test_broken_files_are_corrupt_not_unsafe(tmp_path, breakage, reason):
     path = _saved(tmp_path, 0, n=4000)
     breakage(path)
