@@ -83,7 +83,7 @@ def test_a_full_disk_stops_the_save_and_prunes_nothing(tmp_path, monkeypatch):
     before = open(first, "rb").read()
     monkeypatch.setattr(files.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
     with pytest.raises(CheckpointError, match=r"^no space left on device while writing checkpoint "
-                                              rf"'{checkpoint_path(str(tmp_path), 1)}' \(\d+ bytes;"):
+                                              rf"'{checkpoint_path(str(tmp_path), 1)}' \([\d,]+ bytes;"):
         checkpointer.save(1)
     assert _names(tmp_path) == ["checkpoint_epoch_00001.pyth"] and open(first, "rb").read() == before
 

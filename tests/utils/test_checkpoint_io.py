@@ -100,7 +100,7 @@ def test_disk_full_names_the_file_and_size_and_keeps_older_checkpoints(tmp_path,
         cio.write_checkpoint(target, _state(64, 2))
     message = str(err.value)
     assert message.startswith(f"no space left on device while writing checkpoint '{target}' "
-                              f"({_serialised_size(_state(64, 2))} bytes; ")
+                              f"({_serialised_size(_state(64, 2)):,} bytes; ")
     assert "older checkpoints are intact" in message and "\n" not in message
     assert err.value.__cause__ is None and err.value.__suppress_context__  # one line, no torch chain
     assert _names(tmp_path) == ["checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth"]
@@ -132,9 +132,10 @@ def tiny_tmpfs(tmp_path):
 def test_disk_full_on_a_real_small_file_system(tiny_tmpfs):
     small = _saved(tiny_tmpfs, 0)
     target = cio.checkpoint_path(str(tiny_tmpfs), 1)
+    size = _serialised_size(_state(40000, 1))  # 160 kB of floats
     with pytest.raises(cio.CheckpointError, match=r"^no space left on device while writing checkpoint "
-                                                  rf"'{target}' \({_serialised_size(_state(40000, 1))} bytes; \d+ bytes free"):
-        cio.write_checkpoint(target, _state(40000, 1))  # 160 kB of floats
+                                                  rf"'{target}' \({size:,} bytes; [\d,]+ bytes free there\)"):
+        cio.write_checkpoint(target, _state(40000, 1))
     assert _names(tiny_tmpfs) == ["checkpoint_epoch_00001.pyth"]
     assert torch.load(small, weights_only=True)["epoch"] == 0
 

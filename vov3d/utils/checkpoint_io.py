@@ -97,7 +97,7 @@ def write_checkpoint(path: str, state: Dict) -> int:
         if e.errno not in _FULL:
             raise
         raise CheckpointError(
-            f"{_FULL[e.errno]} while writing checkpoint '{path}' ({len(data)} bytes; "
+            f"{_FULL[e.errno]} while writing checkpoint '{path}' ({len(data):,} bytes; "
             f"{_free_bytes(path)} free there). Nothing was written and the older checkpoints are "
             "intact: free some space (or lower TRAIN.CHECKPOINT_KEEP_LAST) and resume "
             "(TRAIN.AUTO_RESUME True).") from None
@@ -106,7 +106,7 @@ def write_checkpoint(path: str, state: Dict) -> int:
 
 def _free_bytes(path: str) -> str:
     try:
-        return f"{shutil.disk_usage(os.path.dirname(path)).free} bytes"
+        return f"{shutil.disk_usage(os.path.dirname(path)).free:,} bytes"
     except OSError:
         return "unknown space"
 
