@@ -8,7 +8,7 @@ import sys
 import torch
 
 from tests.engine.tiny_parts import make_fake_trainer_class, tiny_cfg
-from vov3d.engine import checkpoint as cu
+from vov3d.engine.runtime import unwrap_model
 from vov3d.engine import distributed as du
 from vov3d.engine.launch import launch_job
 from vov3d.engine.runtime import setup_process
@@ -19,7 +19,7 @@ def job(cfg):
     trainer = make_fake_trainer_class()(cfg)
     trainer.fit()
     mean = du.all_reduce_mean([torch.tensor(float(du.get_rank()))])[0]
-    torch.save({"state": cu.unwrap_model(trainer.model).state_dict(), "rank": du.get_rank(),
+    torch.save({"state": unwrap_model(trainer.model).state_dict(), "rank": du.get_rank(),
                 "world": du.get_world_size(), "local_rank": du.get_local_rank(),
                 "gathered": du.all_gather_object(du.get_rank() * 10), "mean_rank": float(mean),
                 "ddp": hasattr(trainer.model, "module")},

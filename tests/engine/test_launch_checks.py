@@ -10,7 +10,7 @@ from tests.engine.tiny_parts import tiny_cfg
 from vov3d.config import ConfigError, load_config
 from vov3d.datasets.failures import DataLoadError
 from vov3d.engine import launch
-from vov3d.engine.checkpoint import CheckpointError
+from vov3d.utils.checkpoint_io import CheckpointError
 from vov3d.engine.runtime import setup_process
 
 
@@ -111,7 +111,7 @@ def test_user_errors_from_a_real_spawned_process_keep_their_line():
 def test_errors_quoted_from_spawned_processes_are_classified_by_their_final_line():
     quoted = ("\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n"
               '  File "x.py", line 3, in f\n    raise CheckpointError("bad")\n'
-              "vov3d.engine.checkpoint.CheckpointError: cannot resume: OUTPUT_DIR holds another model\n")
+              "vov3d.utils.checkpoint_io.CheckpointError: cannot resume: OUTPUT_DIR holds another model\n")
     assert launch.describe_user_error(RuntimeError(quoted)) == (
         "CheckpointError: cannot resume: OUTPUT_DIR holds another model")
     # A bug whose traceback mentions a user error earlier is still a bug.

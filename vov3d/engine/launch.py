@@ -79,7 +79,7 @@ def prepare_output_dir(cfg: CfgNode) -> None:
 def user_error_types() -> Tuple[type, ...]:
     from vov3d.datasets.failures import DataLoadError
     from vov3d.datasets.lists import ListFormatError
-    from vov3d.engine.checkpoint import CheckpointError
+    from vov3d.utils.checkpoint_io import CheckpointError
     from vov3d.engine.train import LossDivergedError
 
     return ConfigError, CheckpointError, ListFormatError, LossDivergedError, DataLoadError

@@ -9,6 +9,8 @@ from typing import Dict, Optional
 
 import simplejson
 
+from vov3d.utils.files import write_atomic
+
 _FORMAT = "[%(asctime)s][%(levelname)s] %(filename)s: %(lineno)4d: %(message)s"
 _DATEFMT = "%m/%d %H:%M:%S"
 _METRICS_FILE: Optional[str] = None
@@ -90,3 +92,34 @@ def log_json_stats(stats: Dict, logger: Optional[logging.Logger] = None) -> str:
         with open(_METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(line + "\n")
     return line
+
+
+def drop_epoch_records_after(epoch: int) -> int:
+    """Remove from metrics.jsonl the records of training epochs after the 1-based `epoch`
+    (0: every epoch record), and a last line torn by a kill; returns how many went.
+
+    A run resumed from the checkpoint of epoch E trains epoch E + 1 again; the records of a
+    killed attempt that had got past E (its checkpoint never landed) would otherwise stand
+    twice. Records without an epoch (test results) stay. The file is replaced atomically.
+    """
+    if not (_METRICS_FILE and _IS_ROOT and os.path.isfile(_METRICS_FILE)):
+        return 0
+    with open(_METRICS_FILE, encoding="utf-8") as f:
+        lines = f.readlines()
+    kept = [line for line in lines if not _epoch_after(line, epoch)]
+    if kept and not kept[-1].endswith("\n"):
+        kept.pop()  # torn by the kill: the next record would be glued to it
+    if len(kept) != len(lines):
+        write_atomic(_METRICS_FILE, lambda f: f.writelines(kept), binary=False, sync=True)
+        logging.getLogger(__name__).info(
+            "Removed %d record(s) of epochs after %d from %s: that attempt stopped before their "
+            "checkpoint, and they are written again.", len(lines) - len(kept), epoch, _METRICS_FILE)
+    return len(lines) - len(kept)
+
+
+def _epoch_after(line: str, epoch: int) -> bool:
+    try:
+        done = str(simplejson.loads(line).get("epoch", "")).split("/")[0]
+    except (ValueError, AttributeError):
+        return False  # not a record this function wrote: keep it as it is
+    return done.isdigit() and int(done) > epoch

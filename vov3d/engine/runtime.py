@@ -127,6 +127,12 @@ def prepare_model(cfg: CfgNode, train: bool) -> torch.nn.Module:
     return model
 
 
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare module inside (Distributed)DataParallel, whose state dict checkpoints store."""
+    return model.module if isinstance(
+        model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else model
+
+
 def tensorboard_writer(cfg: CfgNode):
     """SummaryWriter on global rank 0 when TENSORBOARD.ENABLE, else None."""
     if not (cfg.TENSORBOARD.ENABLE and du.is_root_proc()):
