@@ -8,6 +8,7 @@ import torch
 
 from tests.conftest import reference_listing
 from tests.engine.tiny_parts import TinyTestNet, tiny_cfg
+from vov3d.config import ConfigError
 from vov3d.engine import checkpoint as cu
 from vov3d.engine.optimizer import construct_optimizer
 from vov3d.utils import files
@@ -142,7 +143,10 @@ def test_weights_only_refusal_and_unsafe_flag(tmp_path):
 
 
 def test_caffe2_type_is_refused(tmp_path):
-    cfg = tiny_cfg(tmp_path, "TRAIN.CHECKPOINT_TYPE", "caffe2")
+    with pytest.raises(ConfigError, match="caffe2 is not supported"):
+        tiny_cfg(tmp_path, "TRAIN.CHECKPOINT_TYPE", "caffe2")  # by validation, before any work
+    cfg = tiny_cfg(tmp_path)
+    cfg.TRAIN.CHECKPOINT_TYPE = "caffe2"  # a config built by hand
     with pytest.raises(cu.CheckpointError, match="caffe2 is not supported"):
         cu.load_for_finetune("x.pkl", TinyTestNet(cfg), cfg)
 
