@@ -78,14 +78,6 @@ def test_wrong_architecture_is_refused(tmp_path):
         load_for_finetune(path, TinyTestNet(cfg), cfg)
 
 
-def test_caffe2_type_is_refused(tmp_path):
-    # Unreachable once config validation refuses CHECKPOINT_TYPE caffe2; the load refuses it too.
-    cfg = tiny_cfg(tmp_path, "TRAIN.CHECKPOINT_TYPE", "caffe2")
-    with pytest.raises(CheckpointError, match=r"TRAIN\.CHECKPOINT_TYPE caffe2 is not supported "
-                                              r"\(TRAIN\.CHECKPOINT_FILE_PATH 'x.pkl'\)"):
-        load_for_finetune("x.pkl", TinyTestNet(cfg), cfg)
-
-
 # ------------------------------------------------------------------------------------
 # Test
 # ------------------------------------------------------------------------------------

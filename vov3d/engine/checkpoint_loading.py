@@ -27,10 +27,8 @@ _NEW_DIR = "Use a new OUTPUT_DIR for this run, or move those checkpoints away."
 
 
 def _read(path: str, cfg: CfgNode, section: str, source: str) -> Dict:
-    """Read with the TRAIN or TEST section's settings (which type, whether trusted)."""
-    if cfg[section].CHECKPOINT_TYPE == "caffe2":
-        raise CheckpointError(f"{section}.CHECKPOINT_TYPE caffe2 is not supported ({source} '{path}'): convert "
-                              "the caffe2 pickle to a PyTorch state dict and use CHECKPOINT_TYPE pytorch.")
+    """Read with the TRAIN or TEST section's settings (whether the file is trusted); config
+    validation has already refused CHECKPOINT_TYPE caffe2."""
     return read_checkpoint(path, unsafe=cfg[section].CHECKPOINT_UNSAFE_LOAD,
                            unsafe_setting=f"{section}.CHECKPOINT_UNSAFE_LOAD", source=source)
 

@@ -18,7 +18,7 @@ from yacs.config import CfgNode
 
 from vov3d.config.merge import ConfigError
 from vov3d.engine import distributed as du
-from vov3d.engine.logging import log_to_file
+from vov3d.engine.logging import log_to_file, write_startup_records
 from vov3d.utils.processes import per_process_batch
 
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -62,6 +62,31 @@ def check_process_batches(cfg: CfgNode) -> None:
                 per_process_batch(cfg, split)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+
+
+def check_registered_names(cfg: CfgNode, datasets: bool = True) -> None:
+    """MODEL.MODEL_NAME, and the datasets of the enabled phases, must be registered; the
+    registries would refuse them only once the processes build the model and loaders."""
+    from vov3d.datasets import DATASET_REGISTRY
+    from vov3d.models import MODEL_REGISTRY
+    from vov3d.utils.registry import UnknownNameError
+
+    names = [("MODEL.MODEL_NAME", MODEL_REGISTRY)]
+    if datasets:
+        names += [(f"{split}.DATASET", DATASET_REGISTRY) for split in ("TRAIN", "TEST") if cfg[split].ENABLE]
+    for key, registry in names:
+        group, name = key.split(".")
+        try:
+            registry.get(cfg[group][name])
+        except UnknownNameError as e:
+            raise ConfigError(f"{key}: {e}") from None
+
+
+def _owns_log_file(cfg: CfgNode) -> bool:
+    """Whether this launcher runs, or spawns, global rank 0 (which writes stdout.log)."""
+    if launched_by_torchrun():
+        return int(os.environ["RANK"]) == 0
+    return cfg.SHARD_ID == 0
 
 
 def prepare_output_dir(cfg: CfgNode) -> None:
@@ -159,12 +184,15 @@ def _spawned_worker(local_rank: int, func: Callable, cfg: CfgNode, init_method: 
 def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) -> None:
     """Run `func(cfg)` on every process of the job described by cfg (or by torchrun).
 
-    Devices, batch split and OUTPUT_DIR are checked first, so a wrong setting costs no
-    model build and leaves no OUTPUT_DIR behind.
+    Devices, batch split, model and dataset names and OUTPUT_DIR are checked first, so a
+    wrong setting costs no model build and leaves no OUTPUT_DIR behind. Then the records
+    logged since start-up (config warnings) go to stdout.log, before any process starts.
     """
     check_devices(cfg)
     check_process_batches(cfg)
+    check_registered_names(cfg)
     prepare_output_dir(cfg)
+    write_startup_records(cfg.OUTPUT_DIR if _owns_log_file(cfg) else None)
     if launched_by_torchrun():
         world_size = int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ["LOCAL_RANK"])

@@ -10,7 +10,7 @@ import torch
 from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
-from vov3d.engine.logging import log_to_file, setup_logging
+from vov3d.engine.logging import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -21,19 +21,6 @@ def setup_process(cfg: CfgNode) -> None:
     torch.manual_seed(cfg.RNG_SEED)
     random.seed(cfg.RNG_SEED)
     setup_logging(cfg.OUTPUT_DIR, is_master=du.is_master_proc(), is_root=du.is_root_proc())
-    if du.is_master_proc():
-        from vov3d.config.load import config_warnings
-
-        # Printed before the log file existed; stdout.log must hold them too (once per
-        # process, not again for the test phase).
-        for message in config_warnings(cfg):
-            key = (os.path.abspath(cfg.OUTPUT_DIR), message)
-            if key not in _RELOGGED:
-                _RELOGGED.add(key)
-                log_to_file(logging.WARNING, "Config: %s", message)  # the console had it already
-
-
-_RELOGGED = set()
 
 
 # Independent random streams derived per (RNG_SEED, epoch, rank); the data loaders use
