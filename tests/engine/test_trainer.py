@@ -236,13 +236,13 @@ def test_auto_resume_into_another_models_output_dir_stops_with_one_error(tmp_pat
     _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "1"))
     path = _ckpt(tmp_path, 1)
     before_warnings = _warnings_logged(tmp_path)
-    cfg = tiny_cfg(tmp_path, "MODEL.MODEL_NAME", "ResumeDropoutNet")
+    cfg = tiny_cfg(tmp_path, "MODEL.MODEL_NAME", "OtherTinyNet")
     setup_process(cfg)
     with pytest.raises(cu.CheckpointError) as err:
         InMemoryTrainer(cfg)
     assert str(err.value) == (
         f"cannot auto-resume from '{path}': OUTPUT_DIR {tmp_path} holds the checkpoints of another experiment "
-        "(MODEL.MODEL_NAME: stored 'TinyTestNet', current 'ResumeDropoutNet'). Use a new OUTPUT_DIR for this "
+        "(MODEL.MODEL_NAME: stored 'TinyTestNet', current 'OtherTinyNet'). Use a new OUTPUT_DIR for this "
         "run, or move those checkpoints away.")
     # No per-tensor (or any other) warning on the way to the error.
     assert _warnings_logged(tmp_path) == before_warnings

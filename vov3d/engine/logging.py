@@ -238,18 +238,19 @@ def drop_epoch_records_after(epoch: int) -> int:
     killed attempt that had got past E (its checkpoint never landed) would otherwise stand
     twice. Records without an epoch (test results) stay. The file is replaced atomically.
     """
-    if not (_METRICS_FILE and _IS_ROOT and os.path.isfile(_METRICS_FILE)):
+    path = _METRICS.path if _METRICS is not None else None
+    if not (path and os.path.isfile(path)):
         return 0
-    with open(_METRICS_FILE, encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         lines = f.readlines()
     kept = [line for line in lines if not _epoch_after(line, epoch)]
     if kept and not kept[-1].endswith("\n"):
         kept.pop()  # torn by the kill: the next record would be glued to it
     if len(kept) != len(lines):
-        write_atomic(_METRICS_FILE, lambda f: f.writelines(kept), binary=False, sync=True)
+        write_atomic(path, lambda f: f.writelines(kept), binary=False, sync=True)
         logging.getLogger(__name__).info(
             "Removed %d record(s) of epochs after %d from %s: that attempt stopped before their "
-            "checkpoint, and they are written again.", len(lines) - len(kept), epoch, _METRICS_FILE)
+            "checkpoint, and they are written again.", len(lines) - len(kept), epoch, path)
     return len(lines) - len(kept)
 
 
