@@ -1,5 +1,6 @@
 """SEVNet: the paper's sizes, the spec's exact counts, module layout and a functional check."""
 import os
+import re
 
 import pytest
 import torch
@@ -7,9 +8,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tests.models.model_helpers import build_on_meta, model_cfg, project_cfg, randomise_bn
+from vov3d.config import ConfigError
 from vov3d.models import build_model
 from vov3d.models.complexity import conv_linear_gflops, count_params
-from vov3d.models.sevnet import SEVBranch, SEVDownsampleModule, SEVModule, SEVNet
+from vov3d.models.resblock import ResBlock
+from vov3d.models.sevnet import SEVBranch, SEVDownsampleModule, SEVNet, sevnet_stage_specs
 
 
 def sev_cfg(g=8, frames=16, classes=174, crop=224, **overrides):
@@ -107,8 +110,9 @@ def test_module_layout():
         assert down.branch2.b.stride == (1, 2, 2) and down.branch2.a.stride == (1, 1, 1)
         # G = 8 channels per group: groups = C / 8, independent of the stage's input width.
         assert down.branch2.b.groups == width // 8
-        for block in list(stage)[1:]:
-            assert isinstance(block, SEVModule) and block.branch2.b.groups == 2 * width // 8
+        for block in list(stage.children())[1:]:
+            assert isinstance(block, ResBlock) and block.branch2.b.groups == 2 * width // 8
+            assert not hasattr(block, "branch1") and not hasattr(block, "relu")  # x + branch2(x)
             assert block.branch2.c.kernel_size == (3, 1, 1) and block.branch2.c.groups == 1
 
 
@@ -155,7 +159,8 @@ def test_downsample_module_matches_functional_reference():
 def test_standard_module_matches_functional_reference():
     torch.manual_seed(1)
     branch = SEVBranch(16, "sev", 4, (1, 1, 1), 2.0, 2.6, se_reduction=0)
-    module = SEVModule(branch, post_add_relu=False).double().eval()
+    module = ResBlock(16, 16, (1, 1, 1), branch, post_add_relu=False).double().eval()
+    assert not hasattr(module, "branch1") and not hasattr(module, "relu")
     randomise_bn(module)
     x = torch.randn(1, 16, 4, 5, 5, dtype=torch.float64)
     with torch.no_grad():
@@ -172,7 +177,8 @@ def test_ablation_branches():
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in (r3.a, r3.b, r3.c)] == [
         (256, 98, (1, 1, 1)), (98, 98, (3, 3, 3)), (98, 256, (1, 1, 1))]
     assert r3.b.stride == (1, 2, 2)
-    with pytest.raises(ValueError, match="GROUP_WIDTH"):
+    with pytest.raises(ConfigError, match="SEVNET.GROUP_WIDTH is 8; expected a divisor of the SEV "
+                                          "branch width 20"):
         SEVBranch(20, "sev", 8, (1, 1, 1), 2.0, 2.6, 0)
 
 
@@ -208,17 +214,28 @@ def test_frozen_bn_statistics_survive_train():
 
 
 @pytest.mark.parametrize("overrides,needle", [
-    ({"SEVNET__BLOCK": "r21d"}, "SEVNET.BLOCK"),
-    ({"SEVNET__DEPTHS": [3, 4, 6]}, "SEVNET.DEPTHS"),
-    ({"SEVNET__SHORTCUT_POOL_KERNEL": 5}, "SEVNET.SHORTCUT_POOL_KERNEL"),
-    ({"SEVNET__CONCAT_ORDER": "main"}, "SEVNET.CONCAT_ORDER"),
-    ({"SEVNET__GROUP_WIDTH": 0}, "SEVNET.GROUP_WIDTH"),
+    ({"SEVNET__BLOCK": "r21d"}, "SEVNET.BLOCK is 'r21d'; expected one of"),
+    ({"SEVNET__DEPTHS": [3, 4, 6]}, "SEVNET.DEPTHS is [3, 4, 6]; expected four stage depths"),
+    ({"SEVNET__SHORTCUT_POOL_KERNEL": 5}, "SEVNET.SHORTCUT_POOL_KERNEL is 5; expected 2 or 3"),
+    ({"SEVNET__CONCAT_ORDER": "main"}, "SEVNET.CONCAT_ORDER is 'main'; expected one of"),
+    ({"SEVNET__GROUP_WIDTH": 0}, "SEVNET.GROUP_WIDTH is 0; expected a positive"),
+    ({"SEVNET__R2PLUS1D_RATIO": 0.0}, "SEVNET.R2PLUS1D_RATIO is 0.0; expected > 0"),
+    ({"SEVNET__R3D_RATIO": -1.0}, "SEVNET.R3D_RATIO is -1.0; expected > 0"),
+    ({"SEVNET__SE": True, "SEVNET__SE_REDUCTION": 0}, "SEVNET.SE_REDUCTION is 0; expected >= 1"),
+    ({"SEVNET__SHORTCUT_BN": False}, "SEVNET.SHORTCUT_ACT is True; expected False when"),
 ])
 def test_bad_config_is_named(overrides, needle):
     cfg = sev_cfg(**overrides)
-    with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
         with torch.device("meta"):
             SEVNet(cfg)
+
+
+def test_stage_specs():
+    stem_dim, specs = sevnet_stage_specs(sev_cfg(g=6, SEVNET__DEPTHS=[2, 1, 3, 1]))
+    assert stem_dim == 24
+    assert [(s.depth, s.dim_in, s.dim_out, s.stride) for s in specs] == [
+        (2, 24, 48, (1, 2, 2)), (1, 48, 96, (1, 2, 2)), (3, 96, 192, (1, 2, 2)), (1, 192, 384, (1, 2, 2))]
 
 
 CONFIGS = {  # config -> (G, frames, classes, exact params)

@@ -226,7 +226,7 @@ def _csn_reference(model, x):
     x = F.relu(_bn_eval(F.conv3d(x, stem.conv.weight, stride=(1, 2, 2), padding=(1, 3, 3)), stem.bn))
     x = F.max_pool3d(x, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
     for n in range(2, 6):
-        for i, block in enumerate(getattr(model, f"s{n}")):
+        for i, block in enumerate(getattr(model, f"s{n}").children()):
             stride = 2 if (i == 0 and n > 2) else 1
             b = block.branch2
             y = F.relu(_bn_eval(F.conv3d(x, b.a.weight), b.a_bn))
@@ -282,7 +282,7 @@ def test_sevnet_network_matches_functional_reference():
     h = cbr(x, stem.conv_xy, stem.bn_xy, stride=(1, 2, 2), padding=(0, 3, 3))
     h = cbr(h, stem.conv, stem.bn, padding=(1, 0, 0))
     for n in range(2, 6):
-        for i, block in enumerate(getattr(model, f"s{n}")):
+        for i, block in enumerate(getattr(model, f"s{n}").children()):
             if i == 0:  # avg-pool (padding counted) -> 1x1x1 -> BN -> ReLU, concatenated first
                 pooled = F.avg_pool3d(h, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
                 h = torch.cat([cbr(pooled, block.branch1, block.branch1_bn),
