@@ -1,5 +1,6 @@
 """A name -> class table whose look-ups ignore case, as dataset names do in PySlowFast."""
-from typing import Callable, Dict, List, Type
+import contextlib
+from typing import Callable, Dict, Iterator, List, Type
 
 
 class Registry:
@@ -28,3 +29,14 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name.lower() in self._entries
+
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator["Registry"]:
+        """Entries registered inside the `with` block are removed when it ends, so tests can
+        register toy classes without leaving them in the package's registry."""
+        saved = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries.clear()
+            self._entries.update(saved)
