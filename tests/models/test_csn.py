@@ -114,6 +114,48 @@ def test_bottleneck_matches_functional_reference(ip):
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 
+def _csn_reference(model, x):
+    """Stem conv 3x7x7 / BN / ReLU / max-pool 1x3x3, bottlenecks whose depthwise conv and
+    shortcut both stride (2,2,2) in the first block of res3-res5, then the head."""
+    stem = model.s1.pathway0_stem
+    x = F.relu(_bn(F.conv3d(x, stem.conv.weight, stride=(1, 2, 2), padding=(1, 3, 3)), stem.bn))
+    x = F.max_pool3d(x, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+    for n in range(2, 6):
+        for i, block in enumerate(getattr(model, f"s{n}").children()):
+            stride = 2 if (i == 0 and n > 2) else 1
+            b = block.branch2
+            y = F.relu(_bn(F.conv3d(x, b.a.weight), b.a_bn))
+            if hasattr(b, "b_pw"):
+                y = _bn(F.conv3d(y, b.b_pw.weight), b.b_pw_bn)
+            y = F.relu(_bn(F.conv3d(y, b.b.weight, stride=stride, padding=1, groups=y.shape[1]),
+                           b.b_bn))
+            y = _bn(F.conv3d(y, b.c.weight), b.c_bn)
+            skip = (_bn(F.conv3d(x, block.branch1.weight, stride=stride), block.branch1_bn)
+                    if hasattr(block, "branch1") else x)
+            x = F.relu(skip + y)
+    return x
+
+
+def _positions_softmax_mean(x, pool, projection):
+    x = F.avg_pool3d(x, pool, stride=1).permute(0, 2, 3, 4, 1)
+    return torch.softmax(F.linear(x, projection.weight, projection.bias), dim=-1).mean(dim=(1, 2, 3))
+
+
+def test_network_matches_functional_reference_with_its_bn_eps():
+    torch.manual_seed(0)
+    cfg = model_cfg("CSN", 5, 8, 32, "CSN", {"DEPTH": 50, "BLOCK": "ir", "BN_EPS": 1e-3})
+    model = build_model(cfg).double().eval()
+    randomise_bn(model)
+    assert model.s1.pathway0_stem.bn.eps == 1e-3
+    x = torch.randn(1, 3, 8, 64, 64, dtype=torch.float64)  # 2 x 2 head positions
+    with torch.no_grad():
+        out = model(x)
+        feats = _csn_reference(model, x)
+    assert feats.shape == (1, 2048, 1, 2, 2)
+    torch.testing.assert_close(out, _positions_softmax_mean(feats, (1, 1, 1), model.head.projection),
+                               rtol=0, atol=1e-12)
+
+
 def test_identity_block_adds_its_input():
     torch.manual_seed(0)
     block = csn_bottleneck(16, 4, 16, (1, 1, 1), False, bn_eps=1e-5).double().eval()

@@ -169,6 +169,44 @@ def test_standard_module_matches_functional_reference():
     assert out.min() < 0  # no ReLU after the addition by default
 
 
+def test_network_matches_functional_reference():
+    torch.manual_seed(0)
+    cfg = model_cfg("SEVNet", 5, 4, 64, "SEVNET", {"GROUP_WIDTH": 4, "SE": True})
+    model = build_model(cfg).double().eval()
+    randomise_bn(model)
+
+    def cbr(x, conv, bn, **kw):
+        return F.relu(F.batch_norm(F.conv3d(x, conv.weight, **kw), bn.running_mean, bn.running_var,
+                                   bn.weight, bn.bias, False, 0.0, bn.eps))
+
+    def branch(x, b, stride):
+        y = cbr(x, b.a, b.a_bn)
+        y = cbr(y, b.b, b.b_bn, stride=stride, padding=(0, 1, 1), groups=y.shape[1] // 4)
+        y = cbr(y, b.c, b.c_bn, padding=(1, 0, 0))
+        s = F.relu(F.conv3d(y.mean(dim=(2, 3, 4), keepdim=True), b.se.fc1.weight, b.se.fc1.bias))
+        return y * torch.sigmoid(F.conv3d(s, b.se.fc2.weight, b.se.fc2.bias))
+
+    x = torch.randn(2, 3, 4, 64, 64, dtype=torch.float64)
+    stem = model.s1.pathway0_stem  # 1x7x7 (stride 2) -> BN -> ReLU -> dense 3x1x1 -> BN -> ReLU
+    h = cbr(x, stem.conv_xy, stem.bn_xy, stride=(1, 2, 2), padding=(0, 3, 3))
+    h = cbr(h, stem.conv, stem.bn, padding=(1, 0, 0))
+    for n in range(2, 6):
+        for i, block in enumerate(getattr(model, f"s{n}").children()):
+            if i == 0:  # avg-pool (padding counted) -> 1x1x1 -> BN -> ReLU, concatenated first
+                pooled = F.avg_pool3d(h, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+                h = torch.cat([cbr(pooled, block.branch1, block.branch1_bn),
+                               branch(h, block.branch2, (1, 2, 2))], dim=1)
+            else:
+                h = h + branch(h, block.branch2, 1)
+    assert h.shape == (2, 256, 4, 2, 2)
+    with torch.no_grad():
+        out = model(x)
+    pooled = F.avg_pool3d(h, (4, 2, 2), stride=1).permute(0, 2, 3, 4, 1)
+    expected = torch.softmax(F.linear(pooled, model.head.projection.weight, model.head.projection.bias),
+                             dim=-1).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
 def test_ablation_branches():
     r2 = SEVBranch(32, "r2plus1d", 8, (1, 2, 2), 2.0, 2.6, 0)
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.groups) for c in (r2.a, r2.b, r2.c)] == [
