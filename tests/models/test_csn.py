@@ -13,7 +13,7 @@ from vov3d.models.complexity import conv_linear_gflops, count_params
 from vov3d.models.csn import CSN, CSNBranch, csn_stage_specs
 from vov3d.models.resblock import ResBlock
 
-# csn.md section 6: exact parameters (400 classes), conv+fc GFLOPs at 32x224^2 and the
+# The published sizes: exact parameters (400 classes), conv+fc GFLOPs at 32x224^2 and the
 # number of state-dict entries / parameter tensors.
 SPEC = {
     ("ir", 50): (13_131_152, 42.31, 320, 161),

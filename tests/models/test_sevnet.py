@@ -23,7 +23,7 @@ def meta_sevnet(**kwargs) -> SEVNet:
     return build_on_meta(sev_cfg(**kwargs))
 
 
-# sevnet.md section 3: (G, frames, classes, extra keys) -> exact params, conv+fc GFLOPs
+# (G, frames, classes, extra keys) -> exact params, conv+fc GFLOPs
 # measured on the spec's prototype, and the paper's (params M, GFLOPs) where published.
 ROWS = [
     (6, 16, 174, {}, 2_512_134, 8.301, (2.5, 8.3)),
@@ -56,7 +56,7 @@ def test_size_matches_spec_and_paper(g, frames, classes, extra, params, gflops, 
 
 
 def closed_form_params(g: int, classes: int) -> int:
-    """sevnet.md 1.6."""
+    """The closed-form parameter count of a SEVNet-G with `classes` classes."""
     c0 = 4 * g
     total = 147 * c0 + 3 * c0 ** 2 + 4 * c0 + 64 * g * classes + classes
     for k, depth in enumerate((3, 4, 6, 3)):
