@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from tests.engine.tiny_parts import make_fake_trainer_class, tiny_cfg
+from tests.engine.tiny_parts import make_fake_trainer_class, tiny_cfg, tiny_model_registered
 from vov3d.engine.runtime import unwrap_model
 from vov3d.engine import distributed as du
 from vov3d.engine.launch import launch_job
@@ -16,8 +16,9 @@ from vov3d.engine.runtime import setup_process
 
 def job(cfg):
     setup_process(cfg)
-    trainer = make_fake_trainer_class()(cfg)
-    trainer.fit()
+    with tiny_model_registered():  # in every rank: spawned ranks do not share a registry
+        trainer = make_fake_trainer_class()(cfg)
+        trainer.fit()
     mean = du.all_reduce_mean([torch.tensor(float(du.get_rank()))])[0]
     torch.save({"state": unwrap_model(trainer.model).state_dict(), "rank": du.get_rank(),
                 "world": du.get_world_size(), "local_rank": du.get_local_rank(),
@@ -31,4 +32,5 @@ if __name__ == "__main__":
     cfg = tiny_cfg(out, "MODEL.FROZEN_BN", "True", "TRAIN.BATCH_SIZE", "16", "SOLVER.MAX_EPOCH", "3",
                    "TRAIN.CHECKPOINT_PERIOD", "3", "DIST_TIMEOUT", "60", *overrides)
     cfg.freeze()
-    launch_job(cfg, init_method, job)
+    with tiny_model_registered():  # the launcher checks MODEL.MODEL_NAME before any work
+        launch_job(cfg, init_method, job)

@@ -1,5 +1,8 @@
-"""A tiny registered model and an in-memory loader that follow the engine's contracts,
-so the loops can be tested without the real models and datasets."""
+"""A tiny model and an in-memory loader that follow the engine's contracts, so the loops
+can be tested without the real models and datasets. The model is registered only inside
+`tiny_model_registered()` (tests/engine/conftest.py holds it open for every engine test)."""
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,7 +31,6 @@ def tiny_cfg(output_dir, *overrides):
     return cfg
 
 
-@MODEL_REGISTRY.register()
 class TinyTestNet(nn.Module):
     """conv -> bn -> pool -> head.projection; eval mode returns softmax like the real heads.
 
@@ -66,9 +68,18 @@ class TinyTestNet(nn.Module):
         return logits.softmax(dim=1)
 
 
-@MODEL_REGISTRY.register()
 class OtherTinyNet(TinyTestNet):
     """Another experiment's model: TinyTestNet's tensors under another name."""
+
+
+@contextlib.contextmanager
+def tiny_model_registered():
+    """TinyTestNet (and OtherTinyNet) are in the model registry (for MODEL.MODEL_NAME) while
+    the block runs."""
+    with MODEL_REGISTRY.scoped():
+        MODEL_REGISTRY.register(TinyTestNet)
+        MODEL_REGISTRY.register(OtherTinyNet)
+        yield
 
 
 class ClipDataset(Dataset):

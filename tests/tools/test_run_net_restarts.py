@@ -41,7 +41,6 @@ class Killed(BaseException):
     """Stands for SIGKILL: not an Exception, so nothing on the way up handles it."""
 
 
-@MODEL_REGISTRY.register()
 class ResumeDropoutNet(nn.Module):
     """conv -> bn -> pool -> dropout -> linear: BN statistics, two optimizer groups and
     dropout draws, the state a resumed run has to reproduce."""
@@ -76,6 +75,13 @@ RNG_SEED: 0
 LOG_PERIOD: 1
 LOG_MODEL_INFO: False
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def resume_dropout_net_registered():
+    with MODEL_REGISTRY.scoped():
+        MODEL_REGISTRY.register(ResumeDropoutNet)
+        yield
 
 
 @pytest.fixture(scope="module")

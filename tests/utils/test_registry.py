@@ -52,3 +52,26 @@ def test_unknown_names_are_user_errors_with_the_closest_name():
     with pytest.raises(UnknownNameError) as err:
         reg.get("slowfast")
     assert "Did you mean" not in str(err.value)
+
+
+def test_scoped_registrations_end_with_the_block_and_keep_the_rest():
+    reg = Registry("model")
+
+    @reg.register()
+    class X3D:
+        pass
+
+    with reg.scoped() as scoped:
+        assert scoped is reg
+
+        @reg.register()
+        class Toy:
+            pass
+
+        assert reg.get("toy") is Toy and reg.names() == ["Toy", "X3D"]
+    assert "toy" not in reg and reg.names() == ["X3D"] and reg.get("x3d") is X3D
+    with pytest.raises(RuntimeError):
+        with reg.scoped():
+            reg.register(Toy)
+            raise RuntimeError("a failing test")
+    assert reg.names() == ["X3D"]

@@ -25,12 +25,6 @@ FILL_MODES = ("zeros", "replicate")
 SE_SCOPES = ("frame", "window")
 
 
-def check_fill(fill: str, key: str = "temporal fill") -> str:
-    if fill not in FILL_MODES:
-        raise ValueError(f"{key} must be one of {', '.join(map(repr, FILL_MODES))}, got {fill!r}.")
-    return fill
-
-
 class ContinualConv3d:
     """A `nn.Conv3d` evaluated frame by frame (input-cache scheme).
 
@@ -66,8 +60,11 @@ class ContinualConv3d:
         if not 0 <= padding[0] <= kernel[0] - 1:
             raise ValueError(f"temporal padding {padding[0]} must be in [0, kernel - 1] "
                              f"for temporal kernel {kernel[0]}.")
+        if fill not in FILL_MODES:
+            raise ValueError(f"temporal fill must be one of {', '.join(map(repr, FILL_MODES))}, "
+                             f"got {fill!r}.")
         self.conv = conv
-        self.fill = check_fill(fill)
+        self.fill = fill
         self.kernel_t = kernel[0]
         self.delay = kernel[0] - 1 - padding[0]
         self.receptive_field = kernel[0]

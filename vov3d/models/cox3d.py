@@ -12,7 +12,7 @@ frame`, the published setting) or the last NUM_FRAMES frames (`window`), and the
 averages the last `COX3D.TEMPORAL_WINDOW` frames (0 = DATA.NUM_FRAMES; 64 gives the
 paper's extended receptive field at no extra cost per frame).
 
-What the stream output is (cox3d.md 1.6): after `delay` frames with no output, the output
+What the stream output is: after `delay` frames with no output, the output
 at frame n equals the same weights run with front-only temporal padding (fill
 `COX3D.TEMPORAL_FILL`) and per-frame SE over the frames seen so far; from frame
 `receptive_field - 1` on it no longer depends on the fill and equals the padding-free
@@ -139,7 +139,6 @@ class CoX3D(X3D):
     """
 
     def __init__(self, cfg):
-        super().__init__(cfg)
         c = cfg.COX3D
         if c.TEMPORAL_FILL not in FILL_MODES:
             raise ConfigError(f"COX3D.TEMPORAL_FILL is {c.TEMPORAL_FILL!r}; expected one of "
@@ -150,6 +149,7 @@ class CoX3D(X3D):
         if c.TEMPORAL_WINDOW < 0:
             raise ConfigError(f"COX3D.TEMPORAL_WINDOW is {c.TEMPORAL_WINDOW}; expected >= 1 "
                               "frames, or 0 for DATA.NUM_FRAMES.")
+        super().__init__(cfg)
         self.temporal_window = c.TEMPORAL_WINDOW or cfg.DATA.NUM_FRAMES
         self.temporal_fill = c.TEMPORAL_FILL
         self.se_scope = c.SE_SCOPE

@@ -1,6 +1,7 @@
 """A name -> class table whose look-ups ignore case, as dataset names do in PySlowFast."""
+import contextlib
 import difflib
-from typing import Callable, Dict, List, Type
+from typing import Callable, Dict, Iterator, List, Type
 
 from vov3d.utils.errors import UserError
 
@@ -43,3 +44,14 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name.lower() in self._entries
+
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator["Registry"]:
+        """Entries registered inside the `with` block are removed when it ends, so tests can
+        register toy classes without leaving them in the package's registry."""
+        saved = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries.clear()
+            self._entries.update(saved)
