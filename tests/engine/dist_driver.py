@@ -12,18 +12,19 @@ from vov3d.engine import checkpoint as cu
 from vov3d.engine import distributed as du
 from vov3d.engine.launch import launch_job
 from vov3d.engine.runtime import setup_process
+from vov3d.utils import comm
 
 
 def job(cfg):
     setup_process(cfg)
     trainer = make_fake_trainer_class()(cfg)
     trainer.fit()
-    mean = du.all_reduce_mean([torch.tensor(float(du.get_rank()))])[0]
-    torch.save({"state": cu.unwrap_model(trainer.model).state_dict(), "rank": du.get_rank(),
-                "world": du.get_world_size(), "local_rank": du.get_local_rank(),
-                "gathered": du.all_gather_object(du.get_rank() * 10), "mean_rank": float(mean),
+    mean = du.all_reduce_mean([torch.tensor(float(comm.get_rank()))])[0]
+    torch.save({"state": cu.unwrap_model(trainer.model).state_dict(), "rank": comm.get_rank(),
+                "world": comm.get_world_size(), "local_rank": comm.get_local_rank(),
+                "gathered": du.all_gather_object(comm.get_rank() * 10), "mean_rank": float(mean),
                 "ddp": hasattr(trainer.model, "module")},
-               f"{cfg.OUTPUT_DIR}/rank{du.get_rank()}.pt")
+               f"{cfg.OUTPUT_DIR}/rank{comm.get_rank()}.pt")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from yacs.config import CfgNode
 
 from vov3d.datasets.registry import build_dataset
 from vov3d.config.merge import ConfigError
+from vov3d.utils import comm
 from vov3d.utils.processes import per_process_batch, processes_per_machine
 
 logger = logging.getLogger(__name__)
@@ -39,14 +39,6 @@ class ShardSampler(Sampler):
 
     def set_epoch(self, epoch: int) -> None:  # evaluation order never changes
         pass
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def epoch_seed(base_seed: int, epoch: int, rank: int) -> int:
@@ -78,11 +70,11 @@ def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
         batch_size = per_process_batch(cfg, split)
     shuffle = split == "train"
     sampler = None
-    if _distributed():
+    if comm.is_distributed():
         if shuffle:
             sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.RNG_SEED)
         else:
-            sampler = ShardSampler(dataset, dist.get_rank(), dist.get_world_size())
+            sampler = ShardSampler(dataset, comm.get_rank(), comm.get_world_size())
     if split == "train":
         per_rank = len(sampler) if sampler is not None else len(dataset)
         if per_rank < batch_size:
@@ -91,7 +83,7 @@ def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
                               f"{processes_per_machine(cfg)} process(es) per machine): no batch would be formed; "
                               "lower TRAIN.BATCH_SIZE.")
     generator = torch.Generator()
-    generator.manual_seed(epoch_seed(cfg.RNG_SEED, 0, _rank()))
+    generator.manual_seed(epoch_seed(cfg.RNG_SEED, 0, comm.get_rank()))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -113,7 +105,7 @@ def shuffle_dataset(loader: DataLoader, epoch: int) -> None:
     (RNG_SEED, epoch, rank) only."""
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
-    seed = epoch_seed(getattr(loader, "base_seed", 0), epoch, _rank())
+    seed = epoch_seed(getattr(loader, "base_seed", 0), epoch, comm.get_rank())
     loader.generator.manual_seed(seed)
     if loader.num_workers == 0:
         # Augmentation then runs in this process: give it the same per-epoch streams.

@@ -19,6 +19,7 @@ from yacs.config import CfgNode
 from vov3d.config.merge import ConfigError
 from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_to_file
+from vov3d.utils import comm
 from vov3d.utils.processes import per_process_batch
 
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -135,7 +136,7 @@ def _run(local_rank: int, local_size: int, rank: int, world_size: int, init_meth
          func: Callable, cfg: CfgNode) -> None:
     if cfg.NUM_GPUS > 0:
         torch.cuda.set_device(local_rank)
-    if world_size > 1 and not du.is_initialized():
+    if world_size > 1 and not comm.is_initialized():
         du.init_process_group(backend=_backend(cfg), init_method=init_method, world_size=world_size,
                               rank=rank, local_rank=local_rank, local_size=local_size,
                               timeout_s=cfg.DIST_TIMEOUT)

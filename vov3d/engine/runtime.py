@@ -11,6 +11,7 @@ from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_to_file, setup_logging
+from vov3d.utils import comm
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +21,8 @@ def setup_process(cfg: CfgNode) -> None:
     np.random.seed(cfg.RNG_SEED)
     torch.manual_seed(cfg.RNG_SEED)
     random.seed(cfg.RNG_SEED)
-    setup_logging(cfg.OUTPUT_DIR, is_master=du.is_master_proc(), is_root=du.is_root_proc())
-    if du.is_master_proc():
+    setup_logging(cfg.OUTPUT_DIR, is_master=comm.is_master_proc(), is_root=comm.is_root_proc())
+    if comm.is_master_proc():
         from vov3d.config.load import config_warnings
 
         # Printed before the log file existed; stdout.log must hold them too (once per
@@ -43,7 +44,7 @@ _STREAMS = {"process": 1, "precise_bn": 2}
 
 def epoch_stream_seed(cfg: CfgNode, epoch: int, stream: str) -> int:
     """Seed of one random stream of one training epoch on this rank."""
-    return int(np.random.SeedSequence([cfg.RNG_SEED, epoch, du.get_rank(), _STREAMS[stream]]).generate_state(1)[0])
+    return int(np.random.SeedSequence([cfg.RNG_SEED, epoch, comm.get_rank(), _STREAMS[stream]]).generate_state(1)[0])
 
 
 def seed_epoch(cfg: CfgNode, epoch: int) -> None:
@@ -94,10 +95,10 @@ def _convert_sync_bn(model: torch.nn.Module, cfg: CfgNode) -> torch.nn.Module:
     The head stays plain BN, as in the reference (its conv_5_bn was built directly).
     State-dict keys are unchanged, so checkpoints stay interchangeable.
     """
-    if cfg.BN.NORM_TYPE != "sync_batchnorm" or du.get_world_size() == 1 or cfg.BN.NUM_SYNC_DEVICES == 1:
+    if cfg.BN.NORM_TYPE != "sync_batchnorm" or comm.get_world_size() == 1 or cfg.BN.NUM_SYNC_DEVICES == 1:
         if cfg.BN.NORM_TYPE == "sync_batchnorm":
             logger.info("BN.NORM_TYPE sync_batchnorm with %d process(es) and NUM_SYNC_DEVICES %d: "
-                        "plain BN statistics per process.", du.get_world_size(), cfg.BN.NUM_SYNC_DEVICES)
+                        "plain BN statistics per process.", comm.get_world_size(), cfg.BN.NUM_SYNC_DEVICES)
         return model
     if cfg.NUM_GPUS == 0:
         logger.warning("SyncBatchNorm needs CUDA; this CPU run keeps plain per-process BN.")
@@ -116,11 +117,11 @@ def prepare_model(cfg: CfgNode, train: bool) -> torch.nn.Module:
     from vov3d.models import build_model
 
     model = build_model(cfg)
-    if cfg.LOG_MODEL_INFO and du.is_master_proc():
+    if cfg.LOG_MODEL_INFO and comm.is_master_proc():
         log_model_info(model, cfg)
     if train:
         model = _convert_sync_bn(model, cfg)
-    if train and du.get_world_size() > 1:
+    if train and comm.get_world_size() > 1:
         dev = torch.cuda.current_device() if cfg.NUM_GPUS > 0 else None
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev] if dev is not None else None, output_device=dev)
@@ -129,7 +130,7 @@ def prepare_model(cfg: CfgNode, train: bool) -> torch.nn.Module:
 
 def tensorboard_writer(cfg: CfgNode):
     """SummaryWriter on global rank 0 when TENSORBOARD.ENABLE, else None."""
-    if not (cfg.TENSORBOARD.ENABLE and du.is_root_proc()):
+    if not (cfg.TENSORBOARD.ENABLE and comm.is_root_proc()):
         return None
     from torch.utils.tensorboard import SummaryWriter
 

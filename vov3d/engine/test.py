@@ -16,6 +16,7 @@ from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_json_stats
 from vov3d.engine.meters import Timer, VideoEnsembleMeter, ensemble_views, format_eta
 from vov3d.engine.runtime import device, prepare_model, setup_process, to_device
+from vov3d.utils import comm
 from vov3d.utils.files import write_atomic
 from vov3d.utils.processes import per_process_batch
 
@@ -47,7 +48,7 @@ def load_test_weights(cfg: CfgNode, model: torch.nn.Module, class_names: Optiona
                       ) -> Tuple[Optional[str], Optional[int]]:
     """Strictly load the chosen checkpoint; refuse random weights unless TEST.ALLOW_RANDOM_INIT."""
     path = source = obj = error = None
-    if du.is_root_proc():
+    if comm.is_root_proc():
         try:
             path, source, obj = _choose(cfg)
         except cu.CheckpointError as e:
@@ -164,7 +165,7 @@ def test(cfg: CfgNode) -> Optional[Dict]:
                 per_process_batch(cfg, "test"))
     local = run_views(cfg, model, loader)
     gathered = du.all_gather_object(local)
-    if not du.is_root_proc():
+    if not comm.is_root_proc():
         return None
 
     meter = VideoEnsembleMeter(dataset.num_videos, cfg.MODEL.NUM_CLASSES, video_path=dataset.video_path)

@@ -21,6 +21,7 @@ from vov3d.engine.runtime import (add_scalars, device, epoch_stream_seed, prepar
                                   setup_process, tensorboard_writer, to_device)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.engine.test import results_path
+from vov3d.utils import comm
 from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
 
@@ -44,7 +45,7 @@ def is_eval_epoch(cfg: CfgNode, epoch: int) -> bool:
 
 def _progress(loader, desc: str):
     """A tqdm bar with ETA on an interactive console; the plain loader in log files."""
-    if not (sys.stdout.isatty() and du.is_master_proc()):
+    if not (sys.stdout.isatty() and comm.is_master_proc()):
         return loader
     from tqdm import tqdm
 
@@ -115,7 +116,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.TRAIN.AUTO_RESUME:
             path = obj = error = None
-            if du.is_root_proc():
+            if comm.is_root_proc():
                 try:
                     path, obj = self._find_resumable()
                 except cu.CheckpointError as e:
@@ -172,7 +173,7 @@ class Trainer:
             logger.warning("The train loader gives %d clips per process; TRAIN.BATCH_SIZE %d over %d "
                            "processes per machine means %d. Reporting the loader's value.",
                            actual, cfg.TRAIN.BATCH_SIZE, processes_per_machine(cfg), expected)
-        world = du.get_world_size()
+        world = comm.get_world_size()
         self.global_batch = actual * world
         logger.info("Batch: %d clips per process x %d processes (%d per machine x %d machines) = global "
                     "batch %d. LR: SOLVER.BASE_LR %g (after any shard/reference-batch scaling), %s, "
@@ -197,7 +198,7 @@ class Trainer:
             save, evaluate = is_checkpoint_epoch(cfg, epoch), is_eval_epoch(cfg, epoch)
             if (save or evaluate) and cfg.BN.USE_PRECISE_STATS:
                 self.precise_bn()
-            if save and du.is_root_proc():
+            if save and comm.is_root_proc():
                 cu.save_checkpoint(cfg.OUTPUT_DIR, self.model, self.optimizer, epoch, cfg, self.scaler,
                                    keep_last=cfg.TRAIN.CHECKPOINT_KEEP_LAST, class_names=self.class_names)
             if evaluate:
@@ -254,7 +255,7 @@ class Trainer:
             top1, top5 = topk_errors(preds.detach(), hard, (1, 5))
             loss_v, top1, top5 = (float(v) for v in du.all_reduce_mean([loss.detach(), top1, top5]))
             meter.update_time(dt_data, net_timer.seconds())
-            meter.update_stats(top1, top5, labels.shape[0] * du.get_world_size(), loss=loss_v, lr=lr)
+            meter.update_stats(top1, top5, labels.shape[0] * comm.get_world_size(), loss=loss_v, lr=lr)
             failures += int(meta["num_failures"].sum()) if "num_failures" in meta else 0
             add_scalars(self.writer, {"Train/loss": loss_v, "Train/lr": lr, "Train/Top1_err": top1,
                                       "Train/Top5_err": top5}, iters * epoch + it)
