@@ -24,7 +24,7 @@ from vov3d.datasets.clip_dataset import MissingSampleError
 from vov3d.datasets.decoder import DecodeError
 from vov3d.datasets.failures import DataLoadError
 from vov3d.datasets.lists import ListFormatError
-from vov3d.datasets.loader import construct_loader, shuffle_dataset
+from vov3d.datasets.loader import construct_loader, set_epoch
 from vov3d.engine.launch import quoted_exception
 
 
@@ -131,7 +131,7 @@ def loader_rate(cfg, split: str, workers: int, max_items: int) -> Tuple[float, i
         raise
     except ValueError as error:  # its only ValueErrors are settings that cannot work
         raise LoaderSetupError(str(error)) from error
-    shuffle_dataset(loader, 0)
+    set_epoch(loader, cfg.RNG_SEED, 0)
     count, start = 0, time.perf_counter()
     for batch in loader:
         count += len(batch[2])

@@ -108,8 +108,4 @@ def make_fake_trainer_class():
             self.val_loader = fake_loader(self.val_videos, batch, shuffle=False, seed=1, drop_last=False)
             self.precise_loader = fake_loader(self.train_videos, batch, shuffle=True)
 
-        def shuffle(self, epoch):
-            if isinstance(self.train_loader.sampler, DistributedSampler):
-                self.train_loader.sampler.set_epoch(epoch)
-
     return InMemoryTrainer

@@ -1,26 +1,23 @@
-"""Per-process set-up shared by training and testing: seeds, logging, devices, batch
-arithmetic, the model as the loops see it (sync BN, DDP) and the TensorBoard writer."""
+"""Per-process set-up shared by training and testing: the initial seed, logging, devices,
+the model as the loops see it (sync BN, DDP) and the TensorBoard writer."""
 import logging
 import os
-import random
 from typing import Optional
 
-import numpy as np
 import torch
 from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_to_file, setup_logging
 from vov3d.utils import comm
+from vov3d.utils.seeding import seed_all
 
 logger = logging.getLogger(__name__)
 
 
 def setup_process(cfg: CfgNode) -> None:
     """Same seed on every rank (identical initial weights), logging by process role."""
-    np.random.seed(cfg.RNG_SEED)
-    torch.manual_seed(cfg.RNG_SEED)
-    random.seed(cfg.RNG_SEED)
+    seed_all(cfg.RNG_SEED)
     setup_logging(cfg.OUTPUT_DIR, is_master=comm.is_master_proc(), is_root=comm.is_root_proc())
     if comm.is_master_proc():
         from vov3d.config.load import config_warnings
@@ -35,29 +32,6 @@ def setup_process(cfg: CfgNode) -> None:
 
 
 _RELOGGED = set()
-
-
-# Independent random streams derived per (RNG_SEED, epoch, rank); the data loaders use
-# SeedSequence([RNG_SEED, epoch, rank]) for theirs, so these carry a fourth word.
-_STREAMS = {"process": 1, "precise_bn": 2}
-
-
-def epoch_stream_seed(cfg: CfgNode, epoch: int, stream: str) -> int:
-    """Seed of one random stream of one training epoch on this rank."""
-    return int(np.random.SeedSequence([cfg.RNG_SEED, epoch, comm.get_rank(), _STREAMS[stream]]).generate_state(1)[0])
-
-
-def seed_epoch(cfg: CfgNode, epoch: int) -> None:
-    """Re-seed this process's global generators at the start of a training epoch.
-
-    Everything random inside the epoch (dropout, augmentation in the main process) then
-    depends on (RNG_SEED, epoch, rank) only, not on how many epochs this process has run,
-    so a run resumed at an epoch boundary repeats the uninterrupted run bit for bit.
-    """
-    seed = epoch_stream_seed(cfg, epoch, "process")
-    torch.manual_seed(seed)  # also every CUDA device
-    np.random.seed(seed % 2 ** 32)
-    random.seed(seed)
 
 
 def device(cfg: CfgNode) -> torch.device:

@@ -17,13 +17,13 @@ from vov3d.engine.logging import log_json_stats
 from vov3d.engine.losses import get_loss_func
 from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
 from vov3d.engine.optimizer import clip_gradients, construct_optimizer
-from vov3d.engine.runtime import (add_scalars, device, epoch_stream_seed, prepare_model, seed_epoch,
-                                  setup_process, tensorboard_writer, to_device)
+from vov3d.engine.runtime import add_scalars, device, prepare_model, setup_process, tensorboard_writer, to_device
 from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.engine.test import results_path
 from vov3d.utils import comm
 from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
+from vov3d.utils.seeding import epoch_seed, seed_all
 
 logger = logging.getLogger(__name__)
 
@@ -92,20 +92,6 @@ class Trainer:
             from vov3d.datasets import build_dataset
 
             build_dataset(self.cfg.TEST.DATASET, self.cfg, "test")
-
-    def shuffle(self, epoch: int) -> None:
-        """Shuffle order and augmentation seeds of the epoch, a function of the epoch only."""
-        from vov3d.datasets.loader import shuffle_dataset
-
-        shuffle_dataset(self.train_loader, epoch)
-        precise = self.precise_loader
-        if precise is not None:
-            # Otherwise its generator runs on from the previous epochs of this process, and
-            # precise BN after a resume would see other batches than without the interruption.
-            if hasattr(precise.sampler, "set_epoch"):
-                precise.sampler.set_epoch(epoch)
-            if getattr(precise, "generator", None) is not None:
-                precise.generator.manual_seed(epoch_stream_seed(self.cfg, epoch, "precise_bn"))
 
     def load_checkpoint(self) -> int:
         """Auto-resume (newest readable checkpoint) > TRAIN.CHECKPOINT_FILE_PATH > scratch.
@@ -192,12 +178,11 @@ class Trainer:
         else:
             logger.info("Start epoch: %d of %d", self.start_epoch + 1, cfg.SOLVER.MAX_EPOCH)
         for epoch in range(self.start_epoch, cfg.SOLVER.MAX_EPOCH):
-            seed_epoch(cfg, epoch)
-            self.shuffle(epoch)
+            self.seed_epoch(epoch)
             self.train_epoch(epoch)
             save, evaluate = is_checkpoint_epoch(cfg, epoch), is_eval_epoch(cfg, epoch)
             if (save or evaluate) and cfg.BN.USE_PRECISE_STATS:
-                self.precise_bn()
+                self.precise_bn(epoch)
             if save and comm.is_root_proc():
                 cu.save_checkpoint(cfg.OUTPUT_DIR, self.model, self.optimizer, epoch, cfg, self.scaler,
                                    keep_last=cfg.TRAIN.CHECKPOINT_KEEP_LAST, class_names=self.class_names)
@@ -207,6 +192,15 @@ class Trainer:
         du.barrier()
         if self.writer is not None:
             self.writer.close()
+
+    def seed_epoch(self, epoch: int) -> None:
+        """Everything random in the epoch (shuffle order, augmentation, dropout) then depends
+        on (RNG_SEED, epoch, rank) only, not on how many epochs this process has run, so a
+        run resumed at an epoch boundary repeats the uninterrupted run bit for bit."""
+        from vov3d.datasets.loader import set_epoch
+
+        seed_all(epoch_seed(self.cfg.RNG_SEED, epoch, comm.get_rank(), "process"))
+        set_epoch(self.train_loader, self.cfg.RNG_SEED, epoch)
 
     def _check_loss(self, loss: torch.Tensor, epoch: int, it: int, lr: float) -> None:
         """Stop every rank together on a non-finite (or exploding) loss, before backward."""
@@ -309,14 +303,18 @@ class Trainer:
         add_scalars(self.writer, {"Val/Top1_err": errors[0], "Val/Top5_err": errors[1]}, epoch + 1)
         self.model.train()
 
-    def precise_bn(self) -> None:
-        """Exact BN statistics over NUM_BATCHES_PRECISE training batches (each rank its own)."""
+    def precise_bn(self, epoch: int) -> None:
+        """Exact BN statistics over NUM_BATCHES_PRECISE training batches (each rank its own),
+        drawn as a function of (RNG_SEED, epoch, rank), like the epoch's own batches."""
         from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
+
+        from vov3d.datasets.loader import set_epoch
 
         model = cu.unwrap_model(self.model)
         if not get_bn_modules(model):
             return
         num = min(self.cfg.BN.NUM_BATCHES_PRECISE, len(self.precise_loader))
+        set_epoch(self.precise_loader, self.cfg.RNG_SEED, epoch, "precise_bn")
         inputs = (to_device(batch[0], self.device) for batch in self.precise_loader)
         logger.info("Precise BN: recomputing BN statistics over %d training batches.", num)
         update_bn_stats(model, inputs, num)
