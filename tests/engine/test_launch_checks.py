@@ -2,6 +2,7 @@
 job's fatal error reaches OUTPUT_DIR/stdout.log."""
 import argparse
 import os
+import socket
 
 import pytest
 import torch
@@ -9,9 +10,12 @@ import torch
 from tests.engine.tiny_parts import tiny_cfg
 from vov3d.config import ConfigError, load_config
 from vov3d.datasets.failures import DataLoadError
+from vov3d.engine import distributed as du
 from vov3d.engine import launch
 from vov3d.engine.checkpoint import CheckpointError
 from vov3d.engine.runtime import setup_process
+from vov3d.utils import comm
+from vov3d.utils.errors import UserError, describe
 
 
 def _never(cfg):
@@ -93,33 +97,50 @@ def test_data_errors_from_loader_workers_are_reduced_to_their_own_line():
     with pytest.raises(DataLoadError) as err:
         next(iter(torch.utils.data.DataLoader(_Unreadable(), num_workers=1)))
     assert "DataLoader worker process" in str(err.value)  # what PyTorch makes of it
-    assert launch.describe_user_error(err.value) == (
+    assert describe(err.value) == (
         "DataLoadError: every attempt to read videos/a.mp4 failed; check DATA.PATH_PREFIX")
 
 
-def _refuse_checkpoint(local_rank):
-    raise CheckpointError(f"rank {local_rank}: cannot resume: OUTPUT_DIR holds another model")
+def _refuse_checkpoint(cfg):
+    setup_process(cfg)
+    if comm.get_rank() == comm.get_world_size() - 1:
+        raise CheckpointError(f"rank {comm.get_rank()}: cannot resume: OUTPUT_DIR holds another model")
+    du.barrier()  # the others wait for the failed rank until the launcher stops them
 
 
-def test_user_errors_from_a_real_spawned_process_keep_their_line():
-    with pytest.raises(Exception) as err:
-        torch.multiprocessing.spawn(_refuse_checkpoint, nprocs=1)
-    assert launch.describe_user_error(err.value) == (
-        "CheckpointError: rank 0: cannot resume: OUTPUT_DIR holds another model")
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def test_errors_quoted_from_spawned_processes_are_classified_by_their_final_line():
-    quoted = ("\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n"
-              '  File "x.py", line 3, in f\n    raise CheckpointError("bad")\n'
-              "vov3d.engine.checkpoint.CheckpointError: cannot resume: OUTPUT_DIR holds another model\n")
-    assert launch.describe_user_error(RuntimeError(quoted)) == (
-        "CheckpointError: cannot resume: OUTPUT_DIR holds another model")
-    # A bug whose traceback mentions a user error earlier is still a bug.
-    chained = quoted + "\nDuring handling of the above exception, another exception occurred:\n\n" \
-        "Traceback (most recent call last):\n  File \"y.py\", line 1, in g\nKeyError: 'x'\n"
-    assert launch.describe_user_error(RuntimeError(chained)) is None
-    assert launch.describe_user_error(CheckpointError("plain")) == "CheckpointError: plain"
-    assert launch.describe_user_error(ValueError("plain")) is None
+def test_user_errors_from_real_spawned_processes_are_raised_as_themselves_and_logged_once(tmp_path):
+    # One process: global rank 0 logs its own failure.
+    with pytest.raises(CheckpointError) as err:
+        launch.spawn_processes(tiny_cfg(tmp_path / "one"), "tcp://127.0.0.1:1", _refuse_checkpoint, nprocs=1)
+    assert type(err.value) is CheckpointError
+    assert describe(err.value) == "CheckpointError: rank 0: cannot resume: OUTPUT_DIR holds another model"
+    assert _log(tmp_path / "one").count("cannot resume") == 1
+    # Two CPU processes (as NUM_GPUS 2 starts them): rank 1 fails, and its launcher logs it.
+    out = tmp_path / "two"
+    out.mkdir()
+    with pytest.raises(CheckpointError, match="^rank 1: cannot resume: OUTPUT_DIR holds another model$"):
+        launch.spawn_processes(tiny_cfg(out), f"tcp://127.0.0.1:{_free_port()}", _refuse_checkpoint, nprocs=2)
+    assert _log(out).count("Rank 1 (local process 1) failed: CheckpointError: rank 1: cannot resume") == 1
+
+
+def _bug(cfg):
+    setup_process(cfg)
+    raise KeyError("missing_layer")
+
+
+def test_bugs_in_spawned_processes_keep_their_traceback(tmp_path):
+    with pytest.raises(torch.multiprocessing.ProcessRaisedException) as err:
+        launch.spawn_processes(tiny_cfg(tmp_path), "tcp://127.0.0.1:1", _bug, nprocs=1)
+    assert "Traceback" in str(err.value) and "KeyError: 'missing_layer'" in str(err.value)
+    assert not isinstance(err.value, UserError)
+    log = _log(tmp_path)
+    assert log.count("KeyError: 'missing_layer'") == 1 and "The job failed with KeyError" in log
 
 
 def test_a_failing_job_writes_its_traceback_to_stdout_log(tmp_path):
@@ -134,10 +155,9 @@ def test_a_failing_job_writes_its_traceback_to_stdout_log(tmp_path):
     assert "Traceback (most recent call last)" in text and "RuntimeError: disk on fire" in text
     assert text.count("RuntimeError: disk on fire") == 1
     # A second report of the same exception (run_net after launch_job) adds nothing.
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(RuntimeError):
         launch.launch_job(cfg, "tcp://localhost:9999", job)
-    launch.log_failure(err.value)
-    assert _log(tmp_path).count("RuntimeError: disk on fire") == 2
+    assert _log(tmp_path).count("RuntimeError: disk on fire") == 2  # once per failure
 
 
 def test_user_errors_are_one_line_in_stdout_log(tmp_path):
@@ -162,7 +182,7 @@ def test_spawned_gpu_workers_log_their_failure_too(tmp_path, monkeypatch):
 
     cfg = tiny_cfg(tmp_path, "NUM_GPUS", "1")
     with pytest.raises(KeyError):
-        launch._spawned_worker(0, job, cfg, "tcp://localhost:9999")
+        launch._spawned_worker(0, 1, job, cfg, "tcp://localhost:9999", str(tmp_path))
     assert "KeyError: 'missing_layer'" in _log(tmp_path)
 
 

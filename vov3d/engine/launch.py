@@ -10,16 +10,19 @@ Three ways in:
 """
 import logging
 import os
-import re
-from typing import Callable, Optional, Tuple
+import pickle
+import sys
+import tempfile
+from typing import Callable
 
 import torch
 from yacs.config import CfgNode
 
 from vov3d.config.merge import ConfigError
 from vov3d.engine import distributed as du
-from vov3d.engine.logging import log_to_file
+from vov3d.engine.logging import append_to_log_file, log_to_file
 from vov3d.utils import comm
+from vov3d.utils.errors import UserError, describe
 from vov3d.utils.processes import per_process_batch
 
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -76,60 +79,15 @@ def prepare_output_dir(cfg: CfgNode) -> None:
                           f"({e.strerror or e}).") from None
 
 
-# Errors about the user's data, files and settings: reported in one line, no traceback.
-def user_error_types() -> Tuple[type, ...]:
-    from vov3d.datasets.failures import DataLoadError
-    from vov3d.datasets.lists import ListFormatError
-    from vov3d.engine.checkpoint import CheckpointError
-    from vov3d.engine.train import LossDivergedError
-
-    return ConfigError, CheckpointError, ListFormatError, LossDivergedError, DataLoadError
-
-
-def quoted_exception(text: str) -> Optional[Tuple[str, str]]:
-    """(type name without its module, message) of the exception that ends a traceback quoted
-    in `text`: a DataLoader worker or a spawned process re-raises a child's error with its
-    formatted traceback as the message. None when `text` quotes no traceback."""
-    start = text.rfind("Traceback (most recent call last):")
-    if start < 0:
-        return None
-    lines = text[start:].splitlines()[1:]
-    for i, line in enumerate(lines):
-        if line and not line[0].isspace():
-            match = re.match(r"(?:\w+\.)*(\w+)(?:: (.*))?\Z", "\n".join(lines[i:]).strip(), re.S)
-            return (match.group(1), (match.group(2) or "").strip()) if match else None
-    return None
-
-
-def describe_user_error(exc: BaseException) -> Optional[str]:
-    """'Name: message' for a user error (also one quoted from a worker or spawned process),
-    None for anything else (a bug or an environment failure, which keeps its traceback)."""
-    types = user_error_types()
-    quoted = quoted_exception(str(exc))
-    if quoted is not None and quoted[0] in {t.__name__ for t in types}:
-        return f"{quoted[0]}: {quoted[1]}"
-    if isinstance(exc, types):
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 def log_failure(exc: BaseException) -> None:
-    """Put why the job died into OUTPUT_DIR/stdout.log (once), when this process writes it."""
-    if getattr(exc, "_vov3d_logged", False):
-        return
-    message = describe_user_error(exc) if isinstance(exc, Exception) else None
-    if message is not None:
-        written = log_to_file(logging.ERROR, "%s", message)
+    """Put why the job died into OUTPUT_DIR/stdout.log, when this process writes it."""
+    if isinstance(exc, UserError):
+        log_to_file(logging.ERROR, "%s", describe(exc))
     elif isinstance(exc, KeyboardInterrupt):
-        written = log_to_file(logging.ERROR, "Interrupted (KeyboardInterrupt).")
+        log_to_file(logging.ERROR, "Interrupted (KeyboardInterrupt).")
     else:
-        written = log_to_file(logging.ERROR, "The job failed with %s:", type(exc).__name__,
-                              exc_info=(type(exc), exc, exc.__traceback__))
-    if written:
-        try:
-            exc._vov3d_logged = True
-        except AttributeError:
-            pass
+        log_to_file(logging.ERROR, "The job failed with %s:", type(exc).__name__,
+                    exc_info=(type(exc), exc, exc.__traceback__))
 
 
 def _run(local_rank: int, local_size: int, rank: int, world_size: int, init_method: str,
@@ -143,18 +101,58 @@ def _run(local_rank: int, local_size: int, rank: int, world_size: int, init_meth
     try:
         func(cfg)
     except BaseException as e:
-        # Here, not in run_net: spawned processes have the log file, their parent does not.
+        # Here, in the process that keeps the log file (a spawned one, possibly); nothing on
+        # the way up logs it again.
         log_failure(e)
         raise
 
 
-def _spawned_worker(local_rank: int, func: Callable, cfg: CfgNode, init_method: str) -> None:
-    procs = cfg.NUM_GPUS
+# The exit status of a spawned process that stopped on a user error. It wrote the error to
+# OUTPUT_DIR/stdout.log if it keeps that file, and pickled it for the launcher to re-raise.
+USER_ERROR_EXIT = 3
+
+
+def _spawned_worker(local_rank: int, local_size: int, func: Callable, cfg: CfgNode, init_method: str,
+                    reports: str) -> None:
     try:
-        _run(local_rank, procs, cfg.SHARD_ID * procs + local_rank, procs * cfg.NUM_SHARDS,
+        _run(local_rank, local_size, cfg.SHARD_ID * local_size + local_rank, local_size * cfg.NUM_SHARDS,
              init_method, func, cfg)
+    except UserError as e:
+        try:
+            pickle.loads(pickle.dumps(e))
+        except Exception:  # an error that cannot travel keeps torch's traceback report
+            raise e from None
+        with open(os.path.join(reports, f"{local_rank}.pkl"), "wb") as f:
+            pickle.dump(e, f)
+        sys.exit(USER_ERROR_EXIT)
     finally:
         du.destroy_process_group()
+
+
+def spawn_processes(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None], nprocs: int) -> None:
+    """Run `func(cfg)` in `nprocs` new processes of this machine (one per GPU).
+
+    A process stopped by a user error has it re-raised here as itself, so the command line
+    reports it in one line. Global rank 0 writes its own failure to OUTPUT_DIR/stdout.log;
+    the failure of any other process is written there from here.
+    """
+    with tempfile.TemporaryDirectory(prefix="vov3d-spawn-") as reports:
+        try:
+            torch.multiprocessing.spawn(_spawned_worker, nprocs=nprocs, daemon=False,
+                                        args=(nprocs, func, cfg, init_method, reports))
+        except (torch.multiprocessing.ProcessExitedException, torch.multiprocessing.ProcessRaisedException) as e:
+            error: BaseException = e
+            report = os.path.join(reports, f"{e.error_index}.pkl")
+            if getattr(e, "exit_code", None) == USER_ERROR_EXIT and os.path.isfile(report):
+                with open(report, "rb") as f:
+                    error = pickle.load(f)
+            rank = cfg.SHARD_ID * nprocs + e.error_index
+            if rank != 0:
+                append_to_log_file(cfg.OUTPUT_DIR, logging.ERROR, "Rank %d (local process %d) failed: %s", rank,
+                                   e.error_index, describe(error) if isinstance(error, UserError) else error)
+            if error is e:
+                raise
+            raise error from None
 
 
 def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) -> None:
@@ -163,9 +161,13 @@ def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) 
     Devices, batch split and OUTPUT_DIR are checked first, so a wrong setting costs no
     model build and leaves no OUTPUT_DIR behind.
     """
-    check_devices(cfg)
-    check_process_batches(cfg)
-    prepare_output_dir(cfg)
+    try:
+        check_devices(cfg)
+        check_process_batches(cfg)
+        prepare_output_dir(cfg)
+    except UserError as e:
+        log_failure(e)  # reaches stdout.log when an earlier phase of this process opened it
+        raise
     if launched_by_torchrun():
         world_size = int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ["LOCAL_RANK"])
@@ -174,8 +176,7 @@ def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) 
         # torchrun processes, and re-creating an env:// rendezvous on the same port races.
         _run(local_rank, local_size, int(os.environ["RANK"]), world_size, "env://", func, cfg)
     elif cfg.NUM_GPUS > 1:
-        torch.multiprocessing.spawn(_spawned_worker, nprocs=cfg.NUM_GPUS,
-                                    args=(func, cfg, init_method), daemon=False)
+        spawn_processes(cfg, init_method, func, cfg.NUM_GPUS)
     else:
         world_size = cfg.NUM_SHARDS
         try:
