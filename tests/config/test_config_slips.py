@@ -151,3 +151,12 @@ def test_precise_bn_needs_at_least_one_batch():
     cfg = get_cfg()
     merge_overrides(cfg, ["BN.USE_PRECISE_STATS", "False", "BN.NUM_BATCHES_PRECISE", "0"])
     assert_and_infer_cfg(cfg)  # unused when precise BN is off
+
+
+@pytest.mark.parametrize("key", ["DIST_TIMEOUT", "DIST_INIT_TIMEOUT"])
+def test_distributed_waits_must_be_positive(key):
+    cfg = get_cfg()
+    assert cfg.DIST_INIT_TIMEOUT == 300 and cfg.DIST_TIMEOUT == 1800  # minutes to join, half an hour per collective
+    merge_overrides(cfg, [key, "0"])
+    with pytest.raises(ConfigError, match=f"invalid value for '{key}': 0; expected > 0 seconds"):
+        assert_and_infer_cfg(cfg)

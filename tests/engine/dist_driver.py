@@ -1,8 +1,11 @@
 """Train the tiny model through `launch_job` and save each rank's final weights.
 
-    dist_driver.py OUT INIT_METHOD [KEY VALUE ...]   (one process, under torchrun, or one per shard)
-Each rank writes OUT/rank<r>.pt with its weights and its view of the process layout.
+    dist_driver.py OUT INIT_METHOD [--die RANK] [--wait-log-period S] [KEY VALUE ...]
+(one process, under torchrun, or one per shard). Each rank writes OUT/rank<r>.pt with its
+weights and its view of the process layout. `--die RANK`: that rank's process ends abruptly
+(as if killed) in its third training iteration.
 """
+import os
 import sys
 
 import torch
@@ -14,10 +17,25 @@ from vov3d.engine.launch import launch_job
 from vov3d.engine.runtime import setup_process
 from vov3d.utils import comm
 
+DIE_RANK = -1
+
+
+def _die_in_third_iteration(model):
+    forward = model.forward
+
+    def dying(x):
+        if model.training and model.calls == 2:
+            os._exit(9)
+        return forward(x)
+
+    model.forward = dying
+
 
 def job(cfg):
     setup_process(cfg)
     trainer = make_fake_trainer_class()(cfg)
+    if comm.get_rank() == DIE_RANK:
+        _die_in_third_iteration(cu.unwrap_model(trainer.model))
     trainer.fit()
     mean = du.all_reduce_mean([torch.tensor(float(comm.get_rank()))])[0]
     torch.save({"state": cu.unwrap_model(trainer.model).state_dict(), "rank": comm.get_rank(),
@@ -28,8 +46,16 @@ def job(cfg):
 
 
 if __name__ == "__main__":
-    out, init_method, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
+    out, init_method, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
+    while rest and rest[0].startswith("--"):
+        flag, value, rest = rest[0], rest[1], rest[2:]
+        if flag == "--die":
+            DIE_RANK = int(value)
+        elif flag == "--wait-log-period":
+            du.WAIT_LOG_PERIOD_S = float(value)
+        else:
+            raise SystemExit(f"unknown flag {flag}")
     cfg = tiny_cfg(out, "MODEL.FROZEN_BN", "True", "TRAIN.BATCH_SIZE", "16", "SOLVER.MAX_EPOCH", "3",
-                   "TRAIN.CHECKPOINT_PERIOD", "3", "DIST_TIMEOUT", "60", *overrides)
+                   "TRAIN.CHECKPOINT_PERIOD", "3", "DIST_TIMEOUT", "60", "TEST.ENABLE", "False", *rest)
     cfg.freeze()
     launch_job(cfg, init_method, job)

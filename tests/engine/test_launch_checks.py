@@ -11,7 +11,7 @@ from tests.engine.tiny_parts import tiny_cfg
 from vov3d.config import ConfigError, load_config
 from vov3d.datasets.failures import DataLoadError
 from vov3d.engine import distributed as du
-from vov3d.engine import launch
+from vov3d.engine import launch, preflight
 from vov3d.engine.checkpoint import CheckpointError
 from vov3d.engine.runtime import setup_process
 from vov3d.utils import comm
@@ -20,6 +20,11 @@ from vov3d.utils.errors import UserError, describe
 
 def _never(cfg):
     raise AssertionError("the job must not start")
+
+
+def train_cfg(out, *overrides):
+    """A training-only job: no test lists to read before it starts."""
+    return tiny_cfg(out, "TEST.ENABLE", "False", *overrides)
 
 
 def _log(out):
@@ -43,15 +48,15 @@ def test_more_gpus_than_the_machine_has_are_refused(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="NUM_GPUS is 4 but this machine has 2 CUDA device"):
         launch.launch_job(tiny_cfg(tmp_path / "out", "NUM_GPUS", "4"), "tcp://localhost:9999", _never)
     assert not (tmp_path / "out").exists()
-    launch.check_devices(tiny_cfg(tmp_path, "NUM_GPUS", "2"))  # as many as there are: fine
+    preflight.check_devices(tiny_cfg(tmp_path, "NUM_GPUS", "2"))  # as many as there are: fine
 
 
 def test_output_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "out").write_text("not a folder")
     with pytest.raises(ConfigError, match="OUTPUT_DIR '.*out' exists and is not a directory"):
-        launch.launch_job(tiny_cfg(tmp_path / "out"), "tcp://localhost:9999", _never)
+        launch.launch_job(train_cfg(tmp_path / "out"), "tcp://localhost:9999", _never)
     with pytest.raises(ConfigError, match="OUTPUT_DIR '.*sub': cannot create"):
-        launch.launch_job(tiny_cfg(tmp_path / "out" / "sub"), "tcp://localhost:9999", _never)
+        launch.launch_job(train_cfg(tmp_path / "out" / "sub"), "tcp://localhost:9999", _never)
 
 
 def _torchrun_env(monkeypatch, local_size, world_size):
@@ -74,15 +79,15 @@ def test_torchrun_cpu_batches_must_split_over_the_processes(tmp_path, monkeypatc
 
 def test_batch_check_counts_only_enabled_phases_and_this_machine(tmp_path, monkeypatch):
     _torchrun_env(monkeypatch, local_size=2, world_size=4)
-    launch.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "6", "TEST.BATCH_SIZE", "2"))
-    launch.check_process_batches(tiny_cfg(tmp_path, "TEST.ENABLE", "False", "TEST.BATCH_SIZE", "3"))
+    preflight.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "6", "TEST.BATCH_SIZE", "2"))
+    preflight.check_process_batches(tiny_cfg(tmp_path, "TEST.ENABLE", "False", "TEST.BATCH_SIZE", "3"))
     with pytest.raises(ConfigError, match=r"TRAIN.BATCH_SIZE 3 .* its 2 processes \(LOCAL_WORLD_SIZE 2\); "
                                           r"e.g. TRAIN.BATCH_SIZE 2"):
-        launch.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "3"))
+        preflight.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "3"))
     monkeypatch.delenv("LOCAL_WORLD_SIZE")  # launcher and loaders then take all 4 as one machine
-    launch.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "8", "TEST.BATCH_SIZE", "4"))
+    preflight.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "8", "TEST.BATCH_SIZE", "4"))
     with pytest.raises(ConfigError, match=r"its 4 processes"):
-        launch.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "6"))
+        preflight.check_process_batches(tiny_cfg(tmp_path, "TRAIN.BATCH_SIZE", "6"))
 
 
 class _Unreadable(torch.utils.data.Dataset):
@@ -148,7 +153,7 @@ def test_a_failing_job_writes_its_traceback_to_stdout_log(tmp_path):
         setup_process(cfg)
         raise RuntimeError("disk on fire")
 
-    cfg = tiny_cfg(tmp_path)
+    cfg = train_cfg(tmp_path)
     with pytest.raises(RuntimeError, match="disk on fire"):
         launch.launch_job(cfg, "tcp://localhost:9999", job)
     text = _log(tmp_path)
@@ -166,7 +171,7 @@ def test_user_errors_are_one_line_in_stdout_log(tmp_path):
         raise CheckpointError("cannot resume from /x.pyth")
 
     with pytest.raises(CheckpointError):
-        launch.launch_job(tiny_cfg(tmp_path), "tcp://localhost:9999", job)
+        launch.launch_job(train_cfg(tmp_path), "tcp://localhost:9999", job)
     text = _log(tmp_path)
     assert "CheckpointError: cannot resume from /x.pyth" in text and "Traceback" not in text
 

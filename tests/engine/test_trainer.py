@@ -141,21 +141,3 @@ def test_testing_random_weights_is_refused(tmp_path):
         load_test_weights(cfg, TinyTestNet(cfg))
     allowed = tiny_cfg(tmp_path, "TEST.ALLOW_RANDOM_INIT", "True")
     assert load_test_weights(allowed, TinyTestNet(allowed)) == (None, None)
-
-
-def test_results_path_refuses_a_directory_before_the_test(tmp_path):
-    from vov3d.config import ConfigError
-    from vov3d.engine.test import results_path
-
-    (tmp_path / "sub").mkdir()
-    for value in ("sub", "sub/", str(tmp_path / "sub")):
-        with pytest.raises(ConfigError, match=r"TEST.SAVE_RESULTS_PATH .* is a directory"):
-            results_path(tiny_cfg(tmp_path, "TEST.SAVE_RESULTS_PATH", value))
-    assert results_path(tiny_cfg(tmp_path, "TEST.SAVE_RESULTS_PATH", "preds.pkl")) == str(tmp_path / "preds.pkl")
-    assert results_path(tiny_cfg(tmp_path)) is None
-    # A train + test run refuses it before training (no checkpoint gets written).
-    from vov3d.engine.train import train
-    with pytest.raises(ConfigError, match=r"TEST.SAVE_RESULTS_PATH 'sub' is a directory"):
-        train(tiny_cfg(tmp_path / "run", "TEST.ENABLE", "True", "TEST.SAVE_RESULTS_PATH", "sub",
-                       "OUTPUT_DIR", str(tmp_path)))
-    assert cu.list_checkpoints(str(tmp_path)) == []

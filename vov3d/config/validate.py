@@ -65,6 +65,8 @@ def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
     _require(0 <= cfg.SHARD_ID < cfg.NUM_SHARDS, "SHARD_ID", cfg.SHARD_ID,
              f"0 <= SHARD_ID < NUM_SHARDS ({cfg.NUM_SHARDS})")
     _require(cfg.LOG_PERIOD >= 1, "LOG_PERIOD", cfg.LOG_PERIOD, ">= 1")
+    for key in ("DIST_TIMEOUT", "DIST_INIT_TIMEOUT"):
+        _require(cfg[key] > 0, key, cfg[key], "> 0 seconds")
     if cfg.NUM_GPUS == 0:
         # launch_job joins CPU processes with gloo whatever this says; the dump in stdout.log
         # and in checkpoints should show what runs.

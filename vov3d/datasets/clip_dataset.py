@@ -1,8 +1,8 @@
 """What every dataset shares: the item layout, retries, failure reporting, spatial sampling
 and multi-view testing from one decode.
 
-A dataset subclass lists its videos and labels (`_load_index`) and turns clip requests into
-a frame bank (`_read_clips`). Requests are `(clip_idx, num_clips)`: TRAIN_CLIP = the
+A dataset subclass reads its list files (`_read_index`, also usable without building the
+dataset, through `load_index`) and turns clip requests into a frame bank (`_read_clips`). Requests are `(clip_idx, num_clips)`: TRAIN_CLIP = the
 training (val: reference) temporal sampling, CENTRE_CLIP = deterministic centre (val with
 DATA.DETERMINISTIC_VAL), `i >= 0` = temporal test view i of num_clips.
 
@@ -14,6 +14,7 @@ Items (one per video in every split):
 import logging
 import os
 import random
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -40,6 +41,17 @@ def require_sample_file(path: str, what: str = "video") -> None:
         raise MissingSampleError(f"{what} file missing or empty: {path}")
 
 
+@dataclass
+class VideoIndex:
+    """What the list files of a split say: a printable location and a label per video, the
+    class names in label order when the lists give them, and the frame files of each video
+    for datasets of frame folders."""
+    paths: List[str]
+    labels: List[int]
+    class_names: Optional[List[str]] = None
+    frames: Optional[List[List[str]]] = None
+
+
 class ClipDataset(torch.utils.data.Dataset):
     # Channel order of the decoded frames ("rgb" or "bgr"); REVERSE_INPUT_CHANNEL flips it.
     channel_order = "rgb"
@@ -57,18 +69,25 @@ class ClipDataset(torch.utils.data.Dataset):
         self.num_spatial_crops = cfg.TEST.NUM_SPATIAL_CROPS if split == "test" else 1
         self.deterministic_val = split == "val" and cfg.DATA.DETERMINISTIC_VAL
         self.failures = FailureLog(cfg.OUTPUT_DIR)
-        self._paths: List[str] = []
-        self._labels: List[int] = []
-        self._load_index()
-        if not self._paths:
-            raise ValueError(f"{type(self).__name__} {split} split is empty: its list files in "
-                             f"DATA.PATH_TO_DATA_DIR {cfg.DATA.PATH_TO_DATA_DIR!r} name no videos.")
+        self.index = self.load_index(cfg, split)
+        self._paths, self._labels = self.index.paths, self.index.labels
+        self.class_names = self.index.class_names
         logger.info("%s %s: %d videos, %d view(s) per video.", type(self).__name__, split,
                     len(self._paths), self.num_views)
 
+    @classmethod
+    def load_index(cls, cfg: CfgNode, split: str) -> VideoIndex:
+        """Read and check the list files of a split (nothing is decoded): every error names
+        the file, so bad lists can be refused before any work."""
+        index = cls._read_index(cfg, split)
+        if not index.paths:
+            raise ValueError(f"{cls.__name__} {split} split is empty: its list files in "
+                             f"DATA.PATH_TO_DATA_DIR {cfg.DATA.PATH_TO_DATA_DIR!r} name no videos.")
+        return index
+
     # ------------------------------------------------------------------ subclass hooks
-    def _load_index(self) -> None:
-        """Fill self._paths (one printable location per video) and self._labels."""
+    @classmethod
+    def _read_index(cls, cfg: CfgNode, split: str) -> VideoIndex:
         raise NotImplementedError
 
     def _read_clips(self, index: int, clips: Sequence[Tuple[int, int]]) -> FrameBank:

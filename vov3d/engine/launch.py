@@ -13,70 +13,21 @@ import os
 import pickle
 import sys
 import tempfile
-from typing import Callable
+from typing import Callable, Optional, Tuple
 
 import torch
+from torch.multiprocessing.spawn import ProcessException
 from yacs.config import CfgNode
 
-from vov3d.config.merge import ConfigError
 from vov3d.engine import distributed as du
+from vov3d.engine import preflight
 from vov3d.engine.logging import append_to_log_file, log_to_file
 from vov3d.utils import comm
 from vov3d.utils.errors import UserError, describe
-from vov3d.utils.processes import per_process_batch
-
-_ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-
-
-def launched_by_torchrun() -> bool:
-    return all(k in os.environ for k in _ENV_KEYS)
-
 
 def _backend(cfg: CfgNode) -> str:
     # assert_and_infer_cfg already says gloo for CPU configs; configs built by hand may not.
     return cfg.DIST_BACKEND if cfg.NUM_GPUS > 0 else "gloo"
-
-
-def check_devices(cfg: CfgNode) -> None:
-    """NUM_GPUS must exist on this machine; CUDA calls would fail later with a raw traceback."""
-    if cfg.NUM_GPUS <= 0:
-        return
-    if not torch.cuda.is_available():
-        raise ConfigError(f"NUM_GPUS is {cfg.NUM_GPUS} but CUDA is not available on this machine "
-                          "(torch.cuda.is_available() is False); use NUM_GPUS 0 for the CPU.")
-    found = torch.cuda.device_count()
-    if cfg.NUM_GPUS > found:
-        raise ConfigError(f"NUM_GPUS is {cfg.NUM_GPUS} but this machine has {found} CUDA device(s); "
-                          f"set NUM_GPUS to at most {found}, or use NUM_GPUS 0 for the CPU.")
-
-
-def check_process_batches(cfg: CfgNode) -> None:
-    """Each enabled phase's batch must split evenly over this machine's processes.
-
-    The loaders check the same, but only after the model is built (in every rank).
-    """
-    if launched_by_torchrun() and cfg.NUM_GPUS > 0:
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
-        if local != cfg.NUM_GPUS:
-            raise ConfigError(f"torchrun started {local} processes per machine but NUM_GPUS is "
-                              f"{cfg.NUM_GPUS}; they must agree (one process per GPU).")
-    for split in ("train", "test"):
-        if cfg[split.upper()].ENABLE:
-            try:
-                per_process_batch(cfg, split)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-
-
-def prepare_output_dir(cfg: CfgNode) -> None:
-    out = cfg.OUTPUT_DIR
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"OUTPUT_DIR '{out}' exists and is not a directory; choose another OUTPUT_DIR.")
-    try:
-        os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"OUTPUT_DIR '{out}': cannot create {os.path.join(out, 'checkpoints')} "
-                          f"({e.strerror or e}).") from None
 
 
 def log_failure(exc: BaseException) -> None:
@@ -97,14 +48,23 @@ def _run(local_rank: int, local_size: int, rank: int, world_size: int, init_meth
     if world_size > 1 and not comm.is_initialized():
         du.init_process_group(backend=_backend(cfg), init_method=init_method, world_size=world_size,
                               rank=rank, local_rank=local_rank, local_size=local_size,
-                              timeout_s=cfg.DIST_TIMEOUT)
+                              timeout_s=cfg.DIST_TIMEOUT, init_timeout_s=cfg.DIST_INIT_TIMEOUT)
     try:
         func(cfg)
     except BaseException as e:
-        # Here, in the process that keeps the log file (a spawned one, possibly); nothing on
-        # the way up logs it again.
-        log_failure(e)
+        lost = du.lost_rank_error(e, _resume_advice(cfg))
+        # Logged here, in the process that may keep stdout.log; nothing on the way up logs it again.
+        log_failure(lost or e)
+        if lost is not None:
+            raise lost from e
         raise
+
+
+def _resume_advice(cfg: CfgNode) -> str:
+    how = ("auto-resume" if cfg.TRAIN.AUTO_RESUME else
+           "with TRAIN.AUTO_RESUME True, auto-resume")
+    return (f"Its own output says why it stopped. Then run the same command again: {how} continues from "
+            f"the last checkpoint in {os.path.join(cfg.OUTPUT_DIR, 'checkpoints')}.")
 
 
 # The exit status of a spawned process that stopped on a user error. It wrote the error to
@@ -129,46 +89,49 @@ def _spawned_worker(local_rank: int, local_size: int, func: Callable, cfg: CfgNo
         du.destroy_process_group()
 
 
+def _reported_cause(reports: str) -> Optional[Tuple[int, UserError]]:
+    """(local rank, error) of the user error that stopped the job, if a process reported one.
+    When one process stops, the others fail in their next collective; a lost peer is what
+    they report, so any other error is the cause."""
+    found = []
+    for name in sorted(os.listdir(reports), key=lambda n: int(n.split(".")[0])):
+        with open(os.path.join(reports, name), "rb") as f:
+            found.append((int(name.split(".")[0]), pickle.load(f)))
+    causes = [item for item in found if not isinstance(item[1], du.RankLostError)] or found
+    return causes[0] if causes else None
+
+
 def spawn_processes(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None], nprocs: int) -> None:
     """Run `func(cfg)` in `nprocs` new processes of this machine (one per GPU).
 
-    A process stopped by a user error has it re-raised here as itself, so the command line
-    reports it in one line. Global rank 0 writes its own failure to OUTPUT_DIR/stdout.log;
-    the failure of any other process is written there from here.
+    A user error that stopped them is re-raised here as itself, so the command line reports
+    it in one line. Global rank 0 writes its own failure to OUTPUT_DIR/stdout.log; the failure
+    of any other process is written there from here.
     """
     with tempfile.TemporaryDirectory(prefix="vov3d-spawn-") as reports:
         try:
             torch.multiprocessing.spawn(_spawned_worker, nprocs=nprocs, daemon=False,
                                         args=(nprocs, func, cfg, init_method, reports))
-        except (torch.multiprocessing.ProcessExitedException, torch.multiprocessing.ProcessRaisedException) as e:
-            error: BaseException = e
-            report = os.path.join(reports, f"{e.error_index}.pkl")
-            if getattr(e, "exit_code", None) == USER_ERROR_EXIT and os.path.isfile(report):
-                with open(report, "rb") as f:
-                    error = pickle.load(f)
-            rank = cfg.SHARD_ID * nprocs + e.error_index
+        except ProcessException as e:
+            local_rank, error = _reported_cause(reports) or (e.error_index, e)
+            rank = cfg.SHARD_ID * nprocs + local_rank
             if rank != 0:
                 append_to_log_file(cfg.OUTPUT_DIR, logging.ERROR, "Rank %d (local process %d) failed: %s", rank,
-                                   e.error_index, describe(error) if isinstance(error, UserError) else error)
+                                   local_rank, describe(error) if isinstance(error, UserError) else error)
             if error is e:
                 raise
             raise error from None
 
 
 def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) -> None:
-    """Run `func(cfg)` on every process of the job described by cfg (or by torchrun).
-
-    Devices, batch split and OUTPUT_DIR are checked first, so a wrong setting costs no
-    model build and leaves no OUTPUT_DIR behind.
-    """
+    """Run `func(cfg)` on every process of the job described by cfg (or by torchrun), once
+    the pre-flight checks passed (no model is built, no process started for a refused job)."""
     try:
-        check_devices(cfg)
-        check_process_batches(cfg)
-        prepare_output_dir(cfg)
+        preflight.check_job(cfg)
     except UserError as e:
         log_failure(e)  # reaches stdout.log when an earlier phase of this process opened it
         raise
-    if launched_by_torchrun():
+    if preflight.launched_by_torchrun():
         world_size = int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ["LOCAL_RANK"])
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))

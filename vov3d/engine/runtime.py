@@ -9,6 +9,7 @@ from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_to_file, setup_logging
+from vov3d.engine.preflight import tensorboard_dir
 from vov3d.utils import comm
 from vov3d.utils.seeding import seed_all
 
@@ -108,8 +109,7 @@ def tensorboard_writer(cfg: CfgNode):
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    log_dir = cfg.TENSORBOARD.LOG_DIR or f"runs-{cfg.TRAIN.DATASET}"
-    log_dir = log_dir if os.path.isabs(log_dir) else os.path.join(cfg.OUTPUT_DIR, log_dir)
+    log_dir = tensorboard_dir(cfg)
     logger.info("TensorBoard logs in %s", log_dir)
     return SummaryWriter(log_dir=log_dir)
 

@@ -10,11 +10,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from yacs.config import CfgNode
 
-from vov3d.config.merge import ConfigError
 from vov3d.engine import checkpoint as cu
 from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_json_stats
 from vov3d.engine.meters import Timer, VideoEnsembleMeter, ensemble_views, format_eta
+from vov3d.engine.preflight import results_path
 from vov3d.engine.runtime import device, prepare_model, setup_process, to_device
 from vov3d.utils import comm
 from vov3d.utils.files import write_atomic
@@ -130,19 +130,6 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
         json_path = path + ".json"
     write_atomic(json_path, lambda f: json.dump(report, f, indent=1), binary=False)
     logger.info("Saved predictions to %s and a per-video summary to %s.", path, json_path)
-
-
-def results_path(cfg: CfgNode) -> Optional[str]:
-    """Where TEST.SAVE_RESULTS_PATH (relative to OUTPUT_DIR) puts the predictions, checked
-    before the test runs so that a directory given by mistake costs no test."""
-    out = cfg.TEST.SAVE_RESULTS_PATH
-    if not out:
-        return None
-    out = out if os.path.isabs(out) else os.path.join(cfg.OUTPUT_DIR, out)
-    if out.endswith(os.sep) or os.path.isdir(out):
-        raise ConfigError(f"TEST.SAVE_RESULTS_PATH {cfg.TEST.SAVE_RESULTS_PATH!r} is a directory; expected "
-                          "a file name such as preds.pkl (a per-video JSON is written beside it).")
-    return out
 
 
 def test(cfg: CfgNode) -> Optional[Dict]:

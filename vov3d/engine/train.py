@@ -19,7 +19,6 @@ from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
 from vov3d.engine.optimizer import clip_gradients, construct_optimizer
 from vov3d.engine.runtime import add_scalars, device, prepare_model, setup_process, tensorboard_writer, to_device
 from vov3d.engine.schedule import lr_at_epoch, set_lr
-from vov3d.engine.test import results_path
 from vov3d.utils import comm
 from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
@@ -78,20 +77,11 @@ class Trainer:
         self.train_loader = construct_loader(self.cfg, "train")
         self.val_loader = construct_loader(self.cfg, "val")
         self.precise_loader = construct_loader(self.cfg, "train") if self.cfg.BN.USE_PRECISE_STATS else None
-        self._check_test_lists()
 
     @property
     def class_names(self):
         """The training lists' class names in label order, if they give them."""
         return getattr(self.train_loader.dataset, "class_names", None)
-
-    def _check_test_lists(self) -> None:
-        """Read the test lists now: a missing or malformed test list should stop the run
-        before training, not after it."""
-        if self.cfg.TEST.ENABLE:
-            from vov3d.datasets import build_dataset
-
-            build_dataset(self.cfg.TEST.DATASET, self.cfg, "test")
 
     def load_checkpoint(self) -> int:
         """Auto-resume (newest readable checkpoint) > TRAIN.CHECKPOINT_FILE_PATH > scratch.
@@ -325,8 +315,6 @@ def train(cfg: CfgNode) -> None:
     setup_process(cfg)
     logger.info("Train with config:\n%s", cfg.dump())
     _warn_unusable_test_path(cfg)
-    if cfg.TEST.ENABLE:
-        results_path(cfg)  # a directory there is refused now, not after training
     Trainer(cfg).fit()
 
 
