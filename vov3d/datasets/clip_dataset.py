@@ -8,14 +8,15 @@ DATA.DETERMINISTIC_VAL), `i >= 0` = temporal test view i of num_clips.
 
 Items (one per video in every split):
   train/val: ([float32 [3, T, crop, crop]], label, index, {"num_failures"})
-  test:      ([float32 [K, 3, T, crop, crop]], label, video, {"failed", "num_failures"}),
+  test:      ([float32 [K, 3, T, crop, crop]], label, video, {"failed", "num_failures",
+             "video_frames"}),
              K = NUM_ENSEMBLE_VIEWS * NUM_SPATIAL_CROPS, view v = temporal * crops + spatial.
 """
 import logging
 import os
 import random
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -69,6 +70,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.num_spatial_crops = cfg.TEST.NUM_SPATIAL_CROPS if split == "test" else 1
         self.deterministic_val = split == "val" and cfg.DATA.DETERMINISTIC_VAL
         self.failures = FailureLog(cfg.OUTPUT_DIR)
+        self._short_warned: Set[str] = set()  # per process: each worker starts with its own copy
         self.index = self.load_index(cfg, split)
         self._paths, self._labels = self.index.paths, self.index.labels
         self.class_names = self.index.class_names
@@ -160,6 +162,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 else:
                     bank = self._read_clips(index, [(TRAIN_CLIP, 1)])
                     clip = self._train_clip(bank.clip(0))
+                self._warn_if_still(index, bank)
                 return [clip], self._labels[index], index, {"num_failures": failures}
             except Exception as error:
                 failures += 1
@@ -200,7 +203,9 @@ class ClipDataset(torch.utils.data.Dataset):
             try:
                 bank = self._read_clips(video, clips)
                 inputs = torch.stack(self._views(bank, views))
-                return [inputs], self._labels[video], video, {"failed": 0, "num_failures": failures}
+                self._warn_if_still(video, bank)
+                return [inputs], self._labels[video], video, {"failed": 0, "num_failures": failures,
+                                                               "video_frames": bank.video_frames}
             except Exception as error:
                 failures += 1
                 self.failures.record(self._paths[video], error)
@@ -209,7 +214,16 @@ class ClipDataset(torch.utils.data.Dataset):
         # Never another video's data: the engine counts this video as failed.
         crop = self.cfg.DATA.TEST_CROP_SIZE
         empty = torch.zeros(self.num_views, 3, self.cfg.DATA.NUM_FRAMES, crop, crop)
-        return [empty], self._labels[video], video, {"failed": 1, "num_failures": failures}
+        return [empty], self._labels[video], video, {"failed": 1, "num_failures": failures, "video_frames": 0}
+
+    def _warn_if_still(self, index: int, bank: FrameBank) -> None:
+        """A "video" of one frame decodes without error (an image renamed .mp4 does), and its
+        every clip is that frame repeated: say so once per file and process."""
+        path = self._paths[index]
+        if bank.video_frames < 2 and path not in self._short_warned:
+            self._short_warned.add(path)
+            logger.warning("%s holds %d frame(s): every clip of it is one still image. Is it really a video "
+                           "(not an image renamed, or a truncated download)?", path, bank.video_frames)
 
     # ------------------------------------------------------------------ spatial
     def _train_clip(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
