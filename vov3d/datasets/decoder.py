@@ -5,8 +5,8 @@ video, or the one training clip), and returns a *frame bank*: the distinct frame
 use (uint8 [H, W, 3], RGB or BGR) plus, per clip, the keys of its frames in order. Frames
 shared by several clips are decoded, converted and (later) resized once.
 
-Windows follow the reference's "selective decoding" (framework.md 2.6/2.7): the clip
-window is computed in source frames, mapped to pts with `timebase = duration / frames`,
+Windows follow PySlowFast's "selective decoding": the clip window is computed in source
+frames, mapped to pts with `timebase = duration / frames`,
 frames with `start_pts <= pts` are counted from the start of the window up to and including
 the first frame after `end_pts`, and the clip takes positions trunc(linspace(0, size - 1, T))
 of that window, clamped to its last frame (so, as in the reference, pts truncation can make

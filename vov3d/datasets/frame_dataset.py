@@ -1,5 +1,5 @@
 """Datasets cut by segments from frame folders (SSv1, SSv2) or from whole video files
-(SSv2 `.webm`), framework.md 2.5 and 2.8.
+(SSv2 `.webm`), one frame per segment.
 
 Frames are read with OpenCV (BGR); video files are decoded to BGR too, so a config behaves
 the same on either source (the Something-Something configs set REVERSE_INPUT_CHANNEL True,

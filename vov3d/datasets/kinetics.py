@@ -1,5 +1,5 @@
 """Kinetics (and any video-file dataset): `PATH_TO_DATA_DIR/{train,val,test}.csv` with lines
-`<path> <label>`, decoded with PyAV (framework.md 2.2, 2.6, 2.7). With DATA.CLASS_NAMES_PATH
+`<path> <label>`, decoded with PyAV in PySlowFast's windows. With DATA.CLASS_NAMES_PATH
 the labels may be class names, and the names travel with the checkpoints."""
 import os
 from typing import Sequence, Tuple

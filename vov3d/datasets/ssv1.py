@@ -1,4 +1,4 @@
-"""Something-Something V1 (VoV3D fork): JPEG folders, class-name label files (framework.md 2.4).
+"""Something-Something V1 (VoV3D fork): JPEG folders, class-name label files.
 
 PATH_TO_DATA_DIR holds something-something-v1-labels.csv (one class per line),
 something-something-v1-{train,validation}.csv (`<id>;<class name>`) and the frame lists

@@ -1,4 +1,4 @@
-"""Something-Something V2: JSON labels and splits (framework.md 2.3), clips from extracted
+"""Something-Something V2: JSON labels and splits, clips from extracted
 frame folders (frame lists train.csv / val.csv) or, with DATA.SSV2_VIDEO_EXT (e.g. ".webm"),
 straight from the video files `PATH_PREFIX/<id><ext>` with no extraction step."""
 import os

@@ -12,7 +12,7 @@ frame`, the published setting) or the last NUM_FRAMES frames (`window`), and the
 averages the last `COX3D.TEMPORAL_WINDOW` frames (0 = DATA.NUM_FRAMES; 64 gives the
 paper's extended receptive field at no extra cost per frame).
 
-What the stream output is (cox3d.md 1.6): after `delay` frames with no output, the output
+What the stream output is: after `delay` frames with no output, the output
 at frame n equals the same weights run with front-only temporal padding (fill
 `COX3D.TEMPORAL_FILL`) and per-frame SE over the frames seen so far; from frame
 `receptive_field - 1` on it no longer depends on the fill and equals the padding-free

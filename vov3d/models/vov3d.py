@@ -155,7 +155,7 @@ class VoV3D(StagedNetwork):
                 blocks.append(ResBlock(block_in, dim_out, stride, tosa, drop, cfg.RESNET.INPLACE_RELU))
             self.add_module(f"s{stage + 2}", ResStage(blocks))
             dim_in = dim_out
-        # The head's own keys are X3D's, as in the reference (vov3d_x3d.md 11.8), so reference
+        # The head's own keys are X3D's, as in the VoV3D code, so its
         # command lines such as `X3D.DIM_C5 1024` build the same head.
         self.head = X3DHead(
             dim_in=dim_in, dim_inner=int(c * v.INNER_MULTIPLIER[-1]), dim_out=cfg.X3D.DIM_C5,
