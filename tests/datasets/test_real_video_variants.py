@@ -3,9 +3,9 @@ downloads, AVI/MKV, odd sizes): every Kinetics clip holds the source frames a fu
 give, or the file fails with a DecodeError that names it.
 
 Two references, both computed on a full decode of the file:
-  pts rule   - the selective-decoding rule of framework.md 2.6/2.7 (window in pts from the
+  pts rule   - PySlowFast's selective-decoding rule (window in pts from the
                stream's start time, timebase duration / frames), for files whose metadata holds;
-  index rule - window on the real decoded frame count (framework.md 2.7), for files decoded
+  index rule - window on the real decoded frame count, for files decoded
                whole: no frame count (MKV), untrustworthy pts (h264 in AVI), or metadata that
                promises frames the file does not have (truncated downloads).
 """
