@@ -2,9 +2,10 @@
 and multi-view testing from one decode.
 
 A dataset subclass reads its list files (`_read_index`, also usable without building the
-dataset, through `load_index`) and turns clip requests into a frame bank (`_read_clips`). Requests are `(clip_idx, num_clips)`: TRAIN_CLIP = the
-training (val: reference) temporal sampling, CENTRE_CLIP = deterministic centre (val with
-DATA.DETERMINISTIC_VAL), `i >= 0` = temporal test view i of num_clips.
+dataset, through `load_index`) and turns clip requests into a frame bank (`_read_clips`).
+Requests are `(clip_idx, num_clips)`: TRAIN_CLIP = the training (val: reference) temporal
+sampling, CENTRE_CLIP = deterministic centre (val with DATA.DETERMINISTIC_VAL), `i >= 0` =
+temporal test view i of num_clips.
 
 Items (one per video in every split):
   train/val: ([float32 [3, T, crop, crop]], label, index, {"num_failures"})

@@ -25,6 +25,7 @@ from vov3d.engine.logging import append_to_log_file, log_to_file
 from vov3d.utils import comm
 from vov3d.utils.errors import UserError, describe
 
+
 def _backend(cfg: CfgNode) -> str:
     # assert_and_infer_cfg already says gloo for CPU configs; configs built by hand may not.
     return cfg.DIST_BACKEND if cfg.NUM_GPUS > 0 else "gloo"
