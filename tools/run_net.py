@@ -10,10 +10,12 @@ TEST.ENABLE runs the multi-view test of the newest checkpoint.
 import sys
 
 from vov3d.config import ConfigError, load_config, parse_args
+from vov3d.engine.logging import start_logging
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    start_logging()  # the config's warnings reach the console now and stdout.log at launch
     try:
         cfg = load_config(args)
     except ConfigError as e:

@@ -115,19 +115,20 @@ def load_weights(model: torch.nn.Module, path: str, cfg) -> Optional[Dict]:
     A file that does not fit raises one CheckpointError naming it and the first tensors that
     differ, with their shapes (run_net's summary, not load_state_dict's line per tensor).
     """
-    from vov3d.engine import checkpoint as cu
+    from vov3d.engine.state_matching import match_state
+    from vov3d.utils.checkpoint_io import CheckpointError, read_checkpoint, state_dict_from
 
     source = "--checkpoint" if path else "TEST.CHECKPOINT_FILE_PATH"
     path = path or cfg.TEST.CHECKPOINT_FILE_PATH
     if not path:
         return None
-    obj = cu.read_checkpoint(path, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD,
-                             unsafe_flag="TEST.CHECKPOINT_UNSAFE_LOAD", source=source)
-    usable, report = cu.match_state(cu.model_state_from(obj, path), model, path)
+    obj = read_checkpoint(path, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD,
+                          unsafe_setting="TEST.CHECKPOINT_UNSAFE_LOAD", source=source)
+    usable, report = match_state(state_dict_from(obj, path), model, path)
     problems = report.problems()
     if problems:
         shown = "; ".join(problems[:5]) + (f"; ... ({len(problems) - 5} more)" if len(problems) > 5 else "")
-        raise cu.CheckpointError(
+        raise CheckpointError(
             f"{source} '{path}' does not fit {cfg.MODEL.MODEL_NAME} from this config: "
             f"{len(report.skipped)} shape mismatches, {len(report.missing)} missing, "
             f"{len(problems) - len(report.skipped) - len(report.missing)} unexpected tensors "

@@ -11,10 +11,9 @@ import sys
 import torch
 
 from tests.engine.tiny_parts import make_fake_trainer_class, tiny_cfg
-from vov3d.engine import checkpoint as cu
 from vov3d.engine import distributed as du
 from vov3d.engine.launch import launch_job
-from vov3d.engine.runtime import setup_process
+from vov3d.engine.runtime import setup_process, unwrap_model
 from vov3d.utils import comm
 
 DIE_RANK = -1
@@ -35,10 +34,10 @@ def job(cfg):
     setup_process(cfg)
     trainer = make_fake_trainer_class()(cfg)
     if comm.get_rank() == DIE_RANK:
-        _die_in_third_iteration(cu.unwrap_model(trainer.model))
+        _die_in_third_iteration(unwrap_model(trainer.model))
     trainer.fit()
     mean = du.all_reduce_mean([torch.tensor(float(comm.get_rank()))])[0]
-    torch.save({"state": cu.unwrap_model(trainer.model).state_dict(), "rank": comm.get_rank(),
+    torch.save({"state": unwrap_model(trainer.model).state_dict(), "rank": comm.get_rank(),
                 "world": comm.get_world_size(), "local_rank": comm.get_local_rank(),
                 "gathered": du.all_gather_object(comm.get_rank() * 10), "mean_rank": float(mean),
                 "ddp": hasattr(trainer.model, "module")},

@@ -1,6 +1,7 @@
 """launch_job refuses unusable devices, batch splits and OUTPUT_DIRs before any work, and a
 job's fatal error reaches OUTPUT_DIR/stdout.log."""
 import argparse
+import logging
 import os
 import socket
 
@@ -12,9 +13,10 @@ from vov3d.config import ConfigError, load_config
 from vov3d.datasets.failures import DataLoadError
 from vov3d.engine import distributed as du
 from vov3d.engine import launch, preflight
-from vov3d.engine.checkpoint import CheckpointError
+from vov3d.engine.logging import setup_logging, start_logging
 from vov3d.engine.runtime import setup_process
 from vov3d.utils import comm
+from vov3d.utils.checkpoint_io import CheckpointError
 from vov3d.utils.errors import UserError, describe
 
 
@@ -191,11 +193,74 @@ def test_spawned_gpu_workers_log_their_failure_too(tmp_path, monkeypatch):
     assert "KeyError: 'missing_layer'" in _log(tmp_path)
 
 
-def test_config_warnings_reach_stdout_log(tmp_path):
+def _load_with_a_warning(tmp_path, *opts):
     path = tmp_path / "w.yaml"
-    path.write_text(f"NUM_GPUS: 0\nOUTPUT_DIR: {tmp_path / 'out'}\nSOLVER:\n  GAMMA: 0.5\n")
-    cfg = load_config(argparse.Namespace(cfg_file=str(path), opts=[], num_shards=1, shard_id=0))
-    setup_process(cfg)
-    setup_process(cfg)  # the test phase after training, in the same process
-    text = _log(tmp_path / "out")
-    assert text.count("SOLVER.GAMMA") == 1 and "no effect" in text and "[WARNING]" in text
+    path.write_text(f"NUM_GPUS: 0\nOUTPUT_DIR: {tmp_path / 'out'}\nSOLVER:\n  GAMMA: 0.5\n"
+                    "MODEL:\n  MODEL_NAME: TinyTestNet\nTEST:\n  ENABLE: False\n")  # no test lists to read
+    start_logging()  # as run_net does, before the config is read
+    return load_config(argparse.Namespace(cfg_file=str(path), opts=list(opts), num_shards=1, shard_id=0))
+
+
+def test_config_warnings_reach_stdout_log(tmp_path):
+    try:
+        cfg = _load_with_a_warning(tmp_path)
+        setup_process(cfg)
+        setup_process(cfg)  # the test phase after training, in the same process
+        text = _log(tmp_path / "out")
+        assert text.count("SOLVER.GAMMA") == 1 and "no effect" in text and "[WARNING]" in text
+    finally:
+        setup_logging(None)
+
+
+def test_spawned_processes_find_the_config_warnings_in_stdout_log(tmp_path, monkeypatch, capsys):
+    # The launcher writes them before it spawns; a spawned process starts with empty logging.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    seen = []
+
+    def spawn(worker, nprocs, args, daemon):
+        seen.append(_log(tmp_path / "out"))
+        for handler in list(logging.getLogger().handlers):
+            logging.getLogger().removeHandler(handler)
+        setup_process(args[2])  # what rank 0 does first (args: nprocs, func, cfg, ...)
+
+    monkeypatch.setattr(torch.multiprocessing, "spawn", spawn)
+    try:
+        cfg = _load_with_a_warning(tmp_path, "NUM_GPUS", "2")
+        launch.launch_job(cfg, "tcp://localhost:9999", _never)
+        launch.launch_job(cfg, "tcp://localhost:9999", _never)  # the test phase
+        assert seen[0].count("SOLVER.GAMMA") == 1
+        assert _log(tmp_path / "out").count("SOLVER.GAMMA") == 1
+        assert capsys.readouterr().out.count("SOLVER.GAMMA") == 1
+    finally:
+        setup_logging(None)
+
+
+def test_only_the_launcher_of_rank_0_writes_the_start_up_records(tmp_path, monkeypatch):
+    _torchrun_env(monkeypatch, local_size=1, world_size=1)
+    monkeypatch.setenv("RANK", "1")
+    try:
+        cfg = _load_with_a_warning(tmp_path)
+        launch.launch_job(cfg, "env://", lambda c: None)
+        assert not os.path.exists(tmp_path / "out" / "stdout.log")
+    finally:
+        setup_logging(None)
+
+
+@pytest.mark.parametrize("opts,needle", [
+    (("MODEL.MODEL_NAME", "VoV3DD"), "MODEL.MODEL_NAME: unknown model 'VoV3DD'; registered: "),
+    (("TRAIN.DATASET", "kinetcs"), "TRAIN.DATASET: unknown dataset 'kinetcs'; registered: "),
+    (("TRAIN.ENABLE", "False", "TEST.DATASET", "ssv3"), "TEST.DATASET: unknown dataset 'ssv3'; registered: "),
+])
+def test_unknown_model_or_dataset_names_are_config_errors_before_any_work(tmp_path, opts, needle):
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError) as err:
+        launch.launch_job(tiny_cfg(out, *opts), "tcp://localhost:9999", _never)
+    msg = str(err.value)
+    assert msg.startswith(needle) and "Did you mean" in msg
+    assert not out.exists()
+
+
+def test_a_disabled_phase_may_name_any_dataset(tmp_path):
+    preflight.check_registered_names(tiny_cfg(tmp_path, "TEST.ENABLE", "False", "TEST.DATASET", "none"))
+    preflight.check_registered_names(tiny_cfg(tmp_path, "TRAIN.DATASET", "none"), datasets=False)

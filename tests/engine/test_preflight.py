@@ -11,7 +11,7 @@ from vov3d.config import ConfigError
 from vov3d.datasets import load_index
 from vov3d.datasets.kinetics import Kinetics
 from vov3d.datasets.lists import ListFormatError, MissingListError
-from vov3d.engine import checkpoint as cu
+from vov3d.utils import checkpoint_io as cu
 from vov3d.engine import launch, preflight
 from vov3d.engine.train import train
 
@@ -119,7 +119,7 @@ def test_run_net_names_an_unwritable_checkpoint_folder_in_one_line(tmp_path, fro
     (tmp_path / "out" / "checkpoints").mkdir(parents=True)
     frozen(tmp_path / "out" / "checkpoints")
     cfg = tmp_path / "ok.yaml"
-    cfg.write_text(f"NUM_GPUS: 0\nOUTPUT_DIR: {tmp_path / 'out'}\nTEST:\n  ENABLE: False\n")
+    cfg.write_text(f"NUM_GPUS: 0\nOUTPUT_DIR: {tmp_path / 'out'}\nTEST:\n  ENABLE: False\nMODEL:\n  MODEL_NAME: X3D\n")
     result = subprocess.run([PYTHON, os.path.join(REPO_ROOT, "tools", "run_net.py"), "--cfg", str(cfg)],
                             cwd=tmp_path, env=run_tool_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -1,15 +1,22 @@
+"""The training loop: epochs, checkpoints, logs, precise BN, diverging losses; and resumes
+after broken or foreign checkpoints (the killed-and-restarted runs are in
+tests/tools/test_run_net_restarts.py)."""
 import json
 import os
 
 import pytest
 import torch
 
+from tests.conftest import metrics_records
 from tests.engine.tiny_parts import ClipDataset, TinyTestNet, make_fake_trainer_class, tiny_cfg
-from vov3d.engine import checkpoint as cu
-from vov3d.engine.runtime import setup_process
-from vov3d.engine.test import load_test_weights, NoCheckpointError, run_views, save_results
+from tests.utils import broken_files as broken
+from vov3d.engine import train as train_module
+from vov3d.engine.checkpointer import Checkpointer, Loaded, NoCheckpointError
 from vov3d.engine.meters import VideoEnsembleMeter
+from vov3d.engine.runtime import setup_process
+from vov3d.engine.test import run_views, save_results
 from vov3d.engine.train import LossDivergedError
+from vov3d.utils import checkpoint_io as cu
 
 InMemoryTrainer = make_fake_trainer_class()
 
@@ -158,9 +165,125 @@ def test_videos_of_one_frame_are_flagged_in_the_results(tmp_path):
     assert report["too_short_videos"] == ["video_001.mp4"] and report["failed_videos"] == ["video_002.mp4"]
 
 
-def test_testing_random_weights_is_refused(tmp_path):
-    cfg = tiny_cfg(tmp_path)
-    with pytest.raises(NoCheckpointError, match="TEST.ALLOW_RANDOM_INIT True"):
-        load_test_weights(cfg, TinyTestNet(cfg))
-    allowed = tiny_cfg(tmp_path, "TEST.ALLOW_RANDOM_INIT", "True")
-    assert load_test_weights(allowed, TinyTestNet(allowed)) == (None, None)
+# ------------------------------------------------------------------------------------
+# Resume after a broken newest checkpoint: warn, fall back, keep the file
+# ------------------------------------------------------------------------------------
+def _ckpt(out, epoch):
+    return cu.checkpoint_path(str(out), epoch - 1)  # 1-based epoch as in the file name
+
+
+def _names(out):
+    return sorted(os.listdir(cu.checkpoint_dir(str(out))))
+
+
+def _test_load(cfg):
+    return Checkpointer(cfg, TinyTestNet(cfg)).resume_or_load("test")
+
+
+@pytest.mark.parametrize("breakage", [broken.truncate, broken.empty, broken.random_bytes, broken.flip_tensor_bytes],
+                         ids=["truncated", "zero_bytes", "random_bytes", "flipped_bytes"])
+def test_broken_newest_checkpoint_falls_back_and_is_left_in_place(tmp_path, breakage):
+    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "3"))
+    newest = _ckpt(tmp_path, 3)
+    # A complete-looking leftover of a killed save of a later epoch: removed at the start, never loaded.
+    leftover = os.path.join(cu.checkpoint_dir(str(tmp_path)), ".checkpoint_epoch_00004.pyth.k2x9q.tmp")
+    with open(newest, "rb") as src, open(leftover, "wb") as dst:
+        dst.write(src.read())
+    leftover_size = os.path.getsize(leftover)
+    breakage(newest)
+    broken_bytes = open(newest, "rb").read()
+
+    cfg = tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "4")
+    setup_process(cfg)
+    trainer = InMemoryTrainer(cfg)
+    assert trainer.start_epoch == 2  # resumed from epoch 2, the newest readable file
+    log = _log_text(tmp_path)
+    assert f"Skipping unusable checkpoint: checkpoint '{newest}'" in log
+    assert f"Using '{_ckpt(tmp_path, 2)}', the newest readable checkpoint" in log
+    assert f"Removed '{leftover}' ({leftover_size} bytes), the temporary file of an interrupted save." in log
+    assert open(newest, "rb").read() == broken_bytes and not os.path.exists(leftover)
+    assert _test_load(cfg) == Loaded(_ckpt(tmp_path, 2), "checkpoint", 1)  # the test phase falls back alike
+
+    trainer.fit()  # epochs 3 and 4; epoch 3 is written again, complete
+    assert torch.load(newest, weights_only=True)["epoch"] == 2
+    assert cu.newest_readable(str(tmp_path))[0] == _ckpt(tmp_path, 4)
+
+
+def test_every_checkpoint_broken_refuses_to_start_over_them(tmp_path):
+    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2"))
+    for epoch in (1, 2):
+        broken.truncate(_ckpt(tmp_path, epoch))
+    cfg = tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2")
+    setup_process(cfg)
+    with pytest.raises(cu.CheckpointError, match=r"found 2 checkpoint\(s\) .* but none can be read") as err:
+        InMemoryTrainer(cfg)
+    assert _ckpt(tmp_path, 2) in str(err.value) and "AUTO_RESUME False" not in str(err.value)
+    with pytest.raises(NoCheckpointError, match="holds 2 checkpoint\\(s\\), none readable"):
+        _test_load(cfg)
+
+
+# ------------------------------------------------------------------------------------
+# Auto-resume of another model: one clear error, nothing loaded
+# ------------------------------------------------------------------------------------
+def test_resume_of_another_class_count_is_blamed_on_the_output_dir(tmp_path):
+    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "1"))
+    cfg = tiny_cfg(tmp_path, "MODEL.NUM_CLASSES", "5")
+    setup_process(cfg)
+    with pytest.raises(cu.CheckpointError, match=r"MODEL\.NUM_CLASSES: stored 4, current 5\)\. Use a new OUTPUT_DIR"):
+        InMemoryTrainer(cfg)
+
+
+def _warnings_logged(out):
+    return [line for line in _log_text(out).splitlines() if "][WARNING]" in line or "][ERROR]" in line]
+
+
+def test_auto_resume_into_another_models_output_dir_stops_with_one_error(tmp_path):
+    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "1"))
+    path = _ckpt(tmp_path, 1)
+    before_warnings = _warnings_logged(tmp_path)
+    cfg = tiny_cfg(tmp_path, "MODEL.MODEL_NAME", "OtherTinyNet")
+    setup_process(cfg)
+    with pytest.raises(cu.CheckpointError) as err:
+        InMemoryTrainer(cfg)
+    assert str(err.value) == (
+        f"cannot auto-resume from '{path}': OUTPUT_DIR {tmp_path} holds the checkpoints of another experiment "
+        "(MODEL.MODEL_NAME: stored 'TinyTestNet', current 'OtherTinyNet'). Use a new OUTPUT_DIR for this "
+        "run, or move those checkpoints away.")
+    # No per-tensor (or any other) warning on the way to the error.
+    assert _warnings_logged(tmp_path) == before_warnings
+
+    # Names are looked up ignoring case: the same model spelled otherwise resumes.
+    same = tiny_cfg(tmp_path, "MODEL.MODEL_NAME", "tinytestnet", "SOLVER.MAX_EPOCH", "1")
+    setup_process(same)
+    assert InMemoryTrainer(same).start_epoch == 1
+
+
+def test_unusable_test_path_is_reported_before_training(tmp_path):
+    cfg = tiny_cfg(tmp_path, "TEST.CHECKPOINT_FILE_PATH", str(tmp_path / "typo.pyth"))
+    setup_process(cfg)
+    train_module._warn_unusable_test_path(cfg)
+    # A checkpoint this run will write is a valid choice before it exists.
+    own = tiny_cfg(tmp_path, "TEST.CHECKPOINT_FILE_PATH", _ckpt(tmp_path, 2))
+    train_module._warn_unusable_test_path(own)
+    log = _log_text(tmp_path)
+    assert f"TEST.CHECKPOINT_FILE_PATH '{tmp_path / 'typo.pyth'}' does not exist" in log
+    assert _ckpt(tmp_path, 2) not in log
+
+
+# ------------------------------------------------------------------------------------
+# A raised MAX_EPOCH continues; pruning never removes the state being resumed
+# ------------------------------------------------------------------------------------
+def test_raised_max_epoch_continues_and_pruning_spares_the_resumed_state(tmp_path):
+    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2"))
+    stray = _ckpt(tmp_path, 5)  # e.g. an interrupted copy from elsewhere: newer by name, unreadable
+    broken.random_bytes(stray)
+    stray_bytes = open(stray, "rb").read()
+
+    cfg = tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "4", "TRAIN.CHECKPOINT_KEEP_LAST", "1")
+    trainer = _fit(cfg)
+    assert trainer.start_epoch == 2 and "Start epoch: 3 of 4" in _log_text(tmp_path)
+    # Counting the stray file as "the newest" would have deleted every checkpoint written.
+    assert _names(tmp_path) == ["checkpoint_epoch_00004.pyth", "checkpoint_epoch_00005.pyth"]
+    assert open(stray, "rb").read() == stray_bytes
+    assert torch.load(_ckpt(tmp_path, 4), weights_only=True)["epoch"] == 3
+    assert [r["epoch"] for r in metrics_records(tmp_path, "train_epoch")] == ["1/2", "2/2", "3/4", "4/4"]

@@ -66,6 +66,11 @@ class TinyTestNet(nn.Module):
         return logits.softmax(dim=1)
 
 
+@MODEL_REGISTRY.register()
+class OtherTinyNet(TinyTestNet):
+    """Another experiment's model: TinyTestNet's tensors under another name."""
+
+
 class ClipDataset(Dataset):
     """Deterministic clips whose label is readable from the mean of one channel."""
 

@@ -76,6 +76,7 @@ def test_killed_training_resumes_and_finishes_then_tests(toy, tmp_path):
     assert names == [f"checkpoint_epoch_0000{e}.pyth" for e in (1, 2, 3)]
     epochs = [r["epoch"] for r in metrics_records(out, "train_epoch")]
     assert epochs[-(4 - resumed_from):] == [f"{e}/3" for e in range(resumed_from, 4)]
+    assert epochs == ["1/3", "2/3", "3/3"]  # the killed attempt's rows of the re-run epoch are gone
     assert torch.load(out / "checkpoints" / names[-1], weights_only=True)["epoch"] == 2
 
     final = metrics_records(out, "test_final")[-1]

@@ -3,7 +3,7 @@ DataLoader worker re-raised them."""
 import torch
 
 from vov3d.datasets.failures import DataLoadError
-from vov3d.engine.checkpoint import CheckpointError
+from vov3d.utils.checkpoint_io import CheckpointError
 from vov3d.utils.errors import UserError, describe, original_message
 
 

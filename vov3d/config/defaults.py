@@ -1,9 +1,9 @@
 """The configuration tree and its defaults.
 
 Keys and defaults follow PySlowFast as forked by the VoV3D reference, so yaml files
-and command lines written for it keep working. Keys that the reference accepted but
-ignored are either made to work or documented where they are defined. Project
-additions are marked "vov3d:".
+and command lines written for it keep working. Keys of the references that no vov3d
+model or loop reads are not in this tree: legacy.py lists them and says what becomes of
+their values. Project additions are marked "vov3d:".
 """
 from vov3d.config.node import CfgNode
 
@@ -98,9 +98,6 @@ _C.DATA.TARGET_FPS = 30
 _C.DATA.DECODING_BACKEND = "pyav"
 _C.DATA.INV_UNIFORM_SAMPLE = False
 _C.DATA.RANDOM_FLIP = True
-_C.DATA.MULTI_LABEL = False
-# Legacy spelling of TEST.ENSEMBLE_METHOD; when set it is copied there (with a warning).
-_C.DATA.ENSEMBLE_METHOD = ""
 _C.DATA.REVERSE_INPUT_CHANNEL = False
 # vov3d: newest-PySlowFast temporal test windows (one view = centre window).
 _C.DATA.USE_OFFSET_SAMPLING = False
@@ -117,12 +114,12 @@ _C.DATA.SSV2_VIDEO_EXT = ""
 # Model
 # ---------------------------------------------------------------------------------
 _C.MODEL = CfgNode()
-_C.MODEL.ARCH = "slowfast"
+# One of validate.MODEL_ARCHS: vov3d models have one pathway, so the reference default
+# "slowfast" is not among them.
+_C.MODEL.ARCH = "x3d"
 _C.MODEL.MODEL_NAME = "SlowFast"
 _C.MODEL.NUM_CLASSES = 400
 _C.MODEL.LOSS_FUNC = "cross_entropy"
-_C.MODEL.SINGLE_PATHWAY_ARCH = ["c2d", "i3d", "slow", "x3d", "vov3d", "csn", "sevnet", "cox3d"]
-_C.MODEL.MULTI_PATHWAY_ARCH = ["slowfast"]
 _C.MODEL.DROPOUT_RATE = 0.5
 _C.MODEL.DROPCONNECT_RATE = 0.0
 _C.MODEL.FC_INIT_STD = 0.01
@@ -131,18 +128,14 @@ _C.MODEL.HEAD_ACT = "softmax"
 _C.MODEL.FROZEN_BN = False
 
 # ---------------------------------------------------------------------------------
-# ResNet options (X3D and VoV3D read a few of these)
+# ResNet options (the X3D, VoV3D, CSN and SEVNet builders read these)
 # ---------------------------------------------------------------------------------
 _C.RESNET = CfgNode()
 _C.RESNET.TRANS_FUNC = "bottleneck_transform"
 _C.RESNET.NUM_GROUPS = 1
-_C.RESNET.WIDTH_PER_GROUP = 64
 _C.RESNET.INPLACE_RELU = True
 _C.RESNET.STRIDE_1X1 = False
 _C.RESNET.ZERO_INIT_FINAL_BN = False
-_C.RESNET.DEPTH = 50
-_C.RESNET.NUM_BLOCK_TEMP_KERNEL = [[3], [4], [6], [3]]
-_C.RESNET.SPATIAL_STRIDES = [[1], [2], [2], [2]]
 _C.RESNET.SPATIAL_DILATIONS = [[1], [1], [1], [1]]
 
 # ---------------------------------------------------------------------------------
@@ -175,10 +168,6 @@ _C.VOV3D.INNER_CH = 64
 # vov3d: explicit stage depths (e.g. [1, 1, 2, 2] for the first-release VoV3D-M);
 # empty = take them from DEPTH.
 _C.VOV3D.STAGE_DEPTHS = []
-# Unused, as in the reference: the VoV3D head reads X3D.DIM_C5 / X3D.BN_LIN5 (kept for
-# config compatibility; a changed value is named in a warning).
-_C.VOV3D.DIM_C5 = 2048
-_C.VOV3D.BN_LIN5 = False
 # vov3d: temporal dilation of each stage's D(2+1)D temporal conv ("same" padding). The
 # reference ignored the key; the default [[1]] * 4 is its (undilated) behaviour.
 _C.VOV3D.TEMPORAL_DILATIONS = [[1], [1], [1], [1]]
@@ -232,21 +221,6 @@ _C.COX3D.TEMPORAL_FILL = "zeros"
 _C.COX3D.SE_SCOPE = "frame"
 
 # ---------------------------------------------------------------------------------
-# Non-local and SlowFast (accepted for config compatibility; unused by these models)
-# ---------------------------------------------------------------------------------
-_C.NONLOCAL = CfgNode()
-_C.NONLOCAL.LOCATION = [[[]], [[]], [[]], [[]]]
-_C.NONLOCAL.GROUP = [[1], [1], [1], [1]]
-_C.NONLOCAL.INSTANTIATION = "dot_product"
-_C.NONLOCAL.POOL = [[[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]]]
-
-_C.SLOWFAST = CfgNode()
-_C.SLOWFAST.BETA_INV = 8
-_C.SLOWFAST.ALPHA = 8
-_C.SLOWFAST.FUSION_CONV_CHANNEL_RATIO = 2
-_C.SLOWFAST.FUSION_KERNEL_SZ = 5
-
-# ---------------------------------------------------------------------------------
 # Batch norm
 # ---------------------------------------------------------------------------------
 _C.BN = CfgNode()
@@ -255,7 +229,6 @@ _C.BN.NUM_BATCHES_PRECISE = 200
 _C.BN.WEIGHT_DECAY = 0.0
 # "batchnorm" or "sync_batchnorm" (statistics shared by NUM_SYNC_DEVICES local GPUs).
 _C.BN.NORM_TYPE = "batchnorm"
-_C.BN.NUM_SPLITS = 1
 _C.BN.NUM_SYNC_DEVICES = 1
 # vov3d: with MODEL.FROZEN_BN, also freeze BN weight and bias (mmaction2's "bnfrozen").
 _C.BN.FROZEN_AFFINE = False
@@ -268,9 +241,7 @@ _C.SOLVER.BASE_LR = 0.1
 _C.SOLVER.LR_POLICY = "cosine"
 _C.SOLVER.COSINE_END_LR = 0.0
 _C.SOLVER.COSINE_AFTER_WARMUP = False
-# Accepted for compatibility; no schedule reads them (as in the references).
-_C.SOLVER.GAMMA = 0.1
-_C.SOLVER.STEP_SIZE = 1
+# steps_with_relative_lrs: epochs where each LRS factor (times BASE_LR) starts.
 _C.SOLVER.STEPS = []
 _C.SOLVER.LRS = []
 _C.SOLVER.MAX_EPOCH = 300
@@ -278,8 +249,6 @@ _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.DAMPENING = 0.0
 _C.SOLVER.NESTEROV = True
 _C.SOLVER.WEIGHT_DECAY = 1e-4
-# Accepted for compatibility; unused (warm-up ends at the policy's value).
-_C.SOLVER.WARMUP_FACTOR = 0.1
 _C.SOLVER.WARMUP_EPOCHS = 0.0
 _C.SOLVER.WARMUP_START_LR = 0.01
 _C.SOLVER.OPTIMIZING_METHOD = "sgd"
@@ -302,16 +271,7 @@ _C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
 _C.DATA_LOADER.NUM_RETRIES = 10
 
 # ---------------------------------------------------------------------------------
-# Data-loading benchmark
-# ---------------------------------------------------------------------------------
-_C.BENCHMARK = CfgNode()
-_C.BENCHMARK.NUM_EPOCHS = 5
-_C.BENCHMARK.LOG_PERIOD = 100
-_C.BENCHMARK.SHUFFLE = True
-
-# ---------------------------------------------------------------------------------
-# Multigrid (accepted for config compatibility; vov3d does not implement it and
-# refuses to run with a cycle switched on)
+# Multigrid (not implemented yet: validation refuses a cycle switched on)
 # ---------------------------------------------------------------------------------
 _C.MULTIGRID = CfgNode()
 _C.MULTIGRID.EPOCH_FACTOR = 1.5
@@ -327,7 +287,8 @@ _C.MULTIGRID.DEFAULT_T = 0
 _C.MULTIGRID.DEFAULT_S = 0
 
 # ---------------------------------------------------------------------------------
-# TensorBoard
+# TensorBoard (scalars; the plots and visualisations are not implemented yet and their
+# ENABLE switches are refused by validation)
 # ---------------------------------------------------------------------------------
 _C.TENSORBOARD = CfgNode()
 _C.TENSORBOARD.ENABLE = False
@@ -364,15 +325,8 @@ _C.TENSORBOARD.WRONG_PRED_VIS.TAG = "Incorrectly classified videos."
 _C.TENSORBOARD.WRONG_PRED_VIS.SUBSET_PATH = ""
 
 # ---------------------------------------------------------------------------------
-# Detection and demo: present so reference configs load; vov3d is classification only
-# and refuses to run with either switched on.
+# Demo (not implemented yet: validation refuses it; tools/stream_net.py streams a video)
 # ---------------------------------------------------------------------------------
-_C.DETECTION = CfgNode()
-_C.DETECTION.ENABLE = False
-_C.DETECTION.ALIGNED = True
-_C.DETECTION.SPATIAL_SCALE_FACTOR = 16
-_C.DETECTION.ROI_XFORM_RESOLUTION = 7
-
 _C.DEMO = CfgNode()
 _C.DEMO.ENABLE = False
 

@@ -21,7 +21,7 @@ from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
 from vov3d.engine import preflight
-from vov3d.engine.logging import append_to_log_file, log_to_file
+from vov3d.engine.logging import append_to_log_file, log_to_file, write_startup_records
 from vov3d.utils import comm
 from vov3d.utils.errors import UserError, describe
 
@@ -29,6 +29,13 @@ from vov3d.utils.errors import UserError, describe
 def _backend(cfg: CfgNode) -> str:
     # assert_and_infer_cfg already says gloo for CPU configs; configs built by hand may not.
     return cfg.DIST_BACKEND if cfg.NUM_GPUS > 0 else "gloo"
+
+
+def _owns_log_file(cfg: CfgNode) -> bool:
+    """Whether this launcher runs, or spawns, global rank 0 (which writes stdout.log)."""
+    if preflight.launched_by_torchrun():
+        return int(os.environ["RANK"]) == 0
+    return cfg.SHARD_ID == 0
 
 
 def log_failure(exc: BaseException) -> None:
@@ -126,12 +133,15 @@ def spawn_processes(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], No
 
 def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) -> None:
     """Run `func(cfg)` on every process of the job described by cfg (or by torchrun), once
-    the pre-flight checks passed (no model is built, no process started for a refused job)."""
+    the pre-flight checks passed (no model is built, no process started for a refused job).
+    Then the records logged since start-up (config warnings) go to stdout.log, before any
+    process starts."""
     try:
         preflight.check_job(cfg)
     except UserError as e:
         log_failure(e)  # reaches stdout.log when an earlier phase of this process opened it
         raise
+    write_startup_records(cfg.OUTPUT_DIR if _owns_log_file(cfg) else None)
     if preflight.launched_by_torchrun():
         world_size = int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ["LOCAL_RANK"])

@@ -1,5 +1,5 @@
-"""Everything a job can be refused for before any work: devices, the batch split, the test
-lists and results path, and every directory the run will write.
+"""Everything a job can be refused for before any work: devices, the batch split, model and
+dataset names, the test lists and results path, and every directory the run will write.
 
 `check_job` runs in the launcher, before a model is built or a process spawned, so a wrong
 setting costs seconds, not an epoch, and a refused run leaves no OUTPUT_DIR behind.
@@ -47,6 +47,24 @@ def check_process_batches(cfg: CfgNode) -> None:
                 per_process_batch(cfg, split)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+
+
+def check_registered_names(cfg: CfgNode, datasets: bool = True) -> None:
+    """MODEL.MODEL_NAME, and the datasets of the enabled phases, must be registered; the
+    registries would refuse them only once the processes build the model and loaders."""
+    from vov3d.datasets import DATASET_REGISTRY
+    from vov3d.models import MODEL_REGISTRY
+    from vov3d.utils.registry import UnknownNameError
+
+    names = [("MODEL.MODEL_NAME", MODEL_REGISTRY)]
+    if datasets:
+        names += [(f"{split}.DATASET", DATASET_REGISTRY) for split in ("TRAIN", "TEST") if cfg[split].ENABLE]
+    for key, registry in names:
+        group, name = key.split(".")
+        try:
+            registry.get(cfg[group][name])
+        except UnknownNameError as e:
+            raise ConfigError(f"{key}: {e}") from None
 
 
 def results_path(cfg: CfgNode) -> Optional[str]:
@@ -145,6 +163,7 @@ def check_job(cfg: CfgNode) -> None:
     """All of the above, reading before creating: a refused run creates no OUTPUT_DIR."""
     check_devices(cfg)
     check_process_batches(cfg)
+    check_registered_names(cfg)
     check_output_dir(cfg)
     if cfg.TEST.ENABLE:
         results_path(cfg)

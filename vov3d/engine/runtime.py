@@ -1,14 +1,13 @@
 """Per-process set-up shared by training and testing: the initial seed, logging, devices,
 the model as the loops see it (sync BN, DDP) and the TensorBoard writer."""
 import logging
-import os
 from typing import Optional
 
 import torch
 from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
-from vov3d.engine.logging import log_to_file, setup_logging
+from vov3d.engine.logging import setup_logging
 from vov3d.engine.preflight import tensorboard_dir
 from vov3d.utils import comm
 from vov3d.utils.seeding import seed_all
@@ -20,19 +19,6 @@ def setup_process(cfg: CfgNode) -> None:
     """Same seed on every rank (identical initial weights), logging by process role."""
     seed_all(cfg.RNG_SEED)
     setup_logging(cfg.OUTPUT_DIR, is_master=comm.is_master_proc(), is_root=comm.is_root_proc())
-    if comm.is_master_proc():
-        from vov3d.config.load import config_warnings
-
-        # Printed before the log file existed; stdout.log must hold them too (once per
-        # process, not again for the test phase).
-        for message in config_warnings(cfg):
-            key = (os.path.abspath(cfg.OUTPUT_DIR), message)
-            if key not in _RELOGGED:
-                _RELOGGED.add(key)
-                log_to_file(logging.WARNING, "Config: %s", message)  # the console had it already
-
-
-_RELOGGED = set()
 
 
 def device(cfg: CfgNode) -> torch.device:
@@ -101,6 +87,12 @@ def prepare_model(cfg: CfgNode, train: bool) -> torch.nn.Module:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev] if dev is not None else None, output_device=dev)
     return model
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare module inside (Distributed)DataParallel, whose state dict checkpoints store."""
+    return model.module if isinstance(
+        model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else model
 
 
 def tensorboard_writer(cfg: CfgNode):

@@ -5,13 +5,13 @@ import json
 import logging
 import os
 import pickle
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from yacs.config import CfgNode
 
-from vov3d.engine import checkpoint as cu
 from vov3d.engine import distributed as du
+from vov3d.engine.checkpointer import Checkpointer
 from vov3d.engine.logging import log_json_stats
 from vov3d.engine.meters import Timer, VideoEnsembleMeter, ensemble_views, format_eta
 from vov3d.engine.preflight import results_path
@@ -21,57 +21,6 @@ from vov3d.utils.files import write_atomic
 from vov3d.utils.processes import per_process_batch
 
 logger = logging.getLogger(__name__)
-
-
-class NoCheckpointError(cu.CheckpointError):
-    """Testing was asked for, but there are no weights to test."""
-
-
-def _choose(cfg: CfgNode) -> Tuple[Optional[str], str, Optional[Dict]]:
-    """The checkpoint to test: TEST.CHECKPOINT_FILE_PATH > newest readable OUTPUT_DIR/checkpoints
-    file > TRAIN.CHECKPOINT_FILE_PATH, as (path or None, the setting it came from, the file's
-    contents when already read)."""
-    if cfg.TEST.CHECKPOINT_FILE_PATH:
-        return cfg.TEST.CHECKPOINT_FILE_PATH, "TEST.CHECKPOINT_FILE_PATH", None
-    path, obj = cu.newest_readable(cfg.OUTPUT_DIR, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD)
-    if path is not None:
-        return path, "checkpoint", obj
-    if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-        logger.warning("No checkpoint in %s and TEST.CHECKPOINT_FILE_PATH is empty: testing the "
-                       "initialisation file TRAIN.CHECKPOINT_FILE_PATH %s.", cu.checkpoint_dir(cfg.OUTPUT_DIR),
-                       cfg.TRAIN.CHECKPOINT_FILE_PATH)
-        return cfg.TRAIN.CHECKPOINT_FILE_PATH, "TRAIN.CHECKPOINT_FILE_PATH", None
-    return None, "", None
-
-
-def load_test_weights(cfg: CfgNode, model: torch.nn.Module, class_names: Optional[Sequence[str]] = None
-                      ) -> Tuple[Optional[str], Optional[int]]:
-    """Strictly load the chosen checkpoint; refuse random weights unless TEST.ALLOW_RANDOM_INIT."""
-    path = source = obj = error = None
-    if comm.is_root_proc():
-        try:
-            path, source, obj = _choose(cfg)
-        except cu.CheckpointError as e:
-            error = e
-    # Rank 0 alone looks at OUTPUT_DIR; its verdict (or error) is shared so no rank waits
-    # in a collective for a peer that already failed.
-    path, source, error = du.broadcast_object((path, source, error))
-    if error is not None:
-        raise error
-    if path is None:
-        if not cfg.TEST.ALLOW_RANDOM_INIT:
-            broken = cu.list_checkpoints(cfg.OUTPUT_DIR)
-            held = (f"holds {len(broken)} checkpoint(s), none readable (see the errors above)" if broken
-                    else "holds no checkpoint")
-            raise NoCheckpointError(
-                f"no checkpoint to test: TEST.CHECKPOINT_FILE_PATH is empty, "
-                f"{cu.checkpoint_dir(cfg.OUTPUT_DIR)} {held} and TRAIN.CHECKPOINT_FILE_PATH is "
-                "empty. Set TEST.CHECKPOINT_FILE_PATH, or TEST.ALLOW_RANDOM_INIT True to test random weights.")
-        logger.warning("!!! Testing a RANDOMLY INITIALISED model (TEST.ALLOW_RANDOM_INIT True). !!!")
-        return None, None
-    epoch = cu.load_for_test(path, model, cfg, source=source, obj=obj, class_names=class_names)
-    logger.info("Testing weights from %s%s.", path, f" (epoch {epoch + 1})" if epoch is not None else "")
-    return path, epoch
 
 
 def forward_views(model: torch.nn.Module, clips: torch.Tensor, chunk: int, dev: torch.device) -> torch.Tensor:
@@ -168,7 +117,7 @@ def test(cfg: CfgNode) -> Optional[Dict]:
 
     loader = construct_loader(cfg, "test")
     dataset = loader.dataset
-    path, epoch = load_test_weights(cfg, model, dataset.class_names)
+    loaded = Checkpointer(cfg, model, class_names=dataset.class_names).resume_or_load("test")
     views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
     logger.info("Test protocol: %d videos x %d views (%d temporal clips x %d spatial crops of %d px), "
                 "%d frames per clip, views combined by %s of softmax scores; %d clips per forward per process.",
@@ -197,7 +146,8 @@ def test(cfg: CfgNode) -> Optional[Dict]:
                "top1_acc": f"{metrics['top1_acc']:.2f}", "top5_acc": f"{metrics['top5_acc']:.2f}",
                "num_videos": metrics["num_videos"], "num_failed": metrics["num_failed"],
                "views": views, "ensemble": cfg.TEST.ENSEMBLE_METHOD,
-               "checkpoint": path or "random init", "checkpoint_epoch": None if epoch is None else epoch + 1}
+               "checkpoint": loaded.path or "random init",
+               "checkpoint_epoch": None if loaded.epoch is None else loaded.epoch + 1}
     log_json_stats(summary)
     # With fewer than 5 classes "top-5" is top-all (100 %); say so rather than print a bare 100.
     top5 = "top-5" if cfg.MODEL.NUM_CLASSES >= 5 else f"top-5 (= top-{cfg.MODEL.NUM_CLASSES}, all classes)"

@@ -11,15 +11,17 @@ from collections import deque
 import torch
 from yacs.config import CfgNode
 
-from vov3d.engine import checkpoint as cu
 from vov3d.engine import distributed as du
-from vov3d.engine.logging import log_json_stats
+from vov3d.engine.checkpointer import Checkpointer, prepare_checkpoint_dir
+from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
 from vov3d.engine.losses import get_loss_func
 from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
 from vov3d.engine.optimizer import clip_gradients, construct_optimizer
-from vov3d.engine.runtime import add_scalars, device, prepare_model, setup_process, tensorboard_writer, to_device
+from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
+                                  to_device, unwrap_model)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.utils import comm
+from vov3d.utils.checkpoint_io import checkpoint_dir
 from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
 from vov3d.utils.seeding import epoch_seed, seed_all
@@ -54,6 +56,7 @@ def _progress(loader, desc: str):
 class Trainer:
     def __init__(self, cfg: CfgNode):
         self.cfg = cfg
+        prepare_checkpoint_dir(cfg)  # before the model is built: a refusal costs nothing
         self.device = device(cfg)
         self.model = prepare_model(cfg, train=True)
         self.optimizer = construct_optimizer(self.model, cfg)
@@ -63,7 +66,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.loss_fn = get_loss_func(cfg.MODEL.LOSS_FUNC)
         self.build_loaders()
-        self.start_epoch = self.load_checkpoint() + 1
+        self.checkpointer = Checkpointer(cfg, self.model, self.optimizer, self.scaler, self.class_names)
+        self.start_epoch = self.checkpointer.resume_or_load("train").epoch + 1
+        # Records of epochs a killed attempt ran past its last checkpoint are written again.
+        drop_epoch_records_after(self.start_epoch)
         self.writer = tensorboard_writer(cfg)
         self.train_meter = EpochMeter("train", len(self.train_loader), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.val_meter = EpochMeter("val", max(len(self.val_loader), 1), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
@@ -82,64 +88,6 @@ class Trainer:
     def class_names(self):
         """The training lists' class names in label order, if they give them."""
         return getattr(self.train_loader.dataset, "class_names", None)
-
-    def load_checkpoint(self) -> int:
-        """Auto-resume (newest readable checkpoint) > TRAIN.CHECKPOINT_FILE_PATH > scratch.
-
-        Returns the last finished 0-based epoch (-1 = start from scratch). Rank 0 chooses
-        the file so that all ranks load the same one.
-        """
-        cfg = self.cfg
-        if cfg.TRAIN.AUTO_RESUME:
-            path = obj = error = None
-            if comm.is_root_proc():
-                try:
-                    path, obj = self._find_resumable()
-                except cu.CheckpointError as e:
-                    error = e
-            # The verdict, error included, reaches every rank: none waits for a failed peer.
-            path, error = du.broadcast_object((path, error))
-            if error is not None:
-                raise error
-            if path is not None:
-                if obj is None:
-                    obj = cu.read_checkpoint(path, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD)
-                # Refuses a checkpoint of another experiment (stored MODEL_NAME / NUM_CLASSES differ)
-                # before comparing tensors: the cause is a reused OUTPUT_DIR, not the file.
-                epoch = cu.load_for_resume(path, self.model, self.optimizer, self.scaler, obj=obj,
-                                           class_names=self.class_names, cfg=cfg)
-                if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-                    logger.info("TRAIN.CHECKPOINT_FILE_PATH %s is not used: auto-resume takes precedence.",
-                                cfg.TRAIN.CHECKPOINT_FILE_PATH)
-                logger.info("Weights source: auto-resume from %s (finished epoch %d).", path, epoch + 1)
-                return epoch
-        if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-            epoch = cu.load_for_finetune(cfg.TRAIN.CHECKPOINT_FILE_PATH, self.model, cfg,
-                                         self.optimizer, self.scaler, class_names=self.class_names)
-            logger.info("Weights source: initialised from TRAIN.CHECKPOINT_FILE_PATH %s.",
-                        cfg.TRAIN.CHECKPOINT_FILE_PATH)
-            return epoch
-        logger.info("Weights source: random initialisation (no checkpoint to resume, "
-                    "TRAIN.CHECKPOINT_FILE_PATH empty).")
-        return -1
-
-    def _find_resumable(self):
-        """(path, contents) of the newest readable checkpoint, (None, None) for a fresh run.
-
-        Refuses when checkpoints exist but none can be read: starting afresh would overwrite
-        them one by one, and when every file fails the cause is rarely the files themselves
-        (e.g. written by a newer PyTorch).
-        """
-        cfg = self.cfg
-        path, obj = cu.newest_readable(cfg.OUTPUT_DIR, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD)
-        present = cu.list_checkpoints(cfg.OUTPUT_DIR)
-        if path is None and present:
-            raise cu.CheckpointError(
-                f"auto-resume found {len(present)} checkpoint(s) in {cu.checkpoint_dir(cfg.OUTPUT_DIR)} but none "
-                f"can be read (newest: '{present[-1]}'; the reasons are logged above). Starting afresh would "
-                "overwrite them: move them away or use a new OUTPUT_DIR to start from scratch, or set "
-                "TRAIN.AUTO_RESUME False.")
-        return path, obj
 
     def log_batch_semantics(self) -> None:
         cfg = self.cfg
@@ -173,9 +121,8 @@ class Trainer:
             save, evaluate = is_checkpoint_epoch(cfg, epoch), is_eval_epoch(cfg, epoch)
             if (save or evaluate) and cfg.BN.USE_PRECISE_STATS:
                 self.precise_bn(epoch)
-            if save and comm.is_root_proc():
-                cu.save_checkpoint(cfg.OUTPUT_DIR, self.model, self.optimizer, epoch, cfg, self.scaler,
-                                   keep_last=cfg.TRAIN.CHECKPOINT_KEEP_LAST, class_names=self.class_names)
+            if save:
+                self.checkpointer.save(epoch)
             if evaluate:
                 self.validate(epoch)
         # The test job that follows must find the last checkpoint written by rank 0.
@@ -300,7 +247,7 @@ class Trainer:
 
         from vov3d.datasets.loader import set_epoch
 
-        model = cu.unwrap_model(self.model)
+        model = unwrap_model(self.model)
         if not get_bn_modules(model):
             return
         num = min(self.cfg.BN.NUM_BATCHES_PRECISE, len(self.precise_loader))
@@ -323,7 +270,7 @@ def _warn_unusable_test_path(cfg: CfgNode) -> None:
     path = cfg.TEST.CHECKPOINT_FILE_PATH
     if not (cfg.TEST.ENABLE and path) or os.path.isfile(path):
         return
-    inside_run = os.path.abspath(path).startswith(os.path.abspath(cu.checkpoint_dir(cfg.OUTPUT_DIR)) + os.sep)
+    inside_run = os.path.abspath(path).startswith(os.path.abspath(checkpoint_dir(cfg.OUTPUT_DIR)) + os.sep)
     if not inside_run:  # a checkpoint this run will write is fine
         logger.warning("!!! TEST.CHECKPOINT_FILE_PATH '%s' %s: the test after training will fail. !!!", path,
                        "is a directory" if os.path.isdir(path) else "does not exist")

@@ -1,4 +1,6 @@
-"""The model registry and `build_model(cfg)`."""
+"""The model registry, `build_model(cfg)` and each family's checkpoint filter."""
+from typing import Callable, Dict
+
 import torch
 from yacs.config import CfgNode
 
@@ -6,6 +8,9 @@ from vov3d.models.batchnorm import freeze_batchnorm
 from vov3d.utils.registry import Registry
 
 MODEL_REGISTRY = Registry("model")
+# filter(state, model, path) -> state: what a family knows about its checkpoints (renamed
+# keys, files of another release), applied before a fine-tune or test load matches tensors.
+_CHECKPOINT_FILTERS: Dict[type, Callable] = {}
 
 
 def build_model(cfg: CfgNode, gpu_id: int = None) -> torch.nn.Module:
@@ -28,3 +33,22 @@ def build_model(cfg: CfgNode, gpu_id: int = None) -> torch.nn.Module:
         device = torch.cuda.current_device() if gpu_id is None else gpu_id
         model = model.cuda(device=device)
     return model
+
+
+def register_checkpoint_filter(model_cls: type) -> Callable:
+    """Use as `@register_checkpoint_filter(VoV3D)` on `filter(state, model, path) -> state`;
+    it serves the class and its subclasses, and may raise CheckpointError to refuse a file."""
+    def add(fn: Callable) -> Callable:
+        if model_cls in _CHECKPOINT_FILTERS:
+            raise KeyError(f"{model_cls.__name__} has a checkpoint filter already.")
+        _CHECKPOINT_FILTERS[model_cls] = fn
+        return fn
+    return add
+
+
+def checkpoint_filter(model: torch.nn.Module) -> Callable:
+    """The filter registered for the model's class (or nearest base class); identity if none."""
+    for cls in type(model).__mro__:
+        if cls in _CHECKPOINT_FILTERS:
+            return _CHECKPOINT_FILTERS[cls]
+    return lambda state, model, path: state

@@ -75,16 +75,9 @@ class StagedNetwork(nn.Module):
 
 
 def single_pathway_dim_in(cfg, model_name: str) -> int:
-    """Input channels of a single-pathway model, after checking the config keys that
-    would otherwise ask for something it cannot do."""
+    """Input channels of a single-pathway model (DATA.INPUT_CHANNEL_NUM has one entry)."""
     channels = list(cfg.DATA.INPUT_CHANNEL_NUM)
     if len(channels) != 1:
         raise ConfigError(f"DATA.INPUT_CHANNEL_NUM is {channels}: {model_name} has one pathway, "
                           "so it needs exactly one entry (e.g. [3]).")
-    if cfg.MODEL.ARCH not in cfg.MODEL.SINGLE_PATHWAY_ARCH:
-        raise ConfigError(f"MODEL.ARCH is {cfg.MODEL.ARCH!r}; {model_name} is a single-pathway "
-                          f"model, expected one of {list(cfg.MODEL.SINGLE_PATHWAY_ARCH)}.")
-    if any(len(index) for stage in cfg.NONLOCAL.LOCATION for index in stage):
-        raise ConfigError(f"NONLOCAL.LOCATION is {cfg.NONLOCAL.LOCATION}: {model_name} has no "
-                          "non-local blocks; leave every entry empty.")
     return channels[0]
