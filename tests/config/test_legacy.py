@@ -150,7 +150,8 @@ def test_unknown_keys_in_a_legacy_group_are_still_errors(tmp_path):
 
 
 def test_config_dumps_in_older_checkpoints_load_and_resume(tmp_path, caplog):
-    from vov3d.engine.checkpoint import load_for_resume, save_checkpoint
+    from vov3d.engine.checkpoint_loading import load_for_resume
+    from vov3d.engine.checkpointer import Checkpointer
     from vov3d.models import build_model
 
     toy = os.path.join(REPO_ROOT, "configs", "Toy", "x3d_M_toy.yaml")
@@ -169,7 +170,10 @@ def test_config_dumps_in_older_checkpoints_load_and_resume(tmp_path, caplog):
         model = build_model(current)
     model = model.to_empty(device="cpu")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    path = save_checkpoint(str(tmp_path), model, optimizer, 4, current)
+    run = current.clone()
+    run.defrost()
+    run.OUTPUT_DIR = str(tmp_path)
+    path = Checkpointer(run, model, optimizer).save(4)
     state = torch.load(path, weights_only=True)
     with open(OLD_DUMP) as f:
         state["cfg"] = f.read()
