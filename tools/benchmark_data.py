@@ -24,8 +24,8 @@ from vov3d.datasets.clip_dataset import MissingSampleError
 from vov3d.datasets.decoder import DecodeError
 from vov3d.datasets.failures import DataLoadError
 from vov3d.datasets.lists import ListFormatError
-from vov3d.datasets.loader import construct_loader, shuffle_dataset
-from vov3d.engine.launch import quoted_exception
+from vov3d.datasets.loader import construct_loader, set_epoch
+from vov3d.utils.errors import describe
 
 
 class LoaderSetupError(ValueError):
@@ -131,7 +131,7 @@ def loader_rate(cfg, split: str, workers: int, max_items: int) -> Tuple[float, i
         raise
     except ValueError as error:  # its only ValueErrors are settings that cannot work
         raise LoaderSetupError(str(error)) from error
-    shuffle_dataset(loader, 0)
+    set_epoch(loader, cfg.RNG_SEED, 0)
     count, start = 0, time.perf_counter()
     for batch in loader:
         count += len(batch[2])
@@ -163,10 +163,9 @@ def worker_counts(text: str) -> List[int]:
 
 
 def one_line(error: BaseException) -> str:
-    """`Type: message` of a user error, on one line (the worker's own error when a loader
-    worker re-raised it with its traceback)."""
-    name, message = quoted_exception(str(error)) or (type(error).__name__, str(error))
-    return f"{name}: {' '.join(message.split())}"
+    """`Type: message` of a user error, on one line (the worker's own message when a loader
+    worker raised it)."""
+    return " ".join(describe(error).split())
 
 
 def print_row(name: str, value: str) -> None:

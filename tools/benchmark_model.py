@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     args.opts = list(args.opts) + ["NUM_GPUS", "0"]
     try:
         cfg = load_config(args)
-        from vov3d.engine.launch import check_registered_names
+        from vov3d.engine.preflight import check_registered_names
         from vov3d.models import build_model
         check_registered_names(cfg, datasets=False)
         model = build_model(cfg)

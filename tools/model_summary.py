@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"model_summary.py: config error: {e}", file=sys.stderr)
         return 2
-    from vov3d.engine.launch import check_registered_names
+    from vov3d.engine.preflight import check_registered_names
     from vov3d.models import build_model
     from vov3d.models.complexity import complexity_summary, format_complexity
 

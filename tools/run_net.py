@@ -26,28 +26,23 @@ def main(argv=None) -> int:
               "run. Set TRAIN.ENABLE True to train and/or TEST.ENABLE True to test.", file=sys.stderr)
         return 2
     # Imported after the config is known to be good, so a typo fails in milliseconds.
-    from vov3d.engine.launch import describe_user_error, launch_job, log_failure
+    from vov3d.engine.launch import launch_job
     from vov3d.engine.test import test
     from vov3d.engine.train import train
+    from vov3d.utils.errors import UserError, describe
 
     try:
         if cfg.TRAIN.ENABLE:
             launch_job(cfg, args.init_method, train)
         if cfg.TEST.ENABLE:
             launch_job(cfg, args.init_method, test)
-    except Exception as e:
-        # The job's processes already wrote the error to OUTPUT_DIR/stdout.log; this covers
-        # failures between the phases.
-        log_failure(e)
+    except UserError as e:
+        # The job already wrote it to OUTPUT_DIR/stdout.log. Errors about the user's data, files
+        # and settings: the message says what to do, and a traceback would only bury it.
         if isinstance(e, ConfigError):  # the same report as at load time
             print(f"run_net.py: config error: {e}", file=sys.stderr)
             return 2
-        message = describe_user_error(e)
-        if message is None:
-            raise
-        # Errors about the user's data, files and settings: the message says what to do,
-        # and a traceback would only bury it.
-        print(f"run_net.py: {message}", file=sys.stderr)
+        print(f"run_net.py: {describe(e)}", file=sys.stderr)
         return 1
     return 0
 

@@ -134,3 +134,11 @@ def test_model_arch_is_one_of_the_single_pathway_architectures():
     with pytest.raises(ConfigError, match=r"invalid value for 'MODEL.ARCH': 'slowfast'; expected one of "
                                           r"'c2d', .*'cox3d'"):
         _validated("MODEL.ARCH", "slowfast")
+
+
+@pytest.mark.parametrize("key", ["DIST_TIMEOUT", "DIST_INIT_TIMEOUT"])
+def test_distributed_waits_must_be_positive(key):
+    cfg = get_cfg()
+    assert cfg.DIST_INIT_TIMEOUT == 300 and cfg.DIST_TIMEOUT == 1800  # minutes to join, half an hour per collective
+    with pytest.raises(ConfigError, match=f"invalid value for '{key}': 0; expected > 0 seconds"):
+        _validated(key, "0")

@@ -1,9 +1,12 @@
 """Loader construction: batch sizes, shuffling, worker/epoch seeding, shard sampler."""
+import random
+
+import numpy as np
 import pytest
 import torch
 
 from tests.datasets.conftest import make_cfg
-from vov3d.datasets.loader import ShardSampler, construct_loader, shuffle_dataset
+from vov3d.datasets.loader import ShardSampler, construct_loader, set_epoch
 
 
 @pytest.fixture(scope="module")
@@ -15,8 +18,8 @@ def same_video_root(tmp_path_factory, kinetics_root):
     return root
 
 
-def epoch_batches(loader, epoch):
-    shuffle_dataset(loader, epoch)
+def epoch_batches(loader, epoch, stream="loader"):
+    set_epoch(loader, loader.dataset.cfg.RNG_SEED, epoch, stream)
     return [(index.tolist(), inputs[0]) for inputs, _, index, _ in loader]
 
 
@@ -38,6 +41,18 @@ def test_in_process_loading_is_seeded_per_epoch(same_video_root):
     one, two = (epoch_batches(construct_loader(cfg, "train"), 3) for _ in range(2))
     assert one[0][0] == two[0][0] and torch.equal(one[0][1], two[0][1])
     assert sorted(one[0][0]) == list(range(8)) and one[0][0] != list(range(8))  # shuffled
+
+
+def test_each_stream_and_epoch_has_its_own_order_whatever_ran_before(same_video_root):
+    cfg = make_cfg(same_video_root, "TRAIN.BATCH_SIZE", "8")
+    fresh = epoch_batches(construct_loader(cfg, "train"), 2, "precise_bn")
+    used = construct_loader(cfg, "train")
+    epoch_batches(used, 0)  # a train pass and other draws of this process before precise BN
+    random.random(), np.random.rand()
+    again = epoch_batches(used, 2, "precise_bn")
+    assert fresh[0][0] == again[0][0] and torch.equal(fresh[0][1], again[0][1])
+    train_order = epoch_batches(construct_loader(cfg, "train"), 2)
+    assert train_order[0][0] != fresh[0][0] and not torch.equal(train_order[0][1], fresh[0][1])
 
 
 def test_eval_loaders_keep_order_and_batch_videos(kinetics_root):

@@ -102,7 +102,7 @@ def test_loss_explosion_factor_and_cpu_amp_guard(tmp_path):
         trainer._check_loss(torch.tensor(2.5), 0, 5, 0.1)
 
 
-def _test_batches(videos, k, failed=()):
+def _test_batches(videos, k, failed=(), frames=None):
     ds = ClipDataset(len(videos) * k, seed=3)
     batches = []
     for start in range(0, len(videos), 2):
@@ -110,7 +110,10 @@ def _test_batches(videos, k, failed=()):
         views = torch.stack([ds.clips[i * k:(i + 1) * k] for i in idx.tolist()])
         bad = torch.tensor([int(i in failed) for i in idx.tolist()])
         views[bad.bool()] = 0
-        batches.append(([views], idx % 4, idx, {"failed": bad}))
+        meta = {"failed": bad}
+        if frames is not None:
+            meta["video_frames"] = torch.tensor([frames[i] for i in idx.tolist()])
+        batches.append(([views], idx % 4, idx, meta))
     return ds, batches
 
 
@@ -122,7 +125,8 @@ def test_multi_view_forward_chunks_ensembles_and_saves(tmp_path):
     results = run_views(cfg, model, batches)
     meter = VideoEnsembleMeter(5, 4)
     for r in results:
-        meter.add(*r)
+        meter.add(*r[:4])
+        assert r[4].tolist() == [-1] * len(r[0])  # the loader did not say how long the videos are
     with torch.no_grad():
         expected = model(ds.clips[6:12]).max(dim=0).values  # video 1, all 6 views in one forward
     assert torch.allclose(meter.preds[1], expected, atol=1e-6)
@@ -140,24 +144,25 @@ def test_multi_view_forward_chunks_ensembles_and_saves(tmp_path):
         report = json.load(f)
     assert report["failed_videos"] == ["video_003.mp4"]
     assert report["videos"][1]["top5_classes"][0] == int(expected.argmax())
+    assert report["too_short_videos"] == [] and report["videos"][1]["video_frames"] is None
 
 
-def test_results_path_refuses_a_directory_before_the_test(tmp_path):
-    from vov3d.config import ConfigError
-    from vov3d.engine.test import results_path
-
-    (tmp_path / "sub").mkdir()
-    for value in ("sub", "sub/", str(tmp_path / "sub")):
-        with pytest.raises(ConfigError, match=r"TEST.SAVE_RESULTS_PATH .* is a directory"):
-            results_path(tiny_cfg(tmp_path, "TEST.SAVE_RESULTS_PATH", value))
-    assert results_path(tiny_cfg(tmp_path, "TEST.SAVE_RESULTS_PATH", "preds.pkl")) == str(tmp_path / "preds.pkl")
-    assert results_path(tiny_cfg(tmp_path)) is None
-    # A train + test run refuses it before training (no checkpoint gets written).
-    from vov3d.engine.train import train
-    with pytest.raises(ConfigError, match=r"TEST.SAVE_RESULTS_PATH 'sub' is a directory"):
-        train(tiny_cfg(tmp_path / "run", "TEST.ENABLE", "True", "TEST.SAVE_RESULTS_PATH", "sub",
-                       "OUTPUT_DIR", str(tmp_path)))
-    assert cu.list_checkpoints(str(tmp_path)) == []
+def test_videos_of_one_frame_are_flagged_in_the_results(tmp_path):
+    cfg = tiny_cfg(tmp_path, "TEST.BATCH_SIZE", "2")
+    frames = {0: 300, 1: 1, 2: 0, 3: 2}  # video 2 failed to load: not "too short"
+    _, batches = _test_batches([0, 1, 2, 3], k=1, failed={2}, frames=frames)
+    meter = VideoEnsembleMeter(4, 4)
+    video_frames = {}
+    for indices, preds, labels, failed, counts in run_views(cfg, TinyTestNet(cfg).eval(), batches):
+        meter.add(indices, preds, labels, failed)
+        video_frames.update(zip(indices.tolist(), counts.tolist()))
+    assert video_frames == frames
+    out = tmp_path / "preds.pkl"
+    save_results(str(out), meter, ClipDataset(4), {}, video_frames)
+    report = json.loads((tmp_path / "preds.json").read_text())
+    assert [(v["video_frames"], v["too_short"]) for v in report["videos"]] == [
+        (300, False), (1, True), (None, False), (2, False)]
+    assert report["too_short_videos"] == ["video_001.mp4"] and report["failed_videos"] == ["video_002.mp4"]
 
 
 # ------------------------------------------------------------------------------------

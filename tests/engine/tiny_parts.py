@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from vov3d.config import assert_and_infer_cfg, get_cfg, merge_overrides
-from vov3d.engine import distributed as du
 from vov3d.models.registry import MODEL_REGISTRY
+from vov3d.utils import comm
 
 NUM_CLASSES = 4
 
@@ -104,7 +104,7 @@ class ClipDataset(Dataset):
 
 def fake_loader(n, batch, shuffle, seed=0, drop_last=True):
     ds = ClipDataset(n, seed=seed)
-    sampler = DistributedSampler(ds, shuffle=shuffle, seed=0, drop_last=drop_last) if du.get_world_size() > 1 else None
+    sampler = DistributedSampler(ds, shuffle=shuffle, seed=0, drop_last=drop_last) if comm.get_world_size() > 1 else None
     return DataLoader(ds, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
                       drop_last=drop_last)
 
@@ -123,9 +123,5 @@ def make_fake_trainer_class():
             self.train_loader = fake_loader(self.train_videos, batch, shuffle=True)
             self.val_loader = fake_loader(self.val_videos, batch, shuffle=False, seed=1, drop_last=False)
             self.precise_loader = fake_loader(self.train_videos, batch, shuffle=True)
-
-        def shuffle(self, epoch):
-            if isinstance(self.train_loader.sampler, DistributedSampler):
-                self.train_loader.sampler.set_epoch(epoch)
 
     return InMemoryTrainer

@@ -24,8 +24,12 @@ _C.LOG_PERIOD = 10
 _C.LOG_MODEL_INFO = True
 # "nccl" is replaced by "gloo" for CPU runs (NUM_GPUS 0) when the config is validated.
 _C.DIST_BACKEND = "nccl"
-# vov3d: seconds a process waits at the rendezvous and in any collective before failing.
+# vov3d: seconds a process waits in any collective before failing (and at the rendezvous of
+# env:// and file:// init methods).
 _C.DIST_TIMEOUT = 1800
+# vov3d: seconds the processes of a tcp:// --init_method wait for each other to join; the
+# waiting ones say every minute which ranks are missing.
+_C.DIST_INIT_TIMEOUT = 300
 
 # ---------------------------------------------------------------------------------
 # Training

@@ -60,6 +60,8 @@ def _check_processes(cfg: CfgNode) -> None:
     _require(0 <= cfg.SHARD_ID < cfg.NUM_SHARDS, "SHARD_ID", cfg.SHARD_ID,
              f"0 <= SHARD_ID < NUM_SHARDS ({cfg.NUM_SHARDS})")
     _at_least(cfg, "LOG_PERIOD", 1)
+    for key in ("DIST_TIMEOUT", "DIST_INIT_TIMEOUT"):
+        _require(cfg[key] > 0, key, cfg[key], "> 0 seconds")
 
 
 def _check_checkpoint_type(cfg: CfgNode, split: str) -> None:

@@ -1,20 +1,23 @@
 """What every dataset shares: the item layout, retries, failure reporting, spatial sampling
 and multi-view testing from one decode.
 
-A dataset subclass lists its videos and labels (`_load_index`) and turns clip requests into
-a frame bank (`_read_clips`). Requests are `(clip_idx, num_clips)`: TRAIN_CLIP = the
-training (val: reference) temporal sampling, CENTRE_CLIP = deterministic centre (val with
-DATA.DETERMINISTIC_VAL), `i >= 0` = temporal test view i of num_clips.
+A dataset subclass reads its list files (`_read_index`, also usable without building the
+dataset, through `load_index`) and turns clip requests into a frame bank (`_read_clips`).
+Requests are `(clip_idx, num_clips)`: TRAIN_CLIP = the training (val: reference) temporal
+sampling, CENTRE_CLIP = deterministic centre (val with DATA.DETERMINISTIC_VAL), `i >= 0` =
+temporal test view i of num_clips.
 
 Items (one per video in every split):
   train/val: ([float32 [3, T, crop, crop]], label, index, {"num_failures"})
-  test:      ([float32 [K, 3, T, crop, crop]], label, video, {"failed", "num_failures"}),
+  test:      ([float32 [K, 3, T, crop, crop]], label, video, {"failed", "num_failures",
+             "video_frames"}),
              K = NUM_ENSEMBLE_VIEWS * NUM_SPATIAL_CROPS, view v = temporal * crops + spatial.
 """
 import logging
 import os
 import random
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -40,6 +43,17 @@ def require_sample_file(path: str, what: str = "video") -> None:
         raise MissingSampleError(f"{what} file missing or empty: {path}")
 
 
+@dataclass
+class VideoIndex:
+    """What the list files of a split say: a printable location and a label per video, the
+    class names in label order when the lists give them, and the frame files of each video
+    for datasets of frame folders."""
+    paths: List[str]
+    labels: List[int]
+    class_names: Optional[List[str]] = None
+    frames: Optional[List[List[str]]] = None
+
+
 class ClipDataset(torch.utils.data.Dataset):
     # Channel order of the decoded frames ("rgb" or "bgr"); REVERSE_INPUT_CHANNEL flips it.
     channel_order = "rgb"
@@ -57,18 +71,26 @@ class ClipDataset(torch.utils.data.Dataset):
         self.num_spatial_crops = cfg.TEST.NUM_SPATIAL_CROPS if split == "test" else 1
         self.deterministic_val = split == "val" and cfg.DATA.DETERMINISTIC_VAL
         self.failures = FailureLog(cfg.OUTPUT_DIR)
-        self._paths: List[str] = []
-        self._labels: List[int] = []
-        self._load_index()
-        if not self._paths:
-            raise ValueError(f"{type(self).__name__} {split} split is empty: its list files in "
-                             f"DATA.PATH_TO_DATA_DIR {cfg.DATA.PATH_TO_DATA_DIR!r} name no videos.")
+        self._short_warned: Set[str] = set()  # per process: each worker starts with its own copy
+        self.index = self.load_index(cfg, split)
+        self._paths, self._labels = self.index.paths, self.index.labels
+        self.class_names = self.index.class_names
         logger.info("%s %s: %d videos, %d view(s) per video.", type(self).__name__, split,
                     len(self._paths), self.num_views)
 
+    @classmethod
+    def load_index(cls, cfg: CfgNode, split: str) -> VideoIndex:
+        """Read and check the list files of a split (nothing is decoded): every error names
+        the file, so bad lists can be refused before any work."""
+        index = cls._read_index(cfg, split)
+        if not index.paths:
+            raise ValueError(f"{cls.__name__} {split} split is empty: its list files in "
+                             f"DATA.PATH_TO_DATA_DIR {cfg.DATA.PATH_TO_DATA_DIR!r} name no videos.")
+        return index
+
     # ------------------------------------------------------------------ subclass hooks
-    def _load_index(self) -> None:
-        """Fill self._paths (one printable location per video) and self._labels."""
+    @classmethod
+    def _read_index(cls, cfg: CfgNode, split: str) -> VideoIndex:
         raise NotImplementedError
 
     def _read_clips(self, index: int, clips: Sequence[Tuple[int, int]]) -> FrameBank:
@@ -141,6 +163,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 else:
                     bank = self._read_clips(index, [(TRAIN_CLIP, 1)])
                     clip = self._train_clip(bank.clip(0))
+                self._warn_if_still(index, bank)
                 return [clip], self._labels[index], index, {"num_failures": failures}
             except Exception as error:
                 failures += 1
@@ -181,7 +204,9 @@ class ClipDataset(torch.utils.data.Dataset):
             try:
                 bank = self._read_clips(video, clips)
                 inputs = torch.stack(self._views(bank, views))
-                return [inputs], self._labels[video], video, {"failed": 0, "num_failures": failures}
+                self._warn_if_still(video, bank)
+                return [inputs], self._labels[video], video, {"failed": 0, "num_failures": failures,
+                                                               "video_frames": bank.video_frames}
             except Exception as error:
                 failures += 1
                 self.failures.record(self._paths[video], error)
@@ -190,7 +215,16 @@ class ClipDataset(torch.utils.data.Dataset):
         # Never another video's data: the engine counts this video as failed.
         crop = self.cfg.DATA.TEST_CROP_SIZE
         empty = torch.zeros(self.num_views, 3, self.cfg.DATA.NUM_FRAMES, crop, crop)
-        return [empty], self._labels[video], video, {"failed": 1, "num_failures": failures}
+        return [empty], self._labels[video], video, {"failed": 1, "num_failures": failures, "video_frames": 0}
+
+    def _warn_if_still(self, index: int, bank: FrameBank) -> None:
+        """A "video" of one frame decodes without error (an image renamed .mp4 does), and its
+        every clip is that frame repeated: say so once per file and process."""
+        path = self._paths[index]
+        if bank.video_frames < 2 and path not in self._short_warned:
+            self._short_warned.add(path)
+            logger.warning("%s holds %d frame(s): every clip of it is one still image. Is it really a video "
+                           "(not an image renamed, or a truncated download)?", path, bank.video_frames)
 
     # ------------------------------------------------------------------ spatial
     def _train_clip(self, frames: Sequence[np.ndarray]) -> torch.Tensor:

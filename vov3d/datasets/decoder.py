@@ -5,8 +5,8 @@ video, or the one training clip), and returns a *frame bank*: the distinct frame
 use (uint8 [H, W, 3], RGB or BGR) plus, per clip, the keys of its frames in order. Frames
 shared by several clips are decoded, converted and (later) resized once.
 
-Windows follow the reference's "selective decoding" (framework.md 2.6/2.7): the clip
-window is computed in source frames, mapped to pts with `timebase = duration / frames`,
+Windows follow PySlowFast's "selective decoding": the clip window is computed in source
+frames, mapped to pts with `timebase = duration / frames`,
 frames with `start_pts <= pts` are counted from the start of the window up to and including
 the first frame after `end_pts`, and the clip takes positions trunc(linspace(0, size - 1, T))
 of that window, clamped to its last frame (so, as in the reference, pts truncation can make
@@ -55,6 +55,7 @@ class FrameBank:
     clips: List[List[Hashable]]
     decoded: int = 0  # frames the decoder produced
     fps: float = 0.0
+    video_frames: int = 0  # frames the video holds (its metadata's count, or all it decoded to)
 
     def clip(self, i: int) -> List[np.ndarray]:
         return [self.frames[key] for key in self.clips[i]]
@@ -202,6 +203,7 @@ def index_frames(frames: Sequence, choose: Callable[[int], List[np.ndarray]],
     converting (or reading) only the picked ones, each once."""
     if len(frames) == 0:
         raise DecodeError("the video has no frames")
+    bank.video_frames = len(frames)
     for indices in choose(len(frames)):
         keys = [int(i) for i in indices]
         for key in keys:
@@ -334,6 +336,7 @@ def _decode_clip_windows(container, stream, clips: Sequence[Tuple[int, int]], sp
     """The windowed pass for a stream with a known frame count and duration."""
     duration = stream.duration
     frames = _frame_count(stream, stream.frames, duration)
+    bank.video_frames = frames
     size = sampling.clip_size(spec.num_frames, spec.sampling_rate, bank.fps, spec.target_fps)
     timebase = duration / frames
     positions = np.linspace(0, size - 1, spec.num_frames).astype(np.int64)

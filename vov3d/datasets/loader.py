@@ -1,9 +1,10 @@
 """DataLoader construction: batch sizes per process, samplers, worker seeding.
 
 Augmentation randomness comes from Python `random` and numpy inside the workers. Every
-worker seeds both (and torch) from a seed derived from (RNG_SEED, epoch, rank, worker), so
-workers differ from each other and from epoch to epoch, and a run (or a resumed run) is
-reproducible. `shuffle_dataset(loader, epoch)` must be called before every training epoch.
+worker seeds both (and torch) from a seed derived from (RNG_SEED, epoch, rank, stream,
+worker), so workers differ from each other and from epoch to epoch, and a run (or a resumed
+run) is reproducible. `set_epoch(loader, RNG_SEED, epoch, stream)` must be called before
+every pass of a training loader.
 """
 import logging
 import random
@@ -11,14 +12,15 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from yacs.config import CfgNode
 
 from vov3d.datasets.registry import build_dataset
 from vov3d.config.merge import ConfigError
+from vov3d.utils import comm
 from vov3d.utils.processes import per_process_batch, processes_per_machine
+from vov3d.utils.seeding import epoch_seed, seed_python_and_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -39,19 +41,6 @@ class ShardSampler(Sampler):
 
     def set_epoch(self, epoch: int) -> None:  # evaluation order never changes
         pass
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def epoch_seed(base_seed: int, epoch: int, rank: int) -> int:
-    """Seed of the loader's generator for one epoch on one rank."""
-    return int(np.random.SeedSequence([base_seed, epoch, rank]).generate_state(1)[0])
 
 
 def seed_worker(worker_id: int) -> None:
@@ -78,11 +67,11 @@ def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
         batch_size = per_process_batch(cfg, split)
     shuffle = split == "train"
     sampler = None
-    if _distributed():
+    if comm.is_distributed():
         if shuffle:
             sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.RNG_SEED)
         else:
-            sampler = ShardSampler(dataset, dist.get_rank(), dist.get_world_size())
+            sampler = ShardSampler(dataset, comm.get_rank(), comm.get_world_size())
     if split == "train":
         per_rank = len(sampler) if sampler is not None else len(dataset)
         if per_rank < batch_size:
@@ -91,7 +80,7 @@ def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
                               f"{processes_per_machine(cfg)} process(es) per machine): no batch would be formed; "
                               "lower TRAIN.BATCH_SIZE.")
     generator = torch.Generator()
-    generator.manual_seed(epoch_seed(cfg.RNG_SEED, 0, _rank()))
+    generator.manual_seed(epoch_seed(cfg.RNG_SEED, 0, comm.get_rank(), "loader"))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -104,18 +93,17 @@ def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
         generator=generator,
         persistent_workers=False,  # fresh workers per epoch: bounded RAM, per-epoch seeds
     )
-    loader.base_seed = cfg.RNG_SEED
     return loader
 
 
-def shuffle_dataset(loader: DataLoader, epoch: int) -> None:
-    """Start of a training epoch: new shuffle order and new augmentation seeds, a function of
-    (RNG_SEED, epoch, rank) only."""
+def set_epoch(loader: DataLoader, rng_seed: int, epoch: int, stream: str = "loader") -> None:
+    """Before a pass of a training loader over `epoch`: its shuffle order and the seeds of its
+    workers (or, without workers, of this process's Python and numpy generators, which then
+    run the augmentation) become a function of (RNG_SEED, epoch, rank, stream) only."""
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
-    seed = epoch_seed(getattr(loader, "base_seed", 0), epoch, _rank())
-    loader.generator.manual_seed(seed)
+    seed = epoch_seed(rng_seed, epoch, comm.get_rank(), stream)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed)
     if loader.num_workers == 0:
-        # Augmentation then runs in this process: give it the same per-epoch streams.
-        random.seed(seed)
-        np.random.seed(seed % 2 ** 32)
+        seed_python_and_numpy(seed)

@@ -1,14 +1,14 @@
 """Frame transforms on uint8 images, and the single normalisation to a float tensor.
 
-The reference normalises full-size frames to float, then resizes and crops (framework.md
-2.9/2.10). Normalisation is affine per channel and bilinear weights sum to one, so both
-commute with resize and crop: here frames are resized as uint8 with OpenCV
+The reference normalises full-size frames to float, then resizes and crops. Normalisation
+is affine per channel and bilinear weights sum to one, so both commute with resize and
+crop: here frames are resized as uint8 with OpenCV
 (INTER_LINEAR = bilinear with half-pixel centres, the same sampling grid as torch
 `interpolate(mode="bilinear", align_corners=False)`), cropped, and normalised once. The only
 difference to the float path is OpenCV's rounding to uint8 (at most 1 grey level, i.e.
 < 0.02 after dividing by STD 0.225; a test checks it) at a fraction of the cost.
 """
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -64,8 +64,3 @@ def normalize(clip: np.ndarray, mean: Sequence[float], std: Sequence[float],
         data, scale, shift = data.flip(0), scale.flip(0), shift.flip(0)
     out = data.contiguous().to(torch.float32)
     return out.mul_(scale.view(-1, 1, 1, 1)).sub_(shift.view(-1, 1, 1, 1))
-
-
-def normalize_views(clips: List[np.ndarray], mean, std, reverse_channels: bool) -> torch.Tensor:
-    """K clips [T, H, W, C] uint8 -> [K, C, T, H, W] float32."""
-    return torch.stack([normalize(clip, mean, std, reverse_channels) for clip in clips])

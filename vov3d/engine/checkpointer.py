@@ -18,6 +18,7 @@ from yacs.config import CfgNode
 from vov3d.engine import distributed as du
 from vov3d.engine.checkpoint_loading import load_for_finetune, load_for_resume, load_for_test
 from vov3d.engine.runtime import unwrap_model
+from vov3d.utils import comm
 from vov3d.utils.checkpoint_io import (CheckpointError, checkpoint_dir, checkpoint_path, list_checkpoints,
                                        newest_readable, prune_checkpoints, read_checkpoint,
                                        remove_stale_temp_files, write_checkpoint)
@@ -56,7 +57,7 @@ def prepare_checkpoint_dir(cfg: CfgNode) -> None:
     score the newest file, which may be the other run's.
     """
     error = None
-    if du.is_root_proc():
+    if comm.is_root_proc():
         try:
             remove_stale_temp_files(cfg.OUTPUT_DIR)
         except OSError as e:
@@ -107,7 +108,7 @@ class Checkpointer:
         Returns the path on rank 0, None elsewhere.
         """
         path = error = None
-        if du.is_root_proc():
+        if comm.is_root_proc():
             try:
                 path = self._write(epoch)
             except CheckpointError as e:
@@ -157,7 +158,7 @@ class Checkpointer:
     def _decide(choose: Callable) -> Tuple[Optional[str], str, Optional[Dict]]:
         """(path, source, contents if already read) as chosen on rank 0; contents elsewhere None."""
         path, source, obj, error = None, "", None, None
-        if du.is_root_proc():
+        if comm.is_root_proc():
             try:
                 path, source, obj = choose()
             except CheckpointError as e:

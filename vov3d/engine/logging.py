@@ -203,8 +203,17 @@ def log_to_file(level: int, msg: str, *args, exc_info=None) -> bool:
     return True
 
 
-def get_logger(name: str) -> logging.Logger:
-    return logging.getLogger(name)
+def append_to_log_file(output_dir: str, level: int, msg: str, *args) -> None:
+    """One record in OUTPUT_DIR/stdout.log written by a process that does not log there (the
+    launcher of spawned processes, reporting one of them that died)."""
+    handler = _open_log_file(output_dir)
+    caller = sys._getframe(1)
+    try:
+        handler.handle(logging.getLogger("vov3d").makeRecord(
+            caller.f_globals.get("__name__", "vov3d"), level, caller.f_code.co_filename, caller.f_lineno,
+            msg, args, None))
+    finally:
+        handler.close()
 
 
 def _round_floats(stats: Dict) -> Dict:

@@ -10,12 +10,13 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from yacs.config import CfgNode
 
-from vov3d.config.merge import ConfigError
 from vov3d.engine import distributed as du
 from vov3d.engine.checkpointer import Checkpointer
 from vov3d.engine.logging import log_json_stats
 from vov3d.engine.meters import Timer, VideoEnsembleMeter, ensemble_views, format_eta
+from vov3d.engine.preflight import results_path
 from vov3d.engine.runtime import device, prepare_model, setup_process, to_device
+from vov3d.utils import comm
 from vov3d.utils.files import write_atomic
 from vov3d.utils.processes import per_process_batch
 
@@ -33,9 +34,20 @@ def _failed_flags(meta: Dict, batch: int) -> torch.Tensor:
     return torch.zeros(batch, dtype=torch.bool) if failed is None else failed.bool().reshape(batch)
 
 
+def _video_frames(meta: Dict, batch: int) -> torch.Tensor:
+    """Frames each video holds, -1 where the loader does not say."""
+    frames = meta.get("video_frames") if isinstance(meta, dict) else None
+    return torch.full((batch,), -1, dtype=torch.int64) if frames is None else frames.long().reshape(batch)
+
+
+# A video that holds fewer frames is a still image: every view of it is one frame repeated.
+MIN_VIDEO_FRAMES = 2
+
+
 @torch.no_grad()
 def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.Tensor, ...]]:
-    """This rank's per-video results: (indices, ensembled probs, labels, failed) per batch."""
+    """This rank's per-video results: (indices, ensembled probs, labels, failed, frames held
+    by each video) per batch."""
     model.eval()
     dev = device(cfg)
     chunk = per_process_batch(cfg, "test")
@@ -50,7 +62,7 @@ def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.
         if len(ok):
             probs = forward_views(model, views[ok].flatten(0, 1), chunk, dev)
             video_probs[ok] = ensemble_views(probs.reshape(len(ok), k, -1), cfg.TEST.ENSEMBLE_METHOD)
-        results.append((index.long().cpu(), video_probs, labels.long().cpu(), failed))
+        results.append((index.long().cpu(), video_probs, labels.long().cpu(), failed, _video_frames(meta, batch)))
         if (it + 1) % cfg.LOG_PERIOD == 0 or it + 1 == iters:
             per_iter = timer.seconds() / (it + 1)
             log_json_stats({"split": "test_iter", "_type": "test_iter", "cur_iter": f"{it + 1}/{iters}",
@@ -58,9 +70,11 @@ def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.
     return results
 
 
-def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -> None:
+def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict,
+                 video_frames: Optional[Dict[int, int]] = None) -> None:
     """Pickle [video_preds float [V, C], video_labels int64 [V]] (reference format, dataset
-    order, zero rows for failed videos) and a readable JSON with top-5 per video beside it."""
+    order, zero rows for failed videos) and a readable JSON with top-5 per video beside it,
+    flagging videos too short to be videos."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     # Atomic: a job killed mid-write must not leave a truncated file that looks like a result.
     write_atomic(path, lambda f: pickle.dump([meter.preds, meter.labels], f), binary=True)
@@ -68,11 +82,15 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     scores, classes = torch.topk(meter.preds, k, dim=1)
     failed = set(meter.failed_indices())
     name = getattr(dataset, "video_path", lambda i: str(i))
+    frames = {i: n for i, n in (video_frames or {}).items() if n >= 0 and i not in failed}
+    short = sorted(i for i, n in frames.items() if n < MIN_VIDEO_FRAMES)
     videos = [{"index": i, "path": name(i), "label": int(meter.labels[i]), "failed": i in failed,
+               "video_frames": frames.get(i), "too_short": i in short,
                "top5_classes": [] if i in failed else classes[i].tolist(),
                "top5_scores": [] if i in failed else [round(s, 6) for s in scores[i].tolist()]}
               for i in range(len(meter.labels))]
-    report = dict(summary, videos=videos, failed_videos=[name(i) for i in sorted(failed)])
+    report = dict(summary, videos=videos, failed_videos=[name(i) for i in sorted(failed)],
+                  too_short_videos=[name(i) for i in short])
     json_path = os.path.splitext(path)[0] + ".json"
     if json_path == path:
         json_path = path + ".json"
@@ -80,17 +98,12 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     logger.info("Saved predictions to %s and a per-video summary to %s.", path, json_path)
 
 
-def results_path(cfg: CfgNode) -> Optional[str]:
-    """Where TEST.SAVE_RESULTS_PATH (relative to OUTPUT_DIR) puts the predictions, checked
-    before the test runs so that a directory given by mistake costs no test."""
-    out = cfg.TEST.SAVE_RESULTS_PATH
-    if not out:
-        return None
-    out = out if os.path.isabs(out) else os.path.join(cfg.OUTPUT_DIR, out)
-    if out.endswith(os.sep) or os.path.isdir(out):
-        raise ConfigError(f"TEST.SAVE_RESULTS_PATH {cfg.TEST.SAVE_RESULTS_PATH!r} is a directory; expected "
-                          "a file name such as preds.pkl (a per-video JSON is written beside it).")
-    return out
+def _warn_too_short(video_frames: Dict[int, int], failed: set, name) -> None:
+    short = sorted(i for i, n in video_frames.items() if 0 <= n < MIN_VIDEO_FRAMES and i not in failed)
+    if short:
+        logger.warning("%d test video(s) hold fewer than %d frames and were scored as still images (flagged "
+                       "\"too_short\" in the results JSON): %s%s", len(short), MIN_VIDEO_FRAMES,
+                       ", ".join(name(i) for i in short[:10]), " ..." if len(short) > 10 else "")
 
 
 def test(cfg: CfgNode) -> Optional[Dict]:
@@ -113,13 +126,15 @@ def test(cfg: CfgNode) -> Optional[Dict]:
                 per_process_batch(cfg, "test"))
     local = run_views(cfg, model, loader)
     gathered = du.all_gather_object(local)
-    if not du.is_root_proc():
+    if not comm.is_root_proc():
         return None
 
     meter = VideoEnsembleMeter(dataset.num_videos, cfg.MODEL.NUM_CLASSES, video_path=dataset.video_path)
+    video_frames = {}
     for rank_results in gathered:
-        for indices, preds, labels, failed in rank_results:
+        for indices, preds, labels, failed, frames in rank_results:
             meter.add(indices, preds, labels, failed)
+            video_frames.update(zip(indices.tolist(), frames.tolist()))
     metrics = meter.finalize()
     failed_ids = meter.failed_indices()
     if failed_ids:
@@ -139,6 +154,7 @@ def test(cfg: CfgNode) -> Optional[Dict]:
     logger.info("Test result: top-1 %.2f%%, %s %.2f%% over %d videos (%d views each, %d unreadable).",
                 metrics["top1_acc"], top5, metrics["top5_acc"], metrics["num_videos"], views,
                 metrics["num_failed"])
+    _warn_too_short(video_frames, set(failed_ids), getattr(dataset, "video_path", str))
     if out is not None:
-        save_results(out, meter, dataset, summary)
+        save_results(out, meter, dataset, summary, video_frames)
     return metrics

@@ -17,13 +17,14 @@ from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
 from vov3d.engine.losses import get_loss_func
 from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
 from vov3d.engine.optimizer import clip_gradients, construct_optimizer
-from vov3d.engine.runtime import (add_scalars, device, epoch_stream_seed, prepare_model, seed_epoch,
-                                  setup_process, tensorboard_writer, to_device, unwrap_model)
+from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
+                                  to_device, unwrap_model)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
-from vov3d.engine.test import results_path
+from vov3d.utils import comm
 from vov3d.utils.checkpoint_io import checkpoint_dir
 from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
+from vov3d.utils.seeding import epoch_seed, seed_all
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def is_eval_epoch(cfg: CfgNode, epoch: int) -> bool:
 
 def _progress(loader, desc: str):
     """A tqdm bar with ETA on an interactive console; the plain loader in log files."""
-    if not (sys.stdout.isatty() and du.is_master_proc()):
+    if not (sys.stdout.isatty() and comm.is_master_proc()):
         return loader
     from tqdm import tqdm
 
@@ -82,34 +83,11 @@ class Trainer:
         self.train_loader = construct_loader(self.cfg, "train")
         self.val_loader = construct_loader(self.cfg, "val")
         self.precise_loader = construct_loader(self.cfg, "train") if self.cfg.BN.USE_PRECISE_STATS else None
-        self._check_test_lists()
 
     @property
     def class_names(self):
         """The training lists' class names in label order, if they give them."""
         return getattr(self.train_loader.dataset, "class_names", None)
-
-    def _check_test_lists(self) -> None:
-        """Read the test lists now: a missing or malformed test list should stop the run
-        before training, not after it."""
-        if self.cfg.TEST.ENABLE:
-            from vov3d.datasets import build_dataset
-
-            build_dataset(self.cfg.TEST.DATASET, self.cfg, "test")
-
-    def shuffle(self, epoch: int) -> None:
-        """Shuffle order and augmentation seeds of the epoch, a function of the epoch only."""
-        from vov3d.datasets.loader import shuffle_dataset
-
-        shuffle_dataset(self.train_loader, epoch)
-        precise = self.precise_loader
-        if precise is not None:
-            # Otherwise its generator runs on from the previous epochs of this process, and
-            # precise BN after a resume would see other batches than without the interruption.
-            if hasattr(precise.sampler, "set_epoch"):
-                precise.sampler.set_epoch(epoch)
-            if getattr(precise, "generator", None) is not None:
-                precise.generator.manual_seed(epoch_stream_seed(self.cfg, epoch, "precise_bn"))
 
     def log_batch_semantics(self) -> None:
         cfg = self.cfg
@@ -119,7 +97,7 @@ class Trainer:
             logger.warning("The train loader gives %d clips per process; TRAIN.BATCH_SIZE %d over %d "
                            "processes per machine means %d. Reporting the loader's value.",
                            actual, cfg.TRAIN.BATCH_SIZE, processes_per_machine(cfg), expected)
-        world = du.get_world_size()
+        world = comm.get_world_size()
         self.global_batch = actual * world
         logger.info("Batch: %d clips per process x %d processes (%d per machine x %d machines) = global "
                     "batch %d. LR: SOLVER.BASE_LR %g (after any shard/reference-batch scaling), %s, "
@@ -138,12 +116,11 @@ class Trainer:
         else:
             logger.info("Start epoch: %d of %d", self.start_epoch + 1, cfg.SOLVER.MAX_EPOCH)
         for epoch in range(self.start_epoch, cfg.SOLVER.MAX_EPOCH):
-            seed_epoch(cfg, epoch)
-            self.shuffle(epoch)
+            self.seed_epoch(epoch)
             self.train_epoch(epoch)
             save, evaluate = is_checkpoint_epoch(cfg, epoch), is_eval_epoch(cfg, epoch)
             if (save or evaluate) and cfg.BN.USE_PRECISE_STATS:
-                self.precise_bn()
+                self.precise_bn(epoch)
             if save:
                 self.checkpointer.save(epoch)
             if evaluate:
@@ -152,6 +129,15 @@ class Trainer:
         du.barrier()
         if self.writer is not None:
             self.writer.close()
+
+    def seed_epoch(self, epoch: int) -> None:
+        """Everything random in the epoch (shuffle order, augmentation, dropout) then depends
+        on (RNG_SEED, epoch, rank) only, not on how many epochs this process has run, so a
+        run resumed at an epoch boundary repeats the uninterrupted run bit for bit."""
+        from vov3d.datasets.loader import set_epoch
+
+        seed_all(epoch_seed(self.cfg.RNG_SEED, epoch, comm.get_rank(), "process"))
+        set_epoch(self.train_loader, self.cfg.RNG_SEED, epoch)
 
     def _check_loss(self, loss: torch.Tensor, epoch: int, it: int, lr: float) -> None:
         """Stop every rank together on a non-finite (or exploding) loss, before backward."""
@@ -200,7 +186,7 @@ class Trainer:
             top1, top5 = topk_errors(preds.detach(), hard, (1, 5))
             loss_v, top1, top5 = (float(v) for v in du.all_reduce_mean([loss.detach(), top1, top5]))
             meter.update_time(dt_data, net_timer.seconds())
-            meter.update_stats(top1, top5, labels.shape[0] * du.get_world_size(), loss=loss_v, lr=lr)
+            meter.update_stats(top1, top5, labels.shape[0] * comm.get_world_size(), loss=loss_v, lr=lr)
             failures += int(meta["num_failures"].sum()) if "num_failures" in meta else 0
             add_scalars(self.writer, {"Train/loss": loss_v, "Train/lr": lr, "Train/Top1_err": top1,
                                       "Train/Top5_err": top5}, iters * epoch + it)
@@ -254,14 +240,18 @@ class Trainer:
         add_scalars(self.writer, {"Val/Top1_err": errors[0], "Val/Top5_err": errors[1]}, epoch + 1)
         self.model.train()
 
-    def precise_bn(self) -> None:
-        """Exact BN statistics over NUM_BATCHES_PRECISE training batches (each rank its own)."""
+    def precise_bn(self, epoch: int) -> None:
+        """Exact BN statistics over NUM_BATCHES_PRECISE training batches (each rank its own),
+        drawn as a function of (RNG_SEED, epoch, rank), like the epoch's own batches."""
         from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
+
+        from vov3d.datasets.loader import set_epoch
 
         model = unwrap_model(self.model)
         if not get_bn_modules(model):
             return
         num = min(self.cfg.BN.NUM_BATCHES_PRECISE, len(self.precise_loader))
+        set_epoch(self.precise_loader, self.cfg.RNG_SEED, epoch, "precise_bn")
         inputs = (to_device(batch[0], self.device) for batch in self.precise_loader)
         logger.info("Precise BN: recomputing BN statistics over %d training batches.", num)
         update_bn_stats(model, inputs, num)
@@ -272,8 +262,6 @@ def train(cfg: CfgNode) -> None:
     setup_process(cfg)
     logger.info("Train with config:\n%s", cfg.dump())
     _warn_unusable_test_path(cfg)
-    if cfg.TEST.ENABLE:
-        results_path(cfg)  # a directory there is refused now, not after training
     Trainer(cfg).fit()
 
 
