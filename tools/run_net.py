@@ -5,7 +5,9 @@
         --init_method tcp://host:port] [KEY VALUE ...]
 
 TRAIN.ENABLE runs training (fine-tuning when TRAIN.CHECKPOINT_FILE_PATH is set), then
-TEST.ENABLE runs the multi-view test of the newest checkpoint.
+TEST.ENABLE runs the multi-view test of the newest checkpoint. SIGTERM or SIGUSR1 during
+training saves a mid-epoch checkpoint and exits with 128 + the signal number; the same
+command resumes there.
 """
 import sys
 
@@ -27,6 +29,7 @@ def main(argv=None) -> int:
         return 2
     # Imported after the config is known to be good, so a typo fails in milliseconds.
     from vov3d.engine.launch import launch_job
+    from vov3d.engine.preemption import TrainingStopped
     from vov3d.engine.test import test
     from vov3d.engine.train import train
     from vov3d.utils.errors import UserError, describe
@@ -36,6 +39,9 @@ def main(argv=None) -> int:
             launch_job(cfg, args.init_method, train)
         if cfg.TEST.ENABLE:
             launch_job(cfg, args.init_method, test)
+    except TrainingStopped as e:  # asked to stop (SIGTERM, ...): saved, and resumes where it stopped
+        print(f"run_net.py: {e}", file=sys.stderr)
+        return e.exit_code
     except UserError as e:
         # The job already wrote it to OUTPUT_DIR/stdout.log. Errors about the user's data, files
         # and settings: the message says what to do, and a traceback would only bury it.

@@ -7,6 +7,7 @@ command is run again, as a restart would. Real data goes through the toy video d
 a tiny model with dropout, so loader shuffling, augmentation and dropout all take part.
 """
 import errno
+import signal
 import importlib.util
 import os
 
@@ -261,3 +262,73 @@ def test_resume_at_epoch_boundary_reproduces_the_uninterrupted_run(toy, tmp_path
     assert [r["top1_err"] for r in metrics_records(whole, "val_epoch")][-1] == \
         [r["top1_err"] for r in metrics_records(resumed, "val_epoch")][-1]
     assert [r["epoch"] for r in metrics_records(resumed, "train_epoch")] == ["1/3", "2/3", "3/3"]
+
+
+# ------------------------------------------------------------------------------------
+# Stopped by a signal in the middle of an epoch == the uninterrupted run, bit for bit (CPU)
+# ------------------------------------------------------------------------------------
+def _signal_in_training_call(monkeypatch, call, signum=signal.SIGTERM):
+    """Deliver `signum` to this process during the `call`-th (0-based) training forward pass."""
+    forward, calls = ResumeDropoutNet.forward, []
+
+    def signalling(self, x):
+        if self.training and torch.is_grad_enabled():
+            if len(calls) == call:
+                os.kill(os.getpid(), signum)
+            calls.append(1)
+        return forward(self, x)
+
+    monkeypatch.setattr(ResumeDropoutNet, "forward", signalling)
+
+
+def _same_checkpoint(a_path, b_path):
+    a, b = torch.load(a_path, weights_only=True), torch.load(b_path, weights_only=True)
+    assert a["epoch"] == b["epoch"] and a["model_state"].keys() == b["model_state"].keys()
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+    opt_a, opt_b = a["optimizer_state"], b["optimizer_state"]
+    assert opt_a["param_groups"] == opt_b["param_groups"] and opt_a["state"].keys() == opt_b["state"].keys()
+    for index, entry in opt_a["state"].items():
+        assert torch.equal(entry["momentum_buffer"], opt_b["state"][index]["momentum_buffer"]), index
+    assert a["position"] == b["position"] == {"epoch": a["epoch"] + 1, "iteration": 0, "samples": 0,
+                                              "world_size": 1, "meter": {}}
+
+
+def _records(out, kind, *keys):
+    return [tuple(r[k] for k in keys) for r in metrics_records(out, kind)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stopped_mid_epoch_resumes_exactly_where_it_stopped(toy, tmp_path, run_net, monkeypatch, capsys, workers):
+    # Augmentation (scale jitter, crops, flips, windows), shuffling, dropout and precise BN all take part;
+    # with workers, each batch comes from another process than in the uninterrupted run.
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    more = ["TEST.ENABLE", "False", "DATA_LOADER.NUM_WORKERS", str(workers)]
+    assert run_net(_argv(toy, whole, *more)) == 0
+
+    with monkeypatch.context() as m:
+        _signal_in_training_call(m, 5)  # epoch 2, iteration 2 of 4
+        assert run_net(_argv(toy, stopped, *more)) == 128 + signal.SIGTERM
+    mid = cu.checkpoint_path(str(stopped), 1, 2)
+    assert _names(stopped) == ["checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002_iter_000002.pyth"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"run_net.py: Training stopped by SIGTERM in epoch 2/3 after iteration 2/4; saved {mid}. "
+                   "Run the same command again (TRAIN.AUTO_RESUME True) to continue from there."]
+    saved = torch.load(mid, weights_only=True)
+    assert saved["epoch"] == 0 and saved["position"]["epoch"] == 1 and saved["position"]["iteration"] == 2
+    assert saved["position"]["samples"] == 4 and saved["position"]["world_size"] == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the training
+
+    assert run_net(_argv(toy, stopped, *more)) == 0
+    log = _log_text(stopped)
+    assert f"Weights source: auto-resume from {mid} (finished epoch 1)" in log
+    assert "Continuing epoch 2 of a run stopped after iteration 2/4." in log
+    # The mid-epoch file went once epoch 2 was saved; the rest is the uninterrupted run's.
+    assert _names(stopped) == _names(whole) == [f"checkpoint_epoch_0000{e}.pyth" for e in (1, 2, 3)]
+    for epoch in (2, 3):
+        _same_checkpoint(_ckpt(whole, epoch), _ckpt(stopped, epoch))
+    for kind, keys in (("train_iter", ("epoch", "iter", "lr", "loss", "top1_err")),
+                       ("train_epoch", ("epoch", "loss", "top1_err", "samples", "lr")),
+                       ("val_epoch", ("epoch", "top1_err"))):
+        assert _records(whole, kind, *keys) == _records(stopped, kind, *keys), kind
+    assert len(_records(stopped, "train_iter", "iter")) == 12  # each iteration recorded once

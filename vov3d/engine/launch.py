@@ -22,6 +22,7 @@ from yacs.config import CfgNode
 from vov3d.engine import distributed as du
 from vov3d.engine import preflight
 from vov3d.engine.logging import append_to_log_file, log_to_file, write_startup_records
+from vov3d.engine.preemption import ForwardSignals, TrainingStopped
 from vov3d.utils import comm
 from vov3d.utils.errors import UserError, describe
 
@@ -40,6 +41,8 @@ def _owns_log_file(cfg: CfgNode) -> bool:
 
 def log_failure(exc: BaseException) -> None:
     """Put why the job died into OUTPUT_DIR/stdout.log, when this process writes it."""
+    if isinstance(exc, TrainingStopped):
+        return  # not a failure; the trainer logged where it stopped and what it saved
     if isinstance(exc, UserError):
         log_to_file(logging.ERROR, "%s", describe(exc))
     elif isinstance(exc, KeyboardInterrupt):
@@ -118,11 +121,17 @@ def spawn_processes(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], No
     """
     with tempfile.TemporaryDirectory(prefix="vov3d-spawn-") as reports:
         try:
-            torch.multiprocessing.spawn(_spawned_worker, nprocs=nprocs, daemon=False,
-                                        args=(nprocs, func, cfg, init_method, reports))
+            context = torch.multiprocessing.start_processes(
+                _spawned_worker, nprocs=nprocs, daemon=False, join=False, start_method="spawn",
+                args=(nprocs, func, cfg, init_method, reports))
+            with ForwardSignals(context.pids):
+                while not context.join():
+                    pass
         except ProcessException as e:
             local_rank, error = _reported_cause(reports) or (e.error_index, e)
             rank = cfg.SHARD_ID * nprocs + local_rank
+            if isinstance(error, TrainingStopped):
+                raise error from None
             if rank != 0:
                 append_to_log_file(cfg.OUTPUT_DIR, logging.ERROR, "Rank %d (local process %d) failed: %s", rank,
                                    local_rank, describe(error) if isinstance(error, UserError) else error)

@@ -2,12 +2,15 @@
 
 One epoch = train iterations (LR set per iteration at the fractional epoch), then on
 checkpoint/eval epochs: precise BN, the checkpoint (global rank 0, atomic), validation.
+Asked to stop (SIGTERM, SIGUSR1, a scheduler's signal), every rank stops at the same
+iteration, a mid-epoch checkpoint is written and auto-resume continues from it exactly.
 """
 import logging
 import math
 import os
 import sys
 from collections import deque
+from typing import Optional, Sequence
 import torch
 from yacs.config import CfgNode
 
@@ -17,14 +20,16 @@ from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
 from vov3d.engine.losses import get_loss_func
 from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
 from vov3d.engine.optimizer import clip_gradients, construct_optimizer
+from vov3d.engine.position import TrainingPosition
+from vov3d.engine.preemption import STOP_SIGNALS, StopSignals, TrainingStopped, stopped_message
 from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
                                   to_device, unwrap_model)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.utils import comm
-from vov3d.utils.checkpoint_io import checkpoint_dir
+from vov3d.utils.checkpoint_io import checkpoint_dir, checkpoint_path
 from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
-from vov3d.utils.seeding import epoch_seed, seed_all
+from vov3d.utils.seeding import epoch_seed, iteration_seed, seed_all
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +59,10 @@ def _progress(loader, desc: str):
 
 
 class Trainer:
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: CfgNode, stop: Optional[StopSignals] = None):
+        """`stop`: the signals that ask this run to stop; None never stops it."""
         self.cfg = cfg
+        self.stop = stop
         prepare_checkpoint_dir(cfg)  # before the model is built: a refusal costs nothing
         self.device = device(cfg)
         self.model = prepare_model(cfg, train=True)
@@ -67,11 +74,14 @@ class Trainer:
         self.loss_fn = get_loss_func(cfg.MODEL.LOSS_FUNC)
         self.build_loaders()
         self.checkpointer = Checkpointer(cfg, self.model, self.optimizer, self.scaler, self.class_names)
+        self.position = TrainingPosition()
+        self.checkpointer.register("position", self.position)
         self.start_epoch = self.checkpointer.resume_or_load("train").epoch + 1
-        # Records of epochs a killed attempt ran past its last checkpoint are written again.
-        drop_epoch_records_after(self.start_epoch)
-        self.writer = tensorboard_writer(cfg)
         self.train_meter = EpochMeter("train", len(self.train_loader), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
+        start_iteration = self._resume_iteration()
+        # Records of iterations a killed attempt ran past its last checkpoint are written again.
+        drop_epoch_records_after(self.start_epoch, start_iteration)
+        self.writer = tensorboard_writer(cfg)
         self.val_meter = EpochMeter("val", max(len(self.val_loader), 1), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.recent_losses = deque(maxlen=5)
         self.log_batch_semantics()
@@ -121,10 +131,13 @@ class Trainer:
             save, evaluate = is_checkpoint_epoch(cfg, epoch), is_eval_epoch(cfg, epoch)
             if (save or evaluate) and cfg.BN.USE_PRECISE_STATS:
                 self.precise_bn(epoch)
+            self.position.start_epoch(epoch + 1)
             if save:
                 self.checkpointer.save(epoch)
             if evaluate:
                 self.validate(epoch)
+            if self._stop_agreed():
+                self._stop(epoch, None, saved=save)
         # The test job that follows must find the last checkpoint written by rank 0.
         du.barrier()
         if self.writer is not None:
@@ -132,12 +145,47 @@ class Trainer:
 
     def seed_epoch(self, epoch: int) -> None:
         """Everything random in the epoch (shuffle order, augmentation, dropout) then depends
-        on (RNG_SEED, epoch, rank) only, not on how many epochs this process has run, so a
-        run resumed at an epoch boundary repeats the uninterrupted run bit for bit."""
+        on (RNG_SEED, epoch, rank) and the iteration or sample only, not on how many epochs
+        or iterations this process has run, so a run resumed at an epoch boundary or in the
+        middle of an epoch repeats the uninterrupted run bit for bit."""
         from vov3d.datasets.loader import set_epoch
 
+        if not self.position.resumes_in(epoch):
+            self.position.start_epoch(epoch)
+        self.position.world_size = comm.get_world_size()
         seed_all(epoch_seed(self.cfg.RNG_SEED, epoch, comm.get_rank(), "process"))
-        set_epoch(self.train_loader, self.cfg.RNG_SEED, epoch)
+        set_epoch(self.train_loader, self.cfg.RNG_SEED, epoch, start=self.position.samples)
+
+    def _resume_iteration(self) -> int:
+        """Iterations of the start epoch that a run stopped mid-epoch already trained on."""
+        pos, world = self.position, comm.get_world_size()
+        if not pos.resumes_in(self.start_epoch):
+            return 0
+        if pos.world_size != world:
+            # The samples consumed are a prefix of the epoch's order for any world size.
+            iteration = pos.samples // (per_process_batch(self.cfg, "train") * world)
+            logger.warning("The checkpoint stopped epoch %d after %d iterations of %d processes; this run has "
+                           "%d: it goes on after sample %d of the epoch's order, as iteration %d.",
+                           pos.epoch + 1, pos.iteration, pos.world_size, world, pos.samples, iteration)
+            pos.iteration = iteration
+        logger.info("Continuing epoch %d of a run stopped after iteration %d/%d.", pos.epoch + 1, pos.iteration,
+                    self.train_meter.iters)
+        return pos.iteration
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank was asked to stop; a collective, so every rank asks at the same point."""
+        return self.stop is not None and du.any_rank(self.stop.requested, self.device)
+
+    def _stop(self, epoch: int, iteration: Optional[int], saved: bool = False) -> None:
+        """Save where the run is (after `iteration` batches of `epoch`; None: the epoch is
+        finished, `saved` already) on every rank, then raise TrainingStopped."""
+        if not saved:
+            self.checkpointer.save(epoch, iteration)
+        path = checkpoint_path(self.cfg.OUTPUT_DIR, epoch, iteration) if comm.is_root_proc() else None
+        message = stopped_message(self.stop.received, epoch, self.cfg.SOLVER.MAX_EPOCH, iteration,
+                                  self.train_meter.iters, path)
+        logger.warning(message)
+        raise TrainingStopped(message, self.stop.received)
 
     def _check_loss(self, loss: torch.Tensor, epoch: int, it: int, lr: float) -> None:
         """Stop every rank together on a non-finite (or exploding) loss, before backward."""
@@ -150,7 +198,7 @@ class Trainer:
         if du.any_rank(bad or exploded, self.device):
             what = (f"loss {value}" if bad or exploded else "a non-finite or exploding loss on another rank")
             message = (f"Training stopped at epoch {epoch + 1}/{self.cfg.SOLVER.MAX_EPOCH}, iteration "
-                       f"{it + 1}/{len(self.train_loader)}, lr {lr:.6g}: {what}"
+                       f"{it + 1}/{self.train_meter.iters}, lr {lr:.6g}: {what}"
                        f"{' (> %g x the mean of the previous 5)' % factor if exploded else ''}. "
                        "Nothing was saved after this point; lower SOLVER.BASE_LR, enable gradient clipping "
                        "(SOLVER.CLIP_GRAD_L2NORM) or check the input data.")
@@ -161,10 +209,14 @@ class Trainer:
         cfg, meter = self.cfg, self.train_meter
         self.model.train()
         meter.reset()
-        iters = len(self.train_loader)
+        first = self.position.iteration  # > 0 when a stopped run continues this epoch
+        if first:
+            meter.restore_totals(self.position.meter)
+        iters, world = meter.iters, comm.get_world_size()
         failures = 0
         data_timer = Timer()
-        for it, (inputs, labels, _, meta) in enumerate(_progress(self.train_loader, f"epoch {epoch + 1}")):
+        for it, (inputs, labels, _, meta) in enumerate(_progress(self.train_loader, f"epoch {epoch + 1}"), first):
+            seed_all(iteration_seed(cfg.RNG_SEED, epoch, comm.get_rank(), it))
             dt_data = data_timer.seconds()
             net_timer = Timer()
             inputs, labels = to_device(inputs, self.device), to_device(labels, self.device)
@@ -193,6 +245,10 @@ class Trainer:
             stats = meter.iter_stats(epoch, it)
             if stats is not None:
                 log_json_stats(stats)
+            self.position.advance(labels.shape[0] * world)
+            if self._stop_agreed():
+                self.position.meter = meter.totals()
+                self._stop(epoch, it + 1)
             data_timer.reset()
         stats = meter.epoch_stats(epoch)
         stats["data_failures"] = int(du.all_reduce_sum([failures], self.device)[0])
@@ -210,9 +266,12 @@ class Trainer:
     def validate(self, epoch: int) -> None:
         """Exact error over the split: correct counts are summed over ranks at the end
         (ranks may hold different numbers of batches with the non-padding sampler)."""
+        from vov3d.datasets.loader import set_epoch
+
         meter = self.val_meter
         self.model.eval()
         meter.reset()
+        set_epoch(self.val_loader, self.cfg.RNG_SEED, epoch, "val")  # random clips unless DETERMINISTIC_VAL
         correct1 = correct5 = seen = 0
         data_timer = Timer()
         for it, (inputs, labels, _, _) in enumerate(_progress(self.val_loader, "val")):
@@ -257,12 +316,14 @@ class Trainer:
         update_bn_stats(model, inputs, num)
 
 
-def train(cfg: CfgNode) -> None:
-    """Entry point for `launch_job`: one process's share of the training job."""
+def train(cfg: CfgNode, stop_signals: Sequence[int] = STOP_SIGNALS) -> None:
+    """Entry point for `launch_job`: one process's share of the training job. While it
+    trains, `stop_signals` stop it cleanly at the next iteration (TrainingStopped)."""
     setup_process(cfg)
     logger.info("Train with config:\n%s", cfg.dump())
     _warn_unusable_test_path(cfg)
-    Trainer(cfg).fit()
+    with StopSignals(stop_signals) as stop:
+        Trainer(cfg, stop).fit()
 
 
 def _warn_unusable_test_path(cfg: CfgNode) -> None:

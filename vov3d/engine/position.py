@@ -1,0 +1,50 @@
+"""Where a training run stands, saved in every checkpoint so auto-resume continues exactly there.
+
+The position counts what the loop consumed, not what the loader prefetched:
+
+* `epoch`: the 0-based epoch the model is in (the next one to run after an epoch checkpoint);
+* `iteration`: loader batches of that epoch already trained on;
+* `samples`: the samples all ranks consumed in them, i.e. the prefix of the epoch's global
+  order (datasets.loader.TrainSampler) a resumed pass skips;
+* `world_size`: the processes that consumed them; with another world size (an elastic
+  restart) the iteration is re-derived from `samples`;
+* `meter`: the epoch meter's running totals, so the epoch's record covers all its iterations.
+
+One iteration is one loader batch and one optimiser step today. A trainer that accumulates
+gradients over several batches saves only at step boundaries and keeps counting batches
+here; one whose batch size varies per iteration (multigrid) adds each batch's global size
+to `samples`, which is why samples are counted, never computed from the iteration.
+"""
+from typing import Any, Dict
+
+
+class TrainingPosition:
+    def __init__(self) -> None:
+        self.start_epoch(0)
+        self.world_size = 1
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self.iteration, self.samples, self.meter = epoch, 0, 0, {}
+
+    def advance(self, global_batch: int) -> None:
+        """One more loader batch of `global_batch` samples (over all ranks) trained on."""
+        self.iteration += 1
+        self.samples += global_batch
+
+    def resumes_in(self, epoch: int) -> bool:
+        """Whether `epoch` was stopped part-way and continues from here."""
+        return self.epoch == epoch and self.iteration > 0
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"epoch": self.epoch, "iteration": self.iteration, "samples": self.samples,
+                "world_size": self.world_size, "meter": dict(self.meter)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        for key in ("epoch", "iteration", "samples", "world_size"):
+            value = state[key]
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"'{key}' is {value!r}, expected an integer >= 0")
+        if not isinstance(state.get("meter", {}), dict):
+            raise ValueError(f"'meter' is {type(state['meter']).__name__}, expected a dict")
+        self.epoch, self.iteration, self.samples = state["epoch"], state["iteration"], state["samples"]
+        self.world_size, self.meter = state["world_size"], dict(state.get("meter", {}))
