@@ -2,7 +2,9 @@
 
 Three ways in:
 * torchrun / SLURM-style `env://` (RANK, WORLD_SIZE, LOCAL_RANK set): run in this process
-  with that rank, no spawning;
+  with that rank, no spawning. Under torchrun its agent serves the rendezvous; ranks set by
+  a scheduler (tools/submit_net.py) or by hand meet at MASTER_ADDR:MASTER_PORT through
+  vov3d's tcp:// rendezvous, which names missing ranks and gives up after DIST_INIT_TIMEOUT;
 * NUM_GPUS > 1: spawn one process per GPU on this machine;
 * otherwise one process per machine (NUM_GPUS 0 or 1). A process group is created
   whenever the job has more than one process in total, so NUM_GPUS 1 x NUM_SHARDS 2
@@ -21,6 +23,7 @@ from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
 from vov3d.engine import preflight
+from vov3d.engine.lost_ranks import RankLostError, lost_rank_error
 from vov3d.engine.logging import append_to_log_file, log_to_file, write_startup_records
 from vov3d.engine.preemption import ForwardSignals, TrainingStopped
 from vov3d.utils import comm
@@ -63,7 +66,7 @@ def _run(local_rank: int, local_size: int, rank: int, world_size: int, init_meth
     try:
         func(cfg)
     except BaseException as e:
-        lost = du.lost_rank_error(e, _resume_advice(cfg))
+        lost = lost_rank_error(e, _resume_advice(cfg))
         # Logged here, in the process that may keep stdout.log; nothing on the way up logs it again.
         log_failure(lost or e)
         if lost is not None:
@@ -108,7 +111,7 @@ def _reported_cause(reports: str) -> Optional[Tuple[int, UserError]]:
     for name in sorted(os.listdir(reports), key=lambda n: int(n.split(".")[0])):
         with open(os.path.join(reports, name), "rb") as f:
             found.append((int(name.split(".")[0]), pickle.load(f)))
-    causes = [item for item in found if not isinstance(item[1], du.RankLostError)] or found
+    causes = [item for item in found if not isinstance(item[1], RankLostError)] or found
     return causes[0] if causes else None
 
 
@@ -140,6 +143,15 @@ def spawn_processes(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], No
             raise error from None
 
 
+def _env_init_method() -> str:
+    """env:// under torchrun (its agent holds the store); tcp://MASTER_ADDR:MASTER_PORT when
+    the rank variables come from elsewhere."""
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if "TORCHELASTIC_RUN_ID" in os.environ or not (addr and port):
+        return "env://"
+    return f"tcp://[{addr}]:{port}" if ":" in addr else f"tcp://{addr}:{port}"
+
+
 def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) -> None:
     """Run `func(cfg)` on every process of the job described by cfg (or by torchrun), once
     the pre-flight checks passed (no model is built, no process started for a refused job).
@@ -157,7 +169,7 @@ def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) 
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
         # The group outlives this call: `run_net` launches train and then test in the same
         # torchrun processes, and re-creating an env:// rendezvous on the same port races.
-        _run(local_rank, local_size, int(os.environ["RANK"]), world_size, "env://", func, cfg)
+        _run(local_rank, local_size, int(os.environ["RANK"]), world_size, _env_init_method(), func, cfg)
     elif cfg.NUM_GPUS > 1:
         spawn_processes(cfg, init_method, func, cfg.NUM_GPUS)
     else:
