@@ -4,6 +4,7 @@ import socket
 import subprocess
 import time
 
+import psutil
 import torch
 
 from tests.conftest import PYTHON, REPO_ROOT, run_tool_env
@@ -97,3 +98,29 @@ def test_a_rank_lost_mid_run_is_named_by_the_survivor(tmp_path):
     log = open(os.path.join(tmp_path, "stdout.log")).read()
     assert log.count(line) == 1 and "Traceback" not in log
     assert "run the same command again: auto-resume continues from the last checkpoint" in log
+
+
+def test_a_rank_that_stops_answering_is_named_within_dist_timeout_and_the_roll_call(tmp_path):
+    # SIGSTOP, not death: no connection breaks, gloo only times out, naming nobody.
+    port = _free_port()
+    procs = [subprocess.Popen([PYTHON, DRIVER, str(tmp_path), f"tcp://127.0.0.1:{port}", "--freeze", "1",
+                               "--roll-call", "2", "NUM_SHARDS", "2", "SHARD_ID", str(i), "TRAIN.BATCH_SIZE", "8",
+                               "DIST_TIMEOUT", "5"],
+                              env=run_tool_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    frozen = psutil.Process(procs[1].pid)
+    try:
+        deadline = time.monotonic() + 120
+        while frozen.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stopped = time.monotonic()
+        _, err = procs[0].communicate(timeout=120)
+        waited = time.monotonic() - stopped
+    finally:
+        procs[1].kill()
+        procs[1].communicate()
+    assert procs[0].returncode != 0 and 4 < waited < 25, (waited, err[-3000:])  # DIST_TIMEOUT 5 s + roll call 2 s
+    line = (f"RankLostError: rank 1 (host {socket.gethostname()}, pid {procs[1].pid}) does not answer: rank 0 waited "
+            f"DIST_TIMEOUT 5 s for it in a collective, and it missed the roll call at 127.0.0.1:{port}")
+    assert line in err, err[-3000:]
+    assert open(os.path.join(tmp_path, "stdout.log")).read().count(line) == 1

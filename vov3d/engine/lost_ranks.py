@@ -11,6 +11,7 @@ whose process serves the store, when the store itself does not answer).
 import datetime
 import os
 import re
+import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -89,10 +90,10 @@ def _silent_rank_error(advice: str) -> Optional[RankLostError]:
         return RankLostError(f"{who}, which serves the job's store at {host}:{port}, stopped answering: rank "
                              f"{comm.get_rank()} waited {timeout} in a collective, and the store did not answer "
                              f"either within {ROLL_CALL_S:.0f} s. {advice}")
-    verb = "does" if len(missing) == 1 else "do"
-    return RankLostError(f"{_describe(missing)} {verb} not answer: rank {comm.get_rank()} waited {timeout} for them "
-                         f"in a collective, and they missed the roll call at {host}:{port} (stopped, hung, or cut off "
-                         f"from the network). {advice}")
+    one = len(missing) == 1
+    return RankLostError(f"{_describe(missing)} {'does' if one else 'do'} not answer: rank {comm.get_rank()} waited "
+                         f"{timeout} for {'it' if one else 'them'} in a collective, and {'it' if one else 'they'} "
+                         f"missed the roll call at {host}:{port} (stopped, hung, or cut off from the network). {advice}")
 
 
 def roll_call() -> Optional[List[int]]:
@@ -100,6 +101,16 @@ def roll_call() -> Optional[List[int]]:
     store cannot be asked (it does not answer, or the job has none)."""
     if not _STORE.get("address"):
         return None
+    answer: List[Optional[List[int]]] = [None]
+    # In a thread: a store whose process is stopped accepts the connection and then never
+    # replies, and the client's own timeout does not cover that first exchange.
+    asking = threading.Thread(target=_ask_store, args=(answer,), daemon=True, name="vov3d-roll-call")
+    asking.start()
+    asking.join(2 * ROLL_CALL_S + 1)
+    return answer[0]
+
+
+def _ask_store(answer: List[Optional[List[int]]]) -> None:
     host, port = _STORE["address"]
     world, prefix = len(_PEERS), f"vov3d/roll_call/{_STORE['joins']}"
     try:
@@ -110,9 +121,9 @@ def roll_call() -> Optional[List[int]]:
         while answered < world and time.monotonic() < deadline:
             time.sleep(0.2)
             answered = store.add(f"{prefix}/answered", 0)
-        return [r for r in range(world) if not store.check([f"{prefix}/rank{r}"])]
+        answer[0] = [r for r in range(world) if not store.check([f"{prefix}/rank{r}"])]
     except (RuntimeError, OSError):  # torch's store errors are RuntimeErrors
-        return None
+        pass
 
 
 def _describe(ranks: Sequence[int]) -> str:

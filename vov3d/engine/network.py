@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 # The variable that names the interface, per backend.
 IFNAME_VARIABLES = {"gloo": "GLOO_SOCKET_IFNAME", "nccl": "NCCL_SOCKET_IFNAME"}
+# What this process set them to (a later phase of the same run chooses again).
+_CHOSEN: Dict[str, str] = {}
 
 
 def _resolve(host: str) -> Optional[Tuple[int, str]]:
@@ -81,7 +83,7 @@ def choose_interface(backend: str, host: str, multi_machine: bool) -> Optional[s
     variable = IFNAME_VARIABLES.get(backend)
     if variable is None:
         return None
-    if os.environ.get(variable):
+    if os.environ.get(variable) and os.environ[variable] != _CHOSEN.get(variable):
         logger.info("%s=%s (set by the user): %s talks over that interface.", variable, os.environ[variable], backend)
         return os.environ[variable]
     found = route_to(host)
@@ -99,7 +101,8 @@ def choose_interface(backend: str, host: str, multi_machine: bool) -> Optional[s
         logger.warning("The hostname %s resolves to the loopback address %s (see /etc/hosts): %s would offer it "
                        "to the other machines, which cannot reach it. Using interface %s (%s) instead.",
                        socket.gethostname(), loopback, backend, name, address)
-    os.environ[variable] = name
+    # NCCL takes the name as a prefix ("eth0" would match eth01 too) unless it starts with "=".
+    os.environ[variable] = _CHOSEN[variable] = "=" + name if backend == "nccl" else name
     logger.info("%s talks over interface %s (%s), the route to %s; set %s to choose another.", backend, name,
                 address, host, variable)
     return name
