@@ -124,3 +124,24 @@ def test_a_rank_that_stops_answering_is_named_within_dist_timeout_and_the_roll_c
             f"DIST_TIMEOUT 5 s for it in a collective, and it missed the roll call at 127.0.0.1:{port}")
     assert line in err, err[-3000:]
     assert open(os.path.join(tmp_path, "stdout.log")).read().count(line) == 1
+
+
+def test_elastic_torchrun_restarts_a_group_that_lost_a_worker_from_the_newest_checkpoint(tmp_path):
+    single, elastic = str(tmp_path / "single"), str(tmp_path / "elastic")
+    more = ["TRAIN.CHECKPOINT_PERIOD", "1"]
+    port = _free_port()
+    outs = _run([
+        [PYTHON, DRIVER, single, "env-unused", *more],
+        # Rank 1 dies in epoch 3 of the first attempt; the agent restarts both workers.
+        [PYTHON, "-m", "torch.distributed.run", "--nnodes", "1:2", "--nproc-per-node", "2", "--max-restarts", "1",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "vov3d-elastic",
+         DRIVER, elastic, "env://", "--die", "1", *more],
+    ], timeout=240)
+    log = open(os.path.join(elastic, "stdout.log")).read()
+    assert log.count("Weights source: random initialisation") == 1
+    assert f"Weights source: auto-resume from {elastic}/checkpoints/checkpoint_epoch_00002.pyth" in log
+    assert "RankLostError: rank 1" in outs[1]  # what the surviving worker said before the restart
+    ref, r0, r1 = _weights(single, 0), _weights(elastic, 0), _weights(elastic, 1)
+    for key, value in ref["state"].items():
+        assert torch.equal(r0["state"][key], r1["state"][key]), key
+        assert torch.allclose(r0["state"][key], value, rtol=1e-5, atol=1e-6), key

@@ -2,9 +2,8 @@
 
 Three ways in:
 * torchrun / SLURM-style `env://` (RANK, WORLD_SIZE, LOCAL_RANK set): run in this process
-  with that rank, no spawning. Under torchrun its agent serves the rendezvous; ranks set by
-  a scheduler (tools/submit_net.py) or by hand meet at MASTER_ADDR:MASTER_PORT through
-  vov3d's tcp:// rendezvous, which names missing ranks and gives up after DIST_INIT_TIMEOUT;
+  with that rank, no spawning. The ranks meet near MASTER_ADDR:MASTER_PORT through vov3d's
+  tcp:// rendezvous, which names missing ranks and gives up after DIST_INIT_TIMEOUT;
 * NUM_GPUS > 1: spawn one process per GPU on this machine;
 * otherwise one process per machine (NUM_GPUS 0 or 1). A process group is created
   whenever the job has more than one process in total, so NUM_GPUS 1 x NUM_SHARDS 2
@@ -144,11 +143,17 @@ def spawn_processes(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], No
 
 
 def _env_init_method() -> str:
-    """env:// under torchrun (its agent holds the store); tcp://MASTER_ADDR:MASTER_PORT when
-    the rank variables come from elsewhere."""
+    """Where the ranks of a torchrun / SLURM-style launch meet: vov3d's tcp:// rendezvous at
+    MASTER_ADDR:MASTER_PORT, or at the next port when torchrun's agent serves a store on
+    MASTER_PORT itself. That store outlives the worker groups it restarts, and a restarted
+    group can read the addresses the previous one left there and fail to connect; rank 0's
+    own store lives and dies with its group."""
     addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
-    if "TORCHELASTIC_RUN_ID" in os.environ or not (addr and port):
-        return "env://"
+    if not (addr and port):
+        return "env://"  # torch names what is missing
+    port = int(port)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        port = port + 1 if port < 65535 else port - 1
     return f"tcp://[{addr}]:{port}" if ":" in addr else f"tcp://{addr}:{port}"
 
 
@@ -168,7 +173,7 @@ def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) 
         local_rank = int(os.environ["LOCAL_RANK"])
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
         # The group outlives this call: `run_net` launches train and then test in the same
-        # torchrun processes, and re-creating an env:// rendezvous on the same port races.
+        # torchrun processes, which need not meet again.
         _run(local_rank, local_size, int(os.environ["RANK"]), world_size, _env_init_method(), func, cfg)
     elif cfg.NUM_GPUS > 1:
         spawn_processes(cfg, init_method, func, cfg.NUM_GPUS)
