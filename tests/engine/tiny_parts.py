@@ -129,3 +129,24 @@ def make_fake_trainer_class():
             self.precise_loader = fake_loader(self.train_videos, batch, shuffle=True)
 
     return InMemoryTrainer
+
+
+def stoppable_training(cfg):
+    """A spawned process's share of a training job: the in-memory trainer with slow
+    iterations, stopped by the usual signals (tests of stopping a job of several processes)."""
+    import time
+
+    from vov3d.engine.preemption import StopSignals
+    from vov3d.engine.runtime import setup_process
+
+    setup_process(cfg)
+    with tiny_model_registered(), StopSignals() as stop:
+        trainer = make_fake_trainer_class()(cfg, stop)
+        forward = trainer.model.module.forward if hasattr(trainer.model, "module") else trainer.model.forward
+
+        def slow(x):
+            time.sleep(0.2)
+            return forward(x)
+
+        (trainer.model.module if hasattr(trainer.model, "module") else trainer.model).forward = slow
+        trainer.fit()

@@ -149,7 +149,7 @@ def prune_checkpoints(saved: str, keep_last: int) -> List[str]:
     removed = [p for p in older if is_mid_epoch(p)]
     epochs = [p for p in older if not is_mid_epoch(p)]
     if keep_last > 0 and not is_mid_epoch(saved):
-        removed += epochs[:max(len(epochs) - (keep_last - 1), 0)]
+        removed = [p for p in older if p in removed or p in epochs[:max(len(epochs) - (keep_last - 1), 0)]]
     for old in removed:
         os.remove(old)
         if is_mid_epoch(old):
