@@ -26,5 +26,7 @@ setup(
         "tqdm",
         "pillow",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"], "gpu": ["torchvision"]},
+    # cluster: tools/submit_net.py (SLURM through submitit); nothing else imports it.
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"], "gpu": ["torchvision"],
+                    "cluster": ["submitit>=1.5"]},
 )
