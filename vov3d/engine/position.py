@@ -15,16 +15,20 @@ gradients over several batches saves only at step boundaries and keeps counting 
 here; one whose batch size varies per iteration (multigrid) adds each batch's global size
 to `samples`, which is why samples are counted, never computed from the iteration.
 """
+import logging
 from typing import Any, Dict
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingPosition:
     def __init__(self) -> None:
-        self.start_epoch(0)
-        self.world_size = 1
+        self.start_epoch(0, 1)
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int, world_size: int) -> None:
+        """The start of `epoch`, to be trained by `world_size` processes."""
         self.epoch, self.iteration, self.samples, self.meter = epoch, 0, 0, {}
+        self.world_size = world_size
 
     def advance(self, global_batch: int) -> None:
         """One more loader batch of `global_batch` samples (over all ranks) trained on."""
@@ -34,6 +38,22 @@ class TrainingPosition:
     def resumes_in(self, epoch: int) -> bool:
         """Whether `epoch` was stopped part-way and continues from here."""
         return self.epoch == epoch and self.iteration > 0
+
+    def resume(self, epoch: int, world_size: int, global_batch: int, iters: int) -> int:
+        """The iterations of `epoch`, the first one a run trains, that a stopped run already
+        did there: 0 unless the checkpoint stopped part-way through it. With another world
+        size the consumed samples still are a prefix of the epoch's order; the iteration is
+        re-derived from them (`global_batch`: samples per iteration now)."""
+        if not self.resumes_in(epoch):
+            return 0
+        if self.world_size != world_size:
+            iteration = self.samples // global_batch
+            logger.warning("The checkpoint stopped epoch %d after %d iterations of %d processes; this run has %d: "
+                           "it goes on after sample %d of the epoch's order, as iteration %d.", epoch + 1,
+                           self.iteration, self.world_size, world_size, self.samples, iteration)
+            self.iteration, self.world_size = iteration, world_size
+        logger.info("Continuing epoch %d of a run stopped after iteration %d/%d.", epoch + 1, self.iteration, iters)
+        return self.iteration
 
     def state_dict(self) -> Dict[str, Any]:
         return {"epoch": self.epoch, "iteration": self.iteration, "samples": self.samples,

@@ -78,7 +78,9 @@ class Trainer:
         self.checkpointer.register("position", self.position)
         self.start_epoch = self.checkpointer.resume_or_load("train").epoch + 1
         self.train_meter = EpochMeter("train", len(self.train_loader), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
-        start_iteration = self._resume_iteration()
+        world = comm.get_world_size()
+        start_iteration = self.position.resume(self.start_epoch, world, per_process_batch(cfg, "train") * world,
+                                               self.train_meter.iters)
         # Records of iterations a killed attempt ran past its last checkpoint are written again.
         drop_epoch_records_after(self.start_epoch, start_iteration)
         self.writer = tensorboard_writer(cfg)
@@ -131,7 +133,7 @@ class Trainer:
             save, evaluate = is_checkpoint_epoch(cfg, epoch), is_eval_epoch(cfg, epoch)
             if (save or evaluate) and cfg.BN.USE_PRECISE_STATS:
                 self.precise_bn(epoch)
-            self.position.start_epoch(epoch + 1)
+            self.position.start_epoch(epoch + 1, comm.get_world_size())
             if save:
                 self.checkpointer.save(epoch)
             if evaluate:
@@ -151,26 +153,9 @@ class Trainer:
         from vov3d.datasets.loader import set_epoch
 
         if not self.position.resumes_in(epoch):
-            self.position.start_epoch(epoch)
-        self.position.world_size = comm.get_world_size()
+            self.position.start_epoch(epoch, comm.get_world_size())
         seed_all(epoch_seed(self.cfg.RNG_SEED, epoch, comm.get_rank(), "process"))
         set_epoch(self.train_loader, self.cfg.RNG_SEED, epoch, start=self.position.samples)
-
-    def _resume_iteration(self) -> int:
-        """Iterations of the start epoch that a run stopped mid-epoch already trained on."""
-        pos, world = self.position, comm.get_world_size()
-        if not pos.resumes_in(self.start_epoch):
-            return 0
-        if pos.world_size != world:
-            # The samples consumed are a prefix of the epoch's order for any world size.
-            iteration = pos.samples // (per_process_batch(self.cfg, "train") * world)
-            logger.warning("The checkpoint stopped epoch %d after %d iterations of %d processes; this run has "
-                           "%d: it goes on after sample %d of the epoch's order, as iteration %d.",
-                           pos.epoch + 1, pos.iteration, pos.world_size, world, pos.samples, iteration)
-            pos.iteration = iteration
-        logger.info("Continuing epoch %d of a run stopped after iteration %d/%d.", pos.epoch + 1, pos.iteration,
-                    self.train_meter.iters)
-        return pos.iteration
 
     def _stop_agreed(self) -> bool:
         """Whether any rank was asked to stop; a collective, so every rank asks at the same point."""
