@@ -127,3 +127,14 @@ def test_run_net_names_an_unwritable_checkpoint_folder_in_one_line(tmp_path, fro
         f"run_net.py: config error: OUTPUT_DIR: the checkpoints go to '{tmp_path / 'out' / 'checkpoints'}', which "
         f"is not writable (cannot create files in '{tmp_path / 'out' / 'checkpoints'}': {_REFUSED}). "
         "Make it writable or choose another OUTPUT_DIR."]
+
+
+def test_mixup_with_one_clip_per_process_is_refused_before_any_work(tmp_path):
+    one_clip = ("MIXUP.ENABLE", "True", "TRAIN.BATCH_SIZE", "1", "TRAIN.GRAD_ACCUMULATION_STEPS", "4")
+    with pytest.raises(ConfigError, match=r"MIXUP.ENABLE mixes the clips of each process's batch with each "
+                                          r"other, but TRAIN.BATCH_SIZE 1 gives each process 1 clip"):
+        launch.launch_job(tiny_cfg(tmp_path / "run", *one_clip), "tcp://localhost:1", _never)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # Label smoothing alone needs no second clip; neither does a test-only run.
+    preflight.check_process_batches(tiny_cfg(tmp_path, *one_clip, "MIXUP.ALPHA", "0.0", "MIXUP.CUTMIX_ALPHA", "0.0"))
+    preflight.check_process_batches(tiny_cfg(tmp_path, *one_clip, "TRAIN.ENABLE", "False"))
