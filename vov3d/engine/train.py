@@ -1,7 +1,8 @@
 """Training and fine-tuning: `train(cfg)` runs a `Trainer` on every process of the job.
 
-One epoch = train iterations (LR set per iteration at the fractional epoch), then on
-checkpoint/eval epochs: precise BN, the checkpoint (global rank 0, atomic), validation.
+One epoch = optimiser steps (`TrainStep`: k micro-batches each, LR set per step at the
+fractional epoch), then on checkpoint/eval epochs: precise BN, the checkpoint (global rank 0,
+atomic), validation (of the weight EMA with MODEL.EMA.EVAL).
 """
 import logging
 import math
