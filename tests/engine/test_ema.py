@@ -1,4 +1,4 @@
-"""Weight EMA: the closed form after n steps, its place in training (one update per optimiser
+"""Weight EMA: the closed form after n steps (buffers copied), its place in training (one update per optimiser
 step, checkpoints, validation, precise BN) and in testing (MODEL.EMA.EVAL)."""
 import pytest
 import torch
@@ -25,16 +25,17 @@ def _snapshot(model):
     return {k: v.detach().clone() for k, v in unwrap_model(model).state_dict().items()}
 
 
-def _closed_form(history, decay):
-    """d^n w_0 + (1 - d) * sum_i d^(n - i) w_i over the weights after steps 1..n."""
+def _closed_form(history, decay, parameters):
+    """d^n w_0 + (1 - d) * sum_i d^(n - i) w_i for the parameters, over the weights after
+    steps 1..n; the buffers of the last step."""
     n = len(history) - 1
     out = {}
-    for name, first in history[0].items():
-        if first.is_floating_point():
-            out[name] = decay ** n * first + sum((1 - decay) * decay ** (n - i) * history[i][name]
-                                                 for i in range(1, n + 1))
+    for name in history[0]:
+        if name in parameters:
+            out[name] = decay ** n * history[0][name] + sum((1 - decay) * decay ** (n - i) * history[i][name]
+                                                            for i in range(1, n + 1))
         else:
-            out[name] = history[-1][name]  # integer buffers are copied
+            out[name] = history[-1][name]
     return out
 
 
@@ -55,12 +56,15 @@ def test_the_average_after_n_steps_is_the_closed_form():
         model.train()(torch.randn(2, 3, 1, 2, 2, dtype=torch.float64))  # moves the BN statistics
         ema.update(model)
         history.append(_snapshot(model))
-    expected = _closed_form(history, 0.8)
+    parameters = dict(model.named_parameters())
+    expected = _closed_form(history, 0.8, parameters)
     averaged = ema.module.state_dict()
     for name, value in expected.items():
         assert torch.allclose(averaged[name], value, rtol=0, atol=1e-12), name
+    assert not torch.allclose(averaged["0.weight"], history[-1]["0.weight"])  # averaged
+    for name in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        assert torch.equal(averaged[name], history[-1][name]), name  # copied
     assert int(averaged["1.num_batches_tracked"]) == 6
-    assert not torch.allclose(averaged["1.running_mean"], history[-1]["1.running_mean"])  # averaged, not copied
     ema.copy_from(model)
     assert all(torch.equal(v, history[-1][k]) for k, v in ema.module.state_dict().items())
 
@@ -82,7 +86,7 @@ def test_training_updates_the_average_once_per_optimiser_step_and_checkpoints_it
     trainer.fit()
     assert len(seen) == 2 * 4  # 2 epochs of 8 micro-batches in steps of 2
     stored = _latest(tmp_path)
-    expected = _closed_form([initial] + seen, 0.7)
+    expected = _closed_form([initial] + seen, 0.7, dict(trainer.model.named_parameters()))
     for name, value in expected.items():
         assert torch.allclose(stored[EMA_STATE][name], value, rtol=1e-5, atol=1e-6), name
     assert not torch.allclose(stored[EMA_STATE]["head.projection.weight"], stored["model_state"]["head.projection.weight"])

@@ -132,9 +132,9 @@ _C.MODEL.FC_INIT_STD = 0.01
 _C.MODEL.HEAD_ACT = "softmax"
 # BN layers stay in eval mode (running statistics frozen) while training.
 _C.MODEL.FROZEN_BN = False
-# vov3d: an exponential moving average of the weights (parameters and buffers), updated
-# after every optimiser step: ema = DECAY * ema + (1 - DECAY) * weights. Checkpoints hold
-# it as "ema_state" (the layout of "model_state").
+# vov3d: an exponential moving average of the parameters, updated after every optimiser
+# step: ema = DECAY * ema + (1 - DECAY) * weights; buffers (BN statistics) are copied.
+# Checkpoints hold it as "ema_state" (the layout of "model_state").
 _C.MODEL.EMA = CfgNode()
 _C.MODEL.EMA.ENABLE = False
 _C.MODEL.EMA.DECAY = 0.9998

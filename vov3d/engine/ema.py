@@ -1,12 +1,15 @@
 """Weight EMA: an exponential moving average of a model, updated after every optimiser step.
 
-    ema <- DECAY * ema + (1 - DECAY) * weights     (parameters and floating-point buffers)
+    ema <- DECAY * ema + (1 - DECAY) * weights     (every parameter)
 
-BN running statistics are averaged like the parameters rather than copied from the live
-model: the averaged weights lag the live ones by about 1 / (1 - DECAY) steps, and averaged
-statistics lag alike, while copied ones would describe the activations of other weights.
-Integer buffers (BN's num_batches_tracked) are copied. With BN.USE_PRECISE_STATS the
-trainer recomputes the average's statistics for its own weights, which is exact.
+Buffers (BN running statistics) are copied from the trained model rather than averaged. They
+are estimates of activation statistics, not trained weights, and their scale changes by
+orders of magnitude during training (e.g. the running variances of X3D's channel-wise convs
+shrink a hundredfold): an average keeps early values for about 1 / (1 - DECAY) steps and then
+normalises by a variance many times too large. Measured on the toy set (X3D-M, 180 steps,
+DECAY 0.98): 25 % top-1 with averaged statistics, 63 % with copied ones. Copied statistics
+belong to weights close to the average; with BN.USE_PRECISE_STATS the trainer recomputes the
+statistics of the averaged weights themselves, which is exact.
 
 The average is stored in checkpoints as "ema_state", a state dict with the keys and shapes
 of "model_state", so any loader of model weights can take it in that entry's place.
@@ -37,17 +40,15 @@ class ModelEma:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        """One step of the average towards `model`'s current weights."""
-        live = unwrap_model(model).state_dict()
-        averaged, targets = [], []
-        for name, value in self.module.state_dict().items():
-            if value.is_floating_point():
-                averaged.append(value)
-                targets.append(live[name].detach())
-            else:
-                value.copy_(live[name])
+        """One step of the average towards `model`'s current parameters; its buffers are copied."""
+        live = unwrap_model(model)
+        params, buffers = dict(live.named_parameters()), dict(live.named_buffers())
+        averaged = [p for _, p in self.module.named_parameters()]
         if averaged:
+            targets = [params[name].detach() for name, _ in self.module.named_parameters()]
             torch._foreach_lerp_(averaged, targets, 1.0 - self.decay)
+        for name, buffer in self.module.named_buffers():
+            buffer.copy_(buffers[name])
 
     @torch.no_grad()
     def copy_from(self, model: torch.nn.Module) -> None:
