@@ -143,3 +143,14 @@ def test_distributed_waits_must_be_positive(key):
     assert cfg.DIST_INIT_TIMEOUT == 300 and cfg.DIST_TIMEOUT == 1800  # minutes to join, half an hour per collective
     with pytest.raises(ConfigError, match=f"invalid value for '{key}': 0; expected > 0 seconds"):
         _validated(key, "0")
+
+
+def test_visualisation_switches_without_tensorboard_are_named_in_a_warning(caplog):
+    with caplog.at_level("WARNING"):
+        _validated("TENSORBOARD.CONFUSION_MATRIX.ENABLE", "True", "TENSORBOARD.WRONG_PRED_VIS.ENABLE", "True")
+    assert ("TENSORBOARD.CONFUSION_MATRIX.ENABLE, TENSORBOARD.WRONG_PRED_VIS.ENABLE: no effect while "
+            "TENSORBOARD.ENABLE is False (nothing is written to TensorBoard).") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _validated("TENSORBOARD.ENABLE", "True", "TENSORBOARD.MODEL_VIS.ENABLE", "True")
+    assert "no effect" not in caplog.text

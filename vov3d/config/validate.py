@@ -183,8 +183,8 @@ def _check_tensorboard(cfg: CfgNode) -> None:
              "pathway), or [] for the last stage s5")
     switches = [key for key in ("CONFUSION_MATRIX", "HISTOGRAM", "MODEL_VIS", "WRONG_PRED_VIS") if tb[key].ENABLE]
     if switches and not tb.ENABLE:
-        logger.warning("TENSORBOARD.%s.ENABLE has no effect while TENSORBOARD.ENABLE is False.",
-                       ".ENABLE, TENSORBOARD.".join(switches))
+        logger.warning("TENSORBOARD.%s.ENABLE: no effect while TENSORBOARD.ENABLE is False (nothing is "
+                       "written to TensorBoard).", ".ENABLE, TENSORBOARD.".join(switches))
 
 
 def _check_not_implemented(cfg: CfgNode) -> None:

@@ -103,9 +103,10 @@ def subset_hits(view_probs: torch.Tensor, labels: torch.Tensor, subsets: Sequenc
 
 def multiview_gain(hits: torch.Tensor, subsets: Sequence[ViewSubset], ks: Sequence[int] = (1, 5)) -> List[Dict]:
     """Accuracy (%) of every subset from the hits [N, len(subsets), len(ks)] of N scored videos."""
-    rates = 100.0 * hits.double().mean(dim=0) if len(hits) else torch.full((len(subsets), len(ks)), float("nan"))
+    counts, n = hits.sum(dim=0).tolist(), len(hits)
+    # The same arithmetic as evaluate's top-k, so the full-set row equals the test's numbers.
     return [dict({"temporal_clips": s.temporal, "spatial_crops": s.spatial, "views": len(s.views)},
-                 **{f"top{k}_acc": float(rates[j, i]) for i, k in enumerate(ks)})
+                 **{f"top{k}_acc": 100.0 * float(counts[j][i]) / n if n else float("nan") for i, k in enumerate(ks)})
             for j, s in enumerate(subsets)]
 
 

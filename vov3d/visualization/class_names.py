@@ -21,7 +21,7 @@ def default_names(num_classes: int) -> List[str]:
 def closest_names(name: str, names: Sequence[str], limit: int = 3) -> str:
     """'a', 'b' or 'c' - the class names most like `name` (case ignored), for error messages."""
     by_lower = {n.lower(): n for n in names}
-    close = [by_lower[n] for n in difflib.get_close_matches(name.lower(), list(by_lower), n=limit, cutoff=0.4)]
+    close = [by_lower[n] for n in difflib.get_close_matches(name.lower(), list(by_lower), n=limit, cutoff=0.6)]
     if not close:
         return f"no class name is close (the {len(names)} classes start with {', '.join(map(repr, names[:3]))})"
     return "closest: " + ", ".join(map(repr, close))

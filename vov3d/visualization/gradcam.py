@@ -25,7 +25,7 @@ class GradCAM:
         self._gradient: Optional[torch.Tensor] = None
 
     def _keep(self, module, inputs, output) -> None:
-        self._activation = output.detach()
+        self._activation = output.detach().clone()  # later in-place ops (ReLU) must not change it
         if output.requires_grad:
             output.register_hook(self._keep_gradient)
 
@@ -41,12 +41,13 @@ class GradCAM:
         handle = self._module.register_forward_hook(self._keep)
         try:
             with torch.enable_grad():
-                preds = self.model([clips.detach().clone().requires_grad_(False)])
+                preds = self.model([clips.detach().clone()])  # the caller's clip stays as it was
                 chosen = preds.argmax(dim=1) if labels is None else labels.to(preds.device).long()
                 self.model.zero_grad(set_to_none=True)
                 preds.gather(1, chosen.view(-1, 1)).sum().backward()
         finally:
             handle.remove()
+            self.model.zero_grad(set_to_none=True)  # only the layer's gradient was wanted
             self.model.train(was_training)
         if self._activation is None or self._gradient is None:
             raise RuntimeError(f"layer '{self.layer}' took no part in computing the class score; "

@@ -58,7 +58,7 @@ class ModelVisualizer:
     def _activations(self, store: Dict[str, torch.Tensor]):
         wanted = self.layers if self.vis.ENABLE and self.vis.ACTIVATIONS else {}
         handles = [find_layer(self.model, name).register_forward_hook(
-            lambda module, inputs, output, name=name: store.__setitem__(name, output.detach()))
+            lambda module, inputs, output, name=name: store.__setitem__(name, output.detach().clone()))
             for name in wanted]
         try:
             yield
