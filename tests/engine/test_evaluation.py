@@ -67,3 +67,27 @@ def test_metrics_files_hold_counts_names_and_the_gain_table(tmp_path):
                                "close door 33.3% (n=3)")
     assert lines[1] == "multi-view top-1 (clips x crops): 1x1 25.00%, 2x1 50.00%"
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
+def test_saved_predictions_are_plotted_without_the_failed_rows(tmp_path):
+    """TENSORBOARD.PREDICTIONS_PATH: a results pickle plotted as a test; the all-zero row of a
+    video that failed to load is not scored."""
+    import pickle
+
+    from torch.utils.tensorboard import SummaryWriter
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vov3d.engine.visualize import plot_saved_predictions
+
+    preds = torch.tensor([[0.9, 0.1, 0, 0], [0, 0, 0, 0], [0.2, 0.7, 0.1, 0], [0.1, 0.2, 0.3, 0.4]])
+    with open(tmp_path / "preds.pkl", "wb") as f:
+        pickle.dump([preds, torch.tensor([0, 1, 1, 3])], f)
+    cfg = tiny_cfg(tmp_path, "TENSORBOARD.ENABLE", "True", "TENSORBOARD.PREDICTIONS_PATH", str(tmp_path / "preds.pkl"),
+                   "TENSORBOARD.CONFUSION_MATRIX.ENABLE", "True")
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    plot_saved_predictions(cfg, writer, None)
+    writer.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert events.Scalars("Predictions/Top1_acc")[0].value == pytest.approx(100.0)  # 3 scored, 3 right
+    assert "Predictions/Confusion Matrix" in events.Tags()["images"]
