@@ -91,14 +91,21 @@ def subset_hits(view_probs: torch.Tensor, labels: torch.Tensor, subsets: Sequenc
                 method: str, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
     """bool [B, len(subsets), len(ks)]: whether each video's label is in the top-k of the
     ensemble of each subset of its views [B, K, C]."""
-    batch, k_views = view_probs.shape[:2]
-    hits = torch.zeros(batch, len(subsets), len(ks), dtype=torch.bool)
+    batch, k_views, num_classes = view_probs.shape
+    full = tuple(range(k_views))
+    if method == "sum":  # every subset's sum in one product with a 0/1 selection matrix
+        select = torch.zeros(len(subsets), k_views, dtype=view_probs.dtype, device=view_probs.device)
+        for j, subset in enumerate(subsets):
+            select[j, list(subset.views)] = 1
+        scores = torch.matmul(select, view_probs)  # [S, K] @ [B, K, C] -> [B, S, C]
+    else:
+        scores = torch.stack([ensemble_views(view_probs[:, list(s.views)], method) for s in subsets], dim=1)
     for j, subset in enumerate(subsets):
-        # The full set is the tensor itself, so its ensemble is bit for bit the test's.
-        chosen = view_probs if subset.views == tuple(range(k_views)) else view_probs[:, list(subset.views)]
-        ranks = label_ranks(ensemble_views(chosen, method), labels).cpu()
-        hits[:, j] = torch.stack([ranks < k for k in ks], dim=1)
-    return hits
+        if subset.views == full:  # bit for bit the test's own ensemble
+            scores[:, j] = ensemble_views(view_probs, method)
+    ranks = label_ranks(scores.reshape(-1, num_classes), labels.reshape(-1, 1).expand(batch, len(subsets)).reshape(-1))
+    ranks = ranks.reshape(batch, len(subsets), 1).cpu()
+    return ranks < torch.tensor(list(ks)).reshape(1, 1, -1)
 
 
 def multiview_gain(hits: torch.Tensor, subsets: Sequence[ViewSubset], ks: Sequence[int] = (1, 5)) -> List[Dict]:
