@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from tests.models.model_helpers import small_cfg
 from vov3d.config import ConfigError

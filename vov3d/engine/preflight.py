@@ -103,11 +103,13 @@ def visualization_job_enabled(cfg: CfgNode) -> bool:
 
 
 def _list_class_names(cfg: CfgNode) -> Optional[List[str]]:
-    """The class names the enabled splits' lists give (DATA.CLASS_NAMES_PATH or a labels file)."""
+    """The class names the lists of the job's splits give (DATA.CLASS_NAMES_PATH or a labels
+    file); the test split serves testing and the visualisation job."""
     from vov3d.datasets import load_index
 
-    name, split = (cfg.TEST.DATASET, "test") if cfg.TEST.ENABLE else (cfg.TRAIN.DATASET, "train")
-    return load_index(name, cfg, split).class_names
+    if cfg.TEST.ENABLE or visualization_job_enabled(cfg):
+        return load_index(cfg.TEST.DATASET, cfg, "test").class_names
+    return load_index(cfg.TRAIN.DATASET, cfg, "train").class_names if cfg.TRAIN.ENABLE else None
 
 
 def check_visualization(cfg: CfgNode) -> None:
@@ -119,13 +121,12 @@ def check_visualization(cfg: CfgNode) -> None:
     from vov3d.visualization import class_names as cn
     from vov3d.visualization.layers import check_layer_names
 
-    files = [(tb.CONFUSION_MATRIX.ENABLE and tb.CONFUSION_MATRIX.SUBSET_PATH, "TENSORBOARD.CONFUSION_MATRIX.SUBSET_PATH"),
-             (tb.HISTOGRAM.ENABLE and tb.HISTOGRAM.SUBSET_PATH, "TENSORBOARD.HISTOGRAM.SUBSET_PATH"),
-             (tb.WRONG_PRED_VIS.ENABLE and tb.WRONG_PRED_VIS.SUBSET_PATH, "TENSORBOARD.WRONG_PRED_VIS.SUBSET_PATH")]
-    files = [(path, key) for path, key in files if path]
+    files = [(tb[group].SUBSET_PATH, f"TENSORBOARD.{group}.SUBSET_PATH")
+             for group in ("CONFUSION_MATRIX", "HISTOGRAM", "WRONG_PRED_VIS")
+             if tb[group].ENABLE and tb[group].SUBSET_PATH]
     categories = tb.CONFUSION_MATRIX.ENABLE and tb.CATEGORIES_PATH
     if files or categories or tb.CLASS_NAMES_PATH:
-        names = cn.choose_class_names(cfg, _list_class_names(cfg) if (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE) else None)
+        names = cn.choose_class_names(cfg, _list_class_names(cfg))
         for path, key in files:
             cn.read_class_subset(path, names, key)
         if categories:

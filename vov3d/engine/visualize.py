@@ -97,8 +97,8 @@ def gradcam_video(cfg: CfgNode, checkpoint: str, video: str, out: str, label: Op
 
     clip, fps = test_clip(cfg, video)
     model = build_model(cfg)
-    obj = read_checkpoint(checkpoint, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD, unsafe_setting="TEST.CHECKPOINT_UNSAFE_LOAD",
-                          source="--checkpoint")
+    obj = read_checkpoint(checkpoint, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD,
+                          unsafe_setting="TEST.CHECKPOINT_UNSAFE_LOAD", source="--checkpoint")
     load_for_test(checkpoint, model, cfg, source="--checkpoint", obj=obj)
     names = choose_class_names(cfg, None, obj.get("class_names")) or default_names(cfg.MODEL.NUM_CLASSES)
     target = None if label is None else torch.tensor([class_index(label, names)])

@@ -63,7 +63,8 @@ def choose_class_names(cfg, dataset_names: Optional[Sequence[str]] = None,
 def _need_names(key: str, names: Optional[Sequence[str]]) -> Sequence[str]:
     if names is None:
         raise ConfigError(f"{key} picks classes by name, but no class names are known: set "
-                          "TENSORBOARD.CLASS_NAMES_PATH (PySlowFast's {\"name\": index} JSON) or DATA.CLASS_NAMES_PATH.")
+                          "TENSORBOARD.CLASS_NAMES_PATH (PySlowFast's {\"name\": index} JSON) or "
+                          "DATA.CLASS_NAMES_PATH.")
     return names
 
 
