@@ -92,18 +92,17 @@ def gradcam_video(cfg: CfgNode, checkpoint: str, video: str, out: str, label: Op
     from vov3d.visualization.gradcam import GradCAM, overlay
     from vov3d.visualization.layers import grad_cam_layer
     from vov3d.visualization.tensorboard import encode_gif
-    from vov3d.visualization.video import annotate, display_frames, label_colors, prediction_lines, test_clip
+    from vov3d.visualization.video import annotate, label_colors, prediction_lines, test_frames
     from vov3d.models import build_model
 
-    clip, fps = test_clip(cfg, video)
+    frames, fps = test_frames(cfg, video)
     model = build_model(cfg)
     obj = read_checkpoint(checkpoint, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD,
                           unsafe_setting="TEST.CHECKPOINT_UNSAFE_LOAD", source="--checkpoint")
     load_for_test(checkpoint, model, cfg, source="--checkpoint", obj=obj)
     names = choose_class_names(cfg, None, obj.get("class_names")) or default_names(cfg.MODEL.NUM_CLASSES)
     target = None if label is None else torch.tensor([class_index(label, names)])
-    maps, preds = GradCAM(model, grad_cam_layer(cfg))(clip[None].to(device(cfg)), target)
-    frames = display_frames(clip, cfg.DATA.MEAN, cfg.DATA.STD, cfg.DATA.REVERSE_INPUT_CHANNEL)
+    maps, preds = GradCAM(model, grad_cam_layer(cfg))(model_input(cfg, frames, device(cfg)), target)
     shown = overlay(frames, maps[0], cfg.TENSORBOARD.MODEL_VIS.GRAD_CAM.COLORMAP)
     explained = names[int(preds[0].argmax())] if target is None else names[int(target)]
     lines = [f"Grad-CAM: {explained}"] + prediction_lines(preds[0].cpu(), names, 5)
@@ -112,6 +111,15 @@ def gradcam_video(cfg: CfgNode, checkpoint: str, video: str, out: str, label: Op
     with open(out, "wb") as f:
         f.write(encode_gif(frames_out, fps / cfg.DATA.SAMPLING_RATE if fps > 0 else 4.0))
     return out
+
+
+def model_input(cfg: CfgNode, frames, dev: torch.device) -> torch.Tensor:
+    """uint8 RGB frames [T, H, W, 3] -> the model input [1, 3, T, H, W], normalised as the
+    loaders normalise."""
+    from vov3d.datasets.transform import normalize
+
+    data = cfg.DATA
+    return normalize(frames, data.MEAN, data.STD, data.REVERSE_INPUT_CHANNEL)[None].to(dev)
 
 
 def class_index(label: str, names: Sequence[str]) -> int:

@@ -67,9 +67,9 @@ def prediction_lines(scores: torch.Tensor, names: Sequence[str], k: int) -> List
     return [f"[{v:.2f}] {names[i]}" for v, i in zip(values.tolist(), indices.tolist())]
 
 
-def test_clip(cfg, path: str) -> Tuple[torch.Tensor, float]:
-    """The single-view test clip of a video file (centre window, centre crop of
-    DATA.TEST_CROP_SIZE, normalised as the loaders do) [3, T, S, S], and the video's fps."""
+def test_frames(cfg, path: str) -> Tuple[np.ndarray, float]:
+    """The single-view test clip of a video file as uint8 RGB frames [T, S, S, 3] (centre
+    window, centre crop of DATA.TEST_CROP_SIZE, as the test loaders cut it) and the video's fps."""
     if not os.path.isfile(path):
         raise VideoInputError(f"--video '{path}' is not a file; expected a video file (e.g. .mp4).")
     data = cfg.DATA
@@ -79,10 +79,7 @@ def test_clip(cfg, path: str) -> Tuple[torch.Tensor, float]:
                                     backend=decoder.usable_backend(data.DECODING_BACKEND))
     except Exception as e:
         raise VideoInputError(f"--video '{path}' cannot be decoded: {e}") from None
-    resize, crop = sampling.test_resize_and_crop(data.TEST_CROP_SIZE, data.TRAIN_JITTER_SCALES[0], 1)
+    resize, size = sampling.test_resize_and_crop(data.TEST_CROP_SIZE, data.TRAIN_JITTER_SCALES[0], 1)
     frames = [transform.resize_short_side(f, resize) for f in bank.clip(0)]
-    height, width = frames[0].shape[:2]
-    y, x = sampling.uniform_crop_offsets(height, width, crop, 1)
-    clip = transform.normalize(transform.stack_crop(frames, y, x, crop), data.MEAN, data.STD,
-                               data.REVERSE_INPUT_CHANNEL)
-    return clip, bank.fps
+    y, x = sampling.uniform_crop_offsets(frames[0].shape[0], frames[0].shape[1], size, 1)
+    return np.stack([transform.crop(f, y, x, size) for f in frames]), bank.fps
