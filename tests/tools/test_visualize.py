@@ -100,6 +100,7 @@ def test_test_metrics_agree_with_the_logged_result(toy_run):
     final = metrics_records(out, "test_final")[-1]
     saved = json.loads((out / "test_metrics.json").read_text())
     assert f"{saved['top1_acc']:.2f}" == final["top1_acc"] and saved["num_videos"] == 4
+    assert f"{saved['mean_class_acc']:.2f}" == final["mean_class_acc"]
     assert saved["multiview"] == [{"temporal_clips": 1, "spatial_crops": 1, "views": 1,
                                    "top1_acc": saved["top1_acc"], "top5_acc": saved["top5_acc"]}]
     assert [c["name"] for c in saved["per_class"]] == ["moving up", "moving down"]

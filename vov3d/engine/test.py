@@ -151,6 +151,7 @@ def test(cfg: CfgNode) -> Optional[Dict]:
                        " ..." if len(failed_ids) > 10 else "")
     summary = {"split": "test_final", "_type": "test_final",
                "top1_acc": f"{metrics['top1_acc']:.2f}", "top5_acc": f"{metrics['top5_acc']:.2f}",
+               "mean_class_acc": f"{metrics['mean_class_acc']:.2f}",
                "num_videos": metrics["num_videos"], "num_failed": metrics["num_failed"],
                "views": views, "ensemble": cfg.TEST.ENSEMBLE_METHOD,
                "checkpoint": loaded.path or "random init",
