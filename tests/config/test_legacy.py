@@ -187,3 +187,5 @@ def test_visualisation_docs_top_k_spelling_reaches_histogram_topk(tmp_path, capl
         cfg = load_config(args_for(path))
     assert cfg.TENSORBOARD.HISTOGRAM.TOPK == 3 and "TOP_K" not in cfg.TENSORBOARD.HISTOGRAM
     assert "TENSORBOARD.HISTOGRAM.TOP_K is the legacy name of TENSORBOARD.HISTOGRAM.TOPK" in caplog.text
+    # On the command line the text is read as the new key's type.
+    assert load_config(args_for(path, ["TENSORBOARD.HISTOGRAM.TOP_K", "4"])).TENSORBOARD.HISTOGRAM.TOPK == 4

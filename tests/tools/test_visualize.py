@@ -143,9 +143,9 @@ def test_results_of_a_folder_without_a_test_is_one_line(toy_run):
 
 
 def test_pyslowfast_visualisation_yaml_runs_on_the_toy_dataset(tmp_path):
-    """configs/Toy/vov3d_M_toy_visualization.yaml (VISUALIZATION_TOOLS.md's settings, TOP_K
-    spelling included) on all six toy classes, only the data paths overridden; random
-    weights keep it short."""
+    """configs/Toy/vov3d_M_toy_visualization.yaml (VISUALIZATION_TOOLS.md's settings) on all
+    six toy classes, only the data paths overridden (and the document's spelling TOP_K of
+    HISTOGRAM.TOPK given); random weights keep it short."""
     data = tmp_path / "data"
     subprocess.run([PYTHON, os.path.join(REPO_ROOT, "tools", "make_toy_dataset.py"), "--out", str(data),
                     "--classes", "6", "--videos-per-class", "1", "--eval-per-class", "1", "--frames", "16",
@@ -154,14 +154,15 @@ def test_pyslowfast_visualisation_yaml_runs_on_the_toy_dataset(tmp_path):
     _run([PYTHON, RUN_NET, "--cfg", os.path.join(REPO_ROOT, "configs", "Toy", "vov3d_M_toy_visualization.yaml"),
           "DATA.PATH_TO_DATA_DIR", str(data), "DATA.PATH_PREFIX", str(data),
           "TENSORBOARD.CLASS_NAMES_PATH", str(data / "classes.json"), "OUTPUT_DIR", str(out),
-          "TRAIN.ENABLE", "False", "TEST.ALLOW_RANDOM_INIT", "True", "DATA_LOADER.NUM_WORKERS", "0"])
+          "TRAIN.ENABLE", "False", "TEST.ALLOW_RANDOM_INIT", "True", "DATA_LOADER.NUM_WORKERS", "0",
+          "TENSORBOARD.HISTOGRAM.TOP_K", "3"])
     images = set(_events(out / "runs-kinetics").Tags()["images"])
     assert {"Test/Confusion Matrix", "Test/Confusion Matrix Subset",
             "Test/Confusion Matrices Grouped by Parent Classes/motion",
             "Test/Confusion Matrices Grouped by Parent Classes/size",
             "Test/Confusion Matrices Grouped by Parent Classes/presence",
-            "Test/Top 10 predictions by classes/growing", "Layer Weights/s2/pathway0_res0/branch1",
+            "Test/Top 3 predictions by classes/growing", "Layer Weights/s2/pathway0_res0/branch1",
             "Input 5/Pathway 1", "Input 5/Activations: s5/pathway0_res1"} <= images
-    assert "Test/Top 10 predictions by classes/shrinking" not in images  # not in the subset file
+    assert "Test/Top 3 predictions by classes/shrinking" not in images  # not in the subset file
     saved = json.loads((out / "test_metrics.json").read_text())
     assert saved["multiview"][-1]["views"] == 6 and saved["multiview"][-1]["top1_acc"] == saved["top1_acc"]
