@@ -70,10 +70,11 @@ class ModelVisualizer:
         """Everything switched on, for clips [B, 3, T, H, W] of test videos first_index, ...."""
         activations: Dict[str, torch.Tensor] = {}
         self.model.eval()
-        with self._activations(activations), torch.no_grad():
-            preds = self.model([clips])
         maps = None
-        if self.gradcam is not None:
+        if self.gradcam is None or (self.vis.ENABLE and self.vis.ACTIVATIONS and self.layers):
+            with self._activations(activations), torch.no_grad():
+                preds = self.model([clips])
+        if self.gradcam is not None:  # its forward gives the predictions too
             maps, preds = self.gradcam(clips, labels if self.vis.GRAD_CAM.USE_TRUE_LABEL else None)
         preds, labels = preds.float().cpu(), labels.long().cpu()
         for b in range(clips.shape[0]):
