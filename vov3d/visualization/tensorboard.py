@@ -89,6 +89,7 @@ def add_gif(writer, tag: str, frames: np.ndarray, step: int = 0, fps: float = 4.
 
     height, width = frames.shape[1:3]
     image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encode_gif(frames, fps))
+    # SummaryWriter has no public call for an encoded image; its file writer takes the summary.
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
     return tag
 
