@@ -132,8 +132,12 @@ def write_video(path: str, frames: np.ndarray, codec: str = "h264", gop: int = 1
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
         if codec in ("h264", "libx264"):
-            # One thread keeps the bitstream identical from run to run.
-            stream.options = {"crf": "16", "preset": "veryfast", "threads": "1"}
+            # With its own threads (FFmpeg's generic "threads" option does not reach them) or its
+            # lookahead rate control, x264 gave other bytes for the same frames in the second of
+            # two datasets built in one process; one thread and no lookahead make it repeatable.
+            stream.options = {"crf": "16", "preset": "veryfast",
+                              "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0:"
+                                             "rc-lookahead=0:mbtree=0:weightp=0"}
         else:
             stream.options = {"deadline": "realtime", "crf": "10", "b": "0", "threads": "1"}
         for frame in frames:
