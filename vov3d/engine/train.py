@@ -15,7 +15,9 @@ from vov3d.engine import distributed as du
 from vov3d.engine.checkpointer import Checkpointer, prepare_checkpoint_dir
 from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
 from vov3d.engine.losses import get_loss_func
+from vov3d.engine.evaluation import report_validation
 from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
+from vov3d.engine.metrics import confusion_matrix, predicted_classes
 from vov3d.engine.optimizer import clip_gradients, construct_optimizer
 from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
                                   to_device, unwrap_model)
@@ -189,7 +191,7 @@ class Trainer:
             meter.update_stats(top1, top5, labels.shape[0] * comm.get_world_size(), loss=loss_v, lr=lr)
             failures += int(meta["num_failures"].sum()) if "num_failures" in meta else 0
             add_scalars(self.writer, {"Train/loss": loss_v, "Train/lr": lr, "Train/Top1_err": top1,
-                                      "Train/Top5_err": top5}, iters * epoch + it)
+                                      "Train/Top5_err": top5, "Train/Data_time": dt_data}, iters * epoch + it)
             stats = meter.iter_stats(epoch, it)
             if stats is not None:
                 log_json_stats(stats)
@@ -197,6 +199,9 @@ class Trainer:
         stats = meter.epoch_stats(epoch)
         stats["data_failures"] = int(du.all_reduce_sum([failures], self.device)[0])
         log_json_stats(stats)
+        add_scalars(self.writer, {"Train_epoch/loss": stats["loss"], "Train_epoch/lr": stats["lr"],
+                                  "Train_epoch/Top1_err": stats["top1_err"], "Train_epoch/Top5_err": stats["top5_err"],
+                                  "Train_epoch/Data_time": stats["dt_data"]}, epoch + 1)
         if stats["data_failures"]:
             logger.warning("%d clip loads failed and were retried in epoch %d (see OUTPUT_DIR/bad_videos.txt).",
                            stats["data_failures"], epoch + 1)
@@ -214,6 +219,8 @@ class Trainer:
         self.model.eval()
         meter.reset()
         correct1 = correct5 = seen = 0
+        num_classes = self.cfg.MODEL.NUM_CLASSES
+        confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.device)
         data_timer = Timer()
         for it, (inputs, labels, _, _) in enumerate(_progress(self.val_loader, "val")):
             dt_data = data_timer.seconds()
@@ -222,6 +229,7 @@ class Trainer:
             preds = self.model(inputs)
             c1, c5 = (float(c) for c in topks_correct(preds, labels, (1, 5)))
             correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + labels.shape[0]
+            confusion += confusion_matrix(predicted_classes(preds), labels, num_classes)
             n = labels.shape[0]
             meter.update_time(dt_data, net_timer.seconds())
             meter.update_stats(100.0 * (1 - c1 / n), 100.0 * (1 - c5 / n), n)
@@ -230,12 +238,17 @@ class Trainer:
                 log_json_stats(stats)
             data_timer.reset()
         correct1, correct5, seen = du.all_reduce_sum([correct1, correct5, seen], self.device)
+        confusion = torch.tensor(du.all_reduce_sum(confusion.flatten().tolist(), self.device),
+                                 dtype=torch.int64).reshape(num_classes, num_classes)
         if seen == 0:
             logger.warning("The val split is empty; no validation.")
             return
         errors = (100.0 * (1 - correct1 / seen), 100.0 * (1 - correct5 / seen))
         stats = meter.epoch_stats(epoch, errors=errors)
         stats["samples"] = int(seen)
+        if comm.is_root_proc():
+            stats["mean_class_acc"] = report_validation(self.cfg, confusion, errors, seen, self.class_names, epoch,
+                                                        self.writer)["mean_class_acc"]
         log_json_stats(stats)
         add_scalars(self.writer, {"Val/Top1_err": errors[0], "Val/Top5_err": errors[1]}, epoch + 1)
         self.model.train()
