@@ -25,7 +25,7 @@ def test_the_defaults_are_valid():
       "SOLVER.LRS", "[1, 0.1]"], "SOLVER.STEPS"),
     (["MULTIGRID.LONG_CYCLE", "True"], "MULTIGRID"),
     (["DATA.MULTI_LABEL", "True"], "DATA.MULTI_LABEL"),
-    (["TENSORBOARD.MODEL_VIS.ENABLE", "True"], "TENSORBOARD.MODEL_VIS.ENABLE"),
+    (["TENSORBOARD.MODEL_VIS.GRAD_CAM.LAYER_LIST", "['s4', 's5']"], "TENSORBOARD.MODEL_VIS.GRAD_CAM.LAYER_LIST"),
 ])
 def test_invalid_merged_values_are_rejected(tmp_path, opts, key):
     path = write(tmp_path / "v.yaml", "NUM_GPUS: 0\n")
@@ -44,6 +44,7 @@ def test_invalid_merged_values_are_rejected(tmp_path, opts, key):
     (["MODEL.DROPOUT_RATE", "1.0"], "MODEL.DROPOUT_RATE"),
     (["BN.NUM_SYNC_DEVICES", "0"], "BN.NUM_SYNC_DEVICES"),
     (["SOLVER.MAX_EPOCH", "0"], "SOLVER.MAX_EPOCH"),
+    (["TENSORBOARD.HISTOGRAM.FIGSIZE", "[8, 0]"], "TENSORBOARD.HISTOGRAM.FIGSIZE"),
     (["DEMO.ENABLE", "True"], "DEMO.ENABLE"),
     (["MODEL.EMA.DECAY", "1.0"], "MODEL.EMA.DECAY"),
     (["MIXUP.ALPHA", "-0.1"], "MIXUP.ALPHA"),
@@ -181,3 +182,14 @@ def test_distributed_waits_must_be_positive(key):
     assert cfg.DIST_INIT_TIMEOUT == 300 and cfg.DIST_TIMEOUT == 1800  # minutes to join, half an hour per collective
     with pytest.raises(ConfigError, match=f"invalid value for '{key}': 0; expected > 0 seconds"):
         _validated(key, "0")
+
+
+def test_visualisation_switches_without_tensorboard_are_named_in_a_warning(caplog):
+    with caplog.at_level("WARNING"):
+        _validated("TENSORBOARD.CONFUSION_MATRIX.ENABLE", "True", "TENSORBOARD.WRONG_PRED_VIS.ENABLE", "True")
+    assert ("TENSORBOARD.CONFUSION_MATRIX.ENABLE, TENSORBOARD.WRONG_PRED_VIS.ENABLE: no effect while "
+            "TENSORBOARD.ENABLE is False (nothing is written to TensorBoard).") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _validated("TENSORBOARD.ENABLE", "True", "TENSORBOARD.MODEL_VIS.ENABLE", "True")
+    assert "no effect" not in caplog.text

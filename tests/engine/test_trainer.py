@@ -153,7 +153,7 @@ def test_videos_of_one_frame_are_flagged_in_the_results(tmp_path):
     _, batches = _test_batches([0, 1, 2, 3], k=1, failed={2}, frames=frames)
     meter = VideoEnsembleMeter(4, 4)
     video_frames = {}
-    for indices, preds, labels, failed, counts in run_views(cfg, TinyTestNet(cfg).eval(), batches):
+    for indices, preds, labels, failed, counts, _ in run_views(cfg, TinyTestNet(cfg).eval(), batches):
         meter.add(indices, preds, labels, failed)
         video_frames.update(zip(indices.tolist(), counts.tolist()))
     assert video_frames == frames

@@ -3,11 +3,14 @@
 One checker per group of keys, run in the order of CHECKERS, then the derived values.
 Keys of the references that vov3d does not keep never reach here (legacy.py).
 """
+import logging
 from typing import Any, Iterable
 
 from yacs.config import CfgNode
 
 from vov3d.config.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 # vov3d models have one pathway; "slowfast" (two) is not among them.
 MODEL_ARCHS = ("c2d", "i3d", "slow", "x3d", "vov3d", "csn", "sevnet", "cox3d")
@@ -24,10 +27,6 @@ _LOSSES = ("cross_entropy", "soft_cross_entropy", "bce", "bce_logit")
 NOT_IMPLEMENTED = (
     ("MULTIGRID.LONG_CYCLE", "False (multigrid is not implemented)"),
     ("MULTIGRID.SHORT_CYCLE", "False (multigrid is not implemented)"),
-    ("TENSORBOARD.CONFUSION_MATRIX.ENABLE", "False (confusion-matrix plots are not implemented)"),
-    ("TENSORBOARD.HISTOGRAM.ENABLE", "False (per-class histograms are not implemented)"),
-    ("TENSORBOARD.MODEL_VIS.ENABLE", "False (model visualisation is not implemented)"),
-    ("TENSORBOARD.WRONG_PRED_VIS.ENABLE", "False (wrong-prediction visualisation is not implemented)"),
     ("DEMO.ENABLE", "False (use tools/stream_net.py)"),
 )
 
@@ -193,13 +192,36 @@ def _check_solver(cfg: CfgNode) -> None:
              "0 when SOLVER.BASE_LR_SCALE_NUM_SHARDS is True (both would scale by the shards)")
 
 
+def _check_figsize(cfg: CfgNode, key: str) -> None:
+    size = _get(cfg, key)
+    _require(len(size) == 2 and all(v > 0 for v in size), key, size, "[width, height] in inches, both > 0")
+
+
+def _check_tensorboard(cfg: CfgNode) -> None:
+    """Shapes and counts here; file contents, colormap and layer names are checked before the
+    job starts (engine/preflight.py), where the model and the class names are known."""
+    tb = cfg.TENSORBOARD
+    _check_figsize(cfg, "TENSORBOARD.CONFUSION_MATRIX.FIGSIZE")
+    _check_figsize(cfg, "TENSORBOARD.HISTOGRAM.FIGSIZE")
+    _at_least(cfg, "TENSORBOARD.HISTOGRAM.TOPK", 1)
+    _at_least(cfg, "TENSORBOARD.MODEL_VIS.TOPK_PREDS", 1)
+    _require(len(tb.MODEL_VIS.GRAD_CAM.LAYER_LIST) <= 1, "TENSORBOARD.MODEL_VIS.GRAD_CAM.LAYER_LIST",
+             tb.MODEL_VIS.GRAD_CAM.LAYER_LIST, "at most one layer (one per pathway; vov3d models have one "
+             "pathway), or [] for the last stage s5")
+    switches = [key for key in ("CONFUSION_MATRIX", "HISTOGRAM", "MODEL_VIS", "WRONG_PRED_VIS") if tb[key].ENABLE]
+    if switches and not tb.ENABLE:
+        logger.warning("TENSORBOARD.%s.ENABLE: no effect while TENSORBOARD.ENABLE is False (nothing is "
+                       "written to TensorBoard).", ".ENABLE, TENSORBOARD.".join(switches))
+
+
 def _check_not_implemented(cfg: CfgNode) -> None:
     for key, expected in NOT_IMPLEMENTED:
         _require(not _get(cfg, key), key, True, expected)
 
 
 CHECKERS = (_check_processes, _check_train, _check_test, _check_data, _check_data_loader,
-            _check_model, _check_ema, _check_mixup, _check_bn, _check_solver, _check_not_implemented)
+            _check_model, _check_ema, _check_mixup, _check_bn, _check_solver, _check_tensorboard,
+            _check_not_implemented)
 
 
 def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:

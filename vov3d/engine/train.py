@@ -16,9 +16,11 @@ from yacs.config import CfgNode
 from vov3d.engine import distributed as du
 from vov3d.engine.checkpointer import Checkpointer, prepare_checkpoint_dir
 from vov3d.engine.ema import EMA_STATE, ModelEma
+from vov3d.engine.evaluation import report_validation
 from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
 from vov3d.engine.losses import get_loss_func
 from vov3d.engine.meters import EpochMeter, Timer, topks_correct
+from vov3d.engine.metrics import confusion_matrix, predicted_classes
 from vov3d.engine.mixup import MixUp
 from vov3d.engine.optimizer import construct_optimizer
 from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
@@ -209,13 +211,17 @@ class Trainer:
             meter.update_stats(top1, top5, result.samples * comm.get_world_size(), loss=loss_v, lr=lr)
             failures += result.failures
             add_scalars(self.writer, {"Train/loss": loss_v, "Train/lr": lr, "Train/Top1_err": top1,
-                                      "Train/Top5_err": top5}, steps * epoch + step)
+                                      "Train/Top5_err": top5, "Train/Data_time": result.dt_data},
+                        steps * epoch + step)
             stats = meter.iter_stats(epoch, step)
             if stats is not None:
                 log_json_stats(stats)
         stats = meter.epoch_stats(epoch)
         stats["data_failures"] = int(du.all_reduce_sum([failures], self.device)[0])
         log_json_stats(stats)
+        add_scalars(self.writer, {"Train_epoch/loss": stats["loss"], "Train_epoch/lr": stats["lr"],
+                                  "Train_epoch/Top1_err": stats["top1_err"], "Train_epoch/Top5_err": stats["top5_err"],
+                                  "Train_epoch/Data_time": stats["dt_data"]}, epoch + 1)
         if stats["data_failures"]:
             logger.warning("%d clip loads failed and were retried in epoch %d (see OUTPUT_DIR/bad_videos.txt).",
                            stats["data_failures"], epoch + 1)
@@ -233,6 +239,8 @@ class Trainer:
         model.eval()
         meter.reset()
         correct1 = correct5 = seen = 0
+        num_classes = self.cfg.MODEL.NUM_CLASSES
+        confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.device)
         data_timer = Timer()
         for it, (inputs, labels, _, _) in enumerate(_progress(self.val_loader, "val")):
             dt_data = data_timer.seconds()
@@ -241,6 +249,7 @@ class Trainer:
             preds = model(inputs)
             c1, c5 = (float(c) for c in topks_correct(preds, labels, (1, 5)))
             correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + labels.shape[0]
+            confusion += confusion_matrix(predicted_classes(preds), labels, num_classes)
             n = labels.shape[0]
             meter.update_time(dt_data, net_timer.seconds())
             meter.update_stats(100.0 * (1 - c1 / n), 100.0 * (1 - c5 / n), n)
@@ -249,12 +258,17 @@ class Trainer:
                 log_json_stats(stats)
             data_timer.reset()
         correct1, correct5, seen = du.all_reduce_sum([correct1, correct5, seen], self.device)
+        confusion = torch.tensor(du.all_reduce_sum(confusion.flatten().tolist(), self.device),
+                                 dtype=torch.int64).reshape(num_classes, num_classes)
         if seen == 0:
             logger.warning("The val split is empty; no validation.")
             return
         errors = (100.0 * (1 - correct1 / seen), 100.0 * (1 - correct5 / seen))
         stats = meter.epoch_stats(epoch, errors=errors)
         stats["samples"] = int(seen)
+        if comm.is_root_proc():
+            stats["mean_class_acc"] = report_validation(self.cfg, confusion, errors, seen, self.class_names, epoch,
+                                                        self.writer)["mean_class_acc"]
         log_json_stats(stats)
         add_scalars(self.writer, {"Val/Top1_err": errors[0], "Val/Top5_err": errors[1]}, epoch + 1)
         self.model.train()
