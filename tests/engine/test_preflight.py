@@ -167,3 +167,14 @@ def test_visualisation_inputs_are_checked_before_any_work(tmp_path):
     (tmp_path / "test.csv").write_text("a.mp4 0\n")
     with pytest.raises(ConfigError, match="picks classes by name, but no class names are known"):
         preflight.check_visualization(_kinetics_cfg(tmp_path, *good[:2], *good[4:]))
+
+
+def test_mixup_with_one_clip_per_process_is_refused_before_any_work(tmp_path):
+    one_clip = ("MIXUP.ENABLE", "True", "TRAIN.BATCH_SIZE", "1", "TRAIN.GRAD_ACCUMULATION_STEPS", "4")
+    with pytest.raises(ConfigError, match=r"MIXUP.ENABLE mixes the clips of each process's batch with each "
+                                          r"other, but TRAIN.BATCH_SIZE 1 gives each process 1 clip"):
+        launch.launch_job(tiny_cfg(tmp_path / "run", *one_clip), "tcp://localhost:1", _never)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # Label smoothing alone needs no second clip; neither does a test-only run.
+    preflight.check_process_batches(tiny_cfg(tmp_path, *one_clip, "MIXUP.ALPHA", "0.0", "MIXUP.CUTMIX_ALPHA", "0.0"))
+    preflight.check_process_batches(tiny_cfg(tmp_path, *one_clip, "TRAIN.ENABLE", "False"))

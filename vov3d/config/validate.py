@@ -86,6 +86,33 @@ def _check_train(cfg: CfgNode) -> None:
     _check_batch(cfg, "TRAIN")
     _at_least(cfg, "TRAIN.EVAL_PERIOD", 1)
     _at_least(cfg, "TRAIN.CHECKPOINT_PERIOD", 1)
+    steps = cfg.TRAIN.GRAD_ACCUMULATION_STEPS
+    _require(isinstance(steps, int) and steps >= 1, "TRAIN.GRAD_ACCUMULATION_STEPS", steps,
+             "an integer >= 1 (micro-batches per optimiser step)")
+    multigrid = cfg.MULTIGRID.LONG_CYCLE or cfg.MULTIGRID.SHORT_CYCLE
+    _require(steps == 1 or not multigrid, "TRAIN.GRAD_ACCUMULATION_STEPS", steps,
+             "1 with multigrid training (its batch size changes from iteration to iteration, so a "
+             "fixed number of micro-batches per step would not give a fixed effective batch)")
+
+
+def _in_range(cfg: CfgNode, key: str, low: float, high: float, closed_high: bool = True) -> None:
+    value = _get(cfg, key)
+    inside = low <= value <= high if closed_high else low <= value < high
+    _require(inside, key, value, f"in [{low:g}, {high:g}{']' if closed_high else ')'}")
+
+
+def _check_mixup(cfg: CfgNode) -> None:
+    for key in ("MIXUP.ALPHA", "MIXUP.CUTMIX_ALPHA"):
+        _require(_get(cfg, key) >= 0, key, _get(cfg, key), ">= 0 (0 switches it off)")
+    _in_range(cfg, "MIXUP.PROB", 0.0, 1.0)
+    _in_range(cfg, "MIXUP.SWITCH_PROB", 0.0, 1.0)
+    _in_range(cfg, "MIXUP.LABEL_SMOOTH_VALUE", 0.0, 1.0, closed_high=False)
+
+
+def _check_ema(cfg: CfgNode) -> None:
+    decay = cfg.MODEL.EMA.DECAY
+    _require(0.0 < decay < 1.0, "MODEL.EMA.DECAY", decay,
+             "in (0, 1): the weight of the old average at each optimiser step, e.g. 0.9998")
 
 
 def _check_test(cfg: CfgNode) -> None:
@@ -193,7 +220,8 @@ def _check_not_implemented(cfg: CfgNode) -> None:
 
 
 CHECKERS = (_check_processes, _check_train, _check_test, _check_data, _check_data_loader,
-            _check_model, _check_bn, _check_solver, _check_tensorboard, _check_not_implemented)
+            _check_model, _check_ema, _check_mixup, _check_bn, _check_solver, _check_tensorboard,
+            _check_not_implemented)
 
 
 def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
@@ -213,12 +241,14 @@ def _infer_backend(cfg: CfgNode) -> None:
 
 
 def _scale_learning_rates(cfg: CfgNode) -> None:
-    """Shard scaling (the reference's config order made it inert) or reference-batch scaling."""
+    """Shard scaling (the reference's config order made it inert) or reference-batch scaling
+    by the effective batch of one optimiser step (accumulated micro-batches included)."""
     factor = 1.0
     if cfg.SOLVER.BASE_LR_SCALE_NUM_SHARDS:
         factor = float(cfg.NUM_SHARDS)
     elif cfg.SOLVER.REFERENCE_BATCH_SIZE > 0:
-        factor = cfg.TRAIN.BATCH_SIZE * cfg.NUM_SHARDS / cfg.SOLVER.REFERENCE_BATCH_SIZE
+        effective = cfg.TRAIN.BATCH_SIZE * cfg.NUM_SHARDS * cfg.TRAIN.GRAD_ACCUMULATION_STEPS
+        factor = effective / cfg.SOLVER.REFERENCE_BATCH_SIZE
     if factor != 1.0:
         cfg.SOLVER.BASE_LR *= factor
         cfg.SOLVER.WARMUP_START_LR *= factor

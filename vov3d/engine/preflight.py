@@ -13,6 +13,7 @@ from yacs.config import CfgNode
 
 from vov3d.config.merge import ConfigError
 from vov3d.datasets.failures import BAD_FILES_NAME
+from vov3d.engine.mixup import MixUp
 from vov3d.utils.processes import per_process_batch
 
 
@@ -35,7 +36,8 @@ def check_devices(cfg: CfgNode) -> None:
 
 def check_process_batches(cfg: CfgNode) -> None:
     """Each enabled phase's batch must split evenly over this machine's processes (the
-    loaders check the same, but only after the model is built, in every rank)."""
+    loaders check the same, but only after the model is built, in every rank), and mixup
+    needs two clips per process to mix."""
     if launched_by_torchrun() and cfg.NUM_GPUS > 0:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
         if local != cfg.NUM_GPUS:
@@ -47,6 +49,12 @@ def check_process_batches(cfg: CfgNode) -> None:
                 per_process_batch(cfg, split)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+    mixup = MixUp.from_cfg(cfg)
+    if cfg.TRAIN.ENABLE and mixup is not None and mixup.mixes and per_process_batch(cfg, "train") < 2:
+        raise ConfigError(f"MIXUP.ENABLE mixes the clips of each process's batch with each other, but "
+                          f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} gives each process 1 clip; raise "
+                          "TRAIN.BATCH_SIZE (with TRAIN.GRAD_ACCUMULATION_STEPS to keep the effective "
+                          "batch), or set MIXUP.ALPHA and MIXUP.CUTMIX_ALPHA 0 for label smoothing alone.")
 
 
 def check_registered_names(cfg: CfgNode, datasets: bool = True) -> None:
