@@ -5,9 +5,10 @@
         --init_method tcp://host:port] [KEY VALUE ...]
 
 TRAIN.ENABLE runs training (fine-tuning when TRAIN.CHECKPOINT_FILE_PATH is set), then
-TEST.ENABLE runs the multi-view test of the newest checkpoint. SIGTERM or SIGUSR1 during
-training saves a mid-epoch checkpoint and exits with 128 + the signal number; the same
-command resumes there.
+TEST.ENABLE runs the multi-view test of the newest checkpoint, then, with TENSORBOARD.ENABLE
+and TENSORBOARD.MODEL_VIS or WRONG_PRED_VIS, the model visualisation job. SIGTERM or SIGUSR1
+during training saves a mid-epoch checkpoint and exits with 128 + the signal number; the
+same command resumes there.
 """
 import sys
 
@@ -23,15 +24,19 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"run_net.py: config error: {e}", file=sys.stderr)
         return 2
-    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
+    # Imported after the config is known to be good, so a typo fails in milliseconds.
+    from vov3d.engine.preflight import visualization_job_enabled
+
+    visualize_model = visualization_job_enabled(cfg)
+    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE or visualize_model):
         print("run_net.py: config error: TRAIN.ENABLE and TEST.ENABLE are both False: nothing would "
               "run. Set TRAIN.ENABLE True to train and/or TEST.ENABLE True to test.", file=sys.stderr)
         return 2
-    # Imported after the config is known to be good, so a typo fails in milliseconds.
     from vov3d.engine.launch import launch_job
     from vov3d.engine.preemption import TrainingStopped
     from vov3d.engine.test import test
     from vov3d.engine.train import train
+    from vov3d.engine.visualize import visualize
     from vov3d.utils.errors import UserError, describe
 
     try:
@@ -39,6 +44,8 @@ def main(argv=None) -> int:
             launch_job(cfg, args.init_method, train)
         if cfg.TEST.ENABLE:
             launch_job(cfg, args.init_method, test)
+        if visualize_model:
+            launch_job(cfg, args.init_method, visualize)
     except TrainingStopped as e:  # asked to stop (SIGTERM, ...): saved, and resumes where it stopped
         print(f"run_net.py: {e}", file=sys.stderr)
         return e.exit_code

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     except (ConfigError, SubmitError) as e:
         print(f"submit_net.py: {'config error: ' if isinstance(e, ConfigError) else ''}{e}", file=sys.stderr)
         return 2
-    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
+    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE or preflight.visualization_job_enabled(cfg)):
         print("submit_net.py: config error: TRAIN.ENABLE and TEST.ENABLE are both False: nothing would run.",
               file=sys.stderr)
         return 2

@@ -253,37 +253,48 @@ def _same_checkpoint(a_path, b_path):
         assert torch.equal(entry["momentum_buffer"], opt_b["state"][index]["momentum_buffer"]), index
     assert a["position"] == b["position"] == {"epoch": a["epoch"] + 1, "iteration": 0, "samples": 0,
                                               "world_size": 1, "meter": {}}
+    assert a.keys() == b.keys()
+    if "ema_state" in a:
+        assert all(torch.equal(v, b["ema_state"][k]) for k, v in a["ema_state"].items())
 
 
 def _records(out, kind, *keys):
     return [tuple(r[k] for k in keys) for r in metrics_records(out, kind)]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_stopped_mid_epoch_resumes_exactly_where_it_stopped(toy, tmp_path, run_net, monkeypatch, capsys, workers):
+# The 6th training forward pass is in epoch 2 of 4 loader batches: after its iteration 2 (one batch
+# per step), or, with 2 micro-batches per optimiser step, in its step 1 of 2.
+RECIPES = ["TRAIN.GRAD_ACCUMULATION_STEPS", "2", "MIXUP.ENABLE", "True", "MODEL.EMA.ENABLE", "True",
+           "MODEL.EMA.DECAY", "0.5"]
+
+
+@pytest.mark.parametrize("more,steps,done", [([], 4, 2), (["DATA_LOADER.NUM_WORKERS", "2"], 4, 2), (RECIPES, 2, 1)],
+                         ids=["in_process", "workers", "accumulation_mixup_ema"])
+def test_stopped_mid_epoch_resumes_exactly_where_it_stopped(toy, tmp_path, run_net, monkeypatch, capsys, more,
+                                                            steps, done):
     # Augmentation (scale jitter, crops, flips, windows), shuffling, dropout and precise BN all take part;
     # with workers, each batch comes from another process than in the uninterrupted run.
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    more = ["TEST.ENABLE", "False", "DATA_LOADER.NUM_WORKERS", str(workers)]
+    more = ["TEST.ENABLE", "False", *more]
     assert run_net(_argv(toy, whole, *more)) == 0
 
     with monkeypatch.context() as m:
-        _signal_in_training_call(m, 5)  # epoch 2, iteration 2 of 4
+        _signal_in_training_call(m, 5)
         assert run_net(_argv(toy, stopped, *more)) == 128 + signal.SIGTERM
-    mid = cu.checkpoint_path(str(stopped), 1, 2)
-    assert _names(stopped) == ["checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002_iter_000002.pyth"]
+    mid = cu.checkpoint_path(str(stopped), 1, done)
+    assert _names(stopped) == ["checkpoint_epoch_00001.pyth", os.path.basename(mid)]
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"run_net.py: Training stopped by SIGTERM in epoch 2/3 after iteration 2/4; saved {mid}. "
+    assert err == [f"run_net.py: Training stopped by SIGTERM in epoch 2/3 after iteration {done}/{steps}; saved {mid}. "
                    "Run the same command again (TRAIN.AUTO_RESUME True) to continue from there."]
     saved = torch.load(mid, weights_only=True)
-    assert saved["epoch"] == 0 and saved["position"]["epoch"] == 1 and saved["position"]["iteration"] == 2
-    assert saved["position"]["samples"] == 4 and saved["position"]["world_size"] == 1
+    assert saved["epoch"] == 0 and saved["position"]["epoch"] == 1 and saved["position"]["iteration"] == done
+    assert saved["position"]["samples"] == 8 // steps * done and saved["position"]["world_size"] == 1
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the training
 
     assert run_net(_argv(toy, stopped, *more)) == 0
     log = _log_text(stopped)
     assert f"Weights source: auto-resume from {mid} (finished epoch 1)" in log
-    assert "Continuing epoch 2 of a run stopped after iteration 2/4." in log
+    assert f"Continuing epoch 2 of a run stopped after iteration {done}/{steps}." in log
     # The mid-epoch file went once epoch 2 was saved; the rest is the uninterrupted run's.
     assert _names(stopped) == _names(whole) == [f"checkpoint_epoch_0000{e}.pyth" for e in (1, 2, 3)]
     for epoch in (2, 3):
@@ -292,4 +303,4 @@ def test_stopped_mid_epoch_resumes_exactly_where_it_stopped(toy, tmp_path, run_n
                        ("train_epoch", ("epoch", "loss", "top1_err", "samples", "lr")),
                        ("val_epoch", ("epoch", "top1_err"))):
         assert _records(whole, kind, *keys) == _records(stopped, kind, *keys), kind
-    assert len(_records(stopped, "train_iter", "iter")) == 12  # each iteration recorded once
+    assert len(_records(stopped, "train_iter", "iter")) == 3 * steps  # each iteration recorded once

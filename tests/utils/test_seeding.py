@@ -43,11 +43,12 @@ def test_seed_all_reproduces_torch_numpy_and_python():
 
 def test_step_seeds_differ_from_every_epoch_seed_and_from_each_other():
     epoch_seeds = {epoch_seed(0, e, r, stream) for e in range(3) for r in range(3) for stream in STREAMS}
-    iteration_seeds = {iteration_seed(0, e, r, i) for e in range(3) for r in range(3) for i in range(4)}
+    iteration_seeds = {iteration_seed(0, e, r, i, stream) for e in range(3) for r in range(3) for i in range(4)
+                       for stream in ("process", "mixup")}
     sample_seeds = {sample_seed(0, e, stream, i) for e in range(3) for stream in ("loader", "precise_bn", "val")
                     for i in range(4)}
     order_seeds = {order_seed(0, e, stream) for e in range(3) for stream in ("loader", "precise_bn")}
-    assert len(iteration_seeds) == 36 and len(sample_seeds) == 36 and len(order_seeds) == 6
+    assert len(iteration_seeds) == 72 and len(sample_seeds) == 36 and len(order_seeds) == 6
     assert not (epoch_seeds & iteration_seeds or epoch_seeds & sample_seeds or iteration_seeds & sample_seeds
                 or order_seeds & (epoch_seeds | iteration_seeds | sample_seeds))
     # A sample's seed is the same on every rank; an iteration's is not.

@@ -3,17 +3,16 @@
 The position counts what the loop consumed, not what the loader prefetched:
 
 * `epoch`: the 0-based epoch the model is in (the next one to run after an epoch checkpoint);
-* `iteration`: loader batches of that epoch already trained on;
+* `iteration`: optimiser steps of that epoch already made (TRAIN.GRAD_ACCUMULATION_STEPS
+  loader batches each; a stop only happens between steps, when no gradient is pending);
 * `samples`: the samples all ranks consumed in them, i.e. the prefix of the epoch's global
   order (datasets.loader.TrainSampler) a resumed pass skips;
 * `world_size`: the processes that consumed them; with another world size (an elastic
   restart) the iteration is re-derived from `samples`;
 * `meter`: the epoch meter's running totals, so the epoch's record covers all its iterations.
 
-One iteration is one loader batch and one optimiser step today. A trainer that accumulates
-gradients over several batches saves only at step boundaries and keeps counting batches
-here; one whose batch size varies per iteration (multigrid) adds each batch's global size
-to `samples`, which is why samples are counted, never computed from the iteration.
+The samples are counted step by step, never computed from the iteration: a trainer whose
+batch size varies per step (multigrid) adds each step's global size and resumes right.
 """
 import logging
 from typing import Any, Dict
@@ -31,7 +30,7 @@ class TrainingPosition:
         self.world_size = world_size
 
     def advance(self, global_batch: int) -> None:
-        """One more loader batch of `global_batch` samples (over all ranks) trained on."""
+        """One more optimiser step, of `global_batch` samples over all ranks."""
         self.iteration += 1
         self.samples += global_batch
 
@@ -43,7 +42,7 @@ class TrainingPosition:
         """The iterations of `epoch`, the first one a run trains, that a stopped run already
         did there: 0 unless the checkpoint stopped part-way through it. With another world
         size the consumed samples still are a prefix of the epoch's order; the iteration is
-        re-derived from them (`global_batch`: samples per iteration now)."""
+        re-derived from them (`global_batch`: samples per step now)."""
         if not self.resumes_in(epoch):
             return 0
         if self.world_size != world_size:

@@ -4,7 +4,7 @@ submitit starts one task per GPU (one per machine on the CPU) on every node and 
 same `SlurmRun` in each. A task learns its place from SLURM (rank, world size, node; the
 first node is the rendezvous host), sets the variables the launcher reads (RANK,
 WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and SHARD_ID, then
-trains and tests as run_net does. The config is the one loaded at submission, carried in
+runs run_net's phases: training, testing, the model-visualisation job. The config is the one loaded at submission, carried in
 the job itself: a requeued job cannot run another experiment by accident.
 
 Preemption and time limits: SLURM sends submitit's signal (USR2 unless
@@ -27,8 +27,10 @@ from yacs.config import CfgNode
 
 from vov3d.engine.launch import launch_job
 from vov3d.engine.preemption import STOP_SIGNALS, TrainingStopped
+from vov3d.engine.preflight import visualization_job_enabled
 from vov3d.engine.test import test
 from vov3d.engine.train import train
+from vov3d.engine.visualize import visualize
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class SlurmRun:
                 launch_job(cfg, "env://", functools.partial(train, stop_signals=stop_signals))
             if cfg.TEST.ENABLE:
                 launch_job(cfg, "env://", test)
+            if visualization_job_enabled(cfg):
+                launch_job(cfg, "env://", visualize)
         except TrainingStopped as e:
             if requeue_signal not in e.signals:
                 sys.exit(e.exit_code)

@@ -10,10 +10,13 @@ in the middle of an epoch too. The streams are independent of each other:
   generators when the loader runs in this process;
 * "precise_bn": the same for the loader that recomputes the BN statistics;
 * "val": the same for the validation loader (random clips unless DATA.DETERMINISTIC_VAL);
-* "process": this process's own torch / numpy / Python generators (dropout, ...).
+* "process": this process's own torch / numpy / Python generators (dropout, ...);
+* "mixup": the generator that draws the mixup / cutmix parameters of training batches
+  (its own, so switching mixing on or off changes no other random draw).
 
-Within an epoch, `iteration_seed` re-seeds this process's generators at every training
-iteration (dropout, drop-connect, anything drawn between batches), and `sample_seed` the
+Within an epoch, `iteration_seed` re-seeds this process's generators (dropout, drop-connect,
+anything drawn between batches) and the mixing parameters at every training iteration
+(optimiser step), and `sample_seed` the
 Python and numpy generators that make one training sample (temporal window, scale, crop,
 flip), wherever it is made: which DataLoader worker loads an item, and what that worker
 loaded before, no longer matter. A sample's seed does not depend on the rank either: the
@@ -29,9 +32,8 @@ import random
 import numpy as np
 import torch
 
-_STREAM_WORDS = {"loader": (), "process": (1,), "precise_bn": (2,), "val": (4,)}
+_STREAM_WORDS = {"loader": (), "process": (1,), "precise_bn": (2,), "mixup": (3,), "val": (4,)}
 STREAMS = tuple(_STREAM_WORDS)
-_ITERATION_WORD = 3
 # Third word of a sample seed, where the other seeds hold a rank: ranks never reach it.
 _SAMPLE_TAG = 2 ** 31
 _ORDER_WORD = 16
@@ -52,10 +54,10 @@ def epoch_seed(rng_seed: int, epoch: int, rank: int, stream: str) -> int:
     return _hash([rng_seed, epoch, rank, *_stream_words(stream)])
 
 
-def iteration_seed(rng_seed: int, epoch: int, rank: int, iteration: int) -> int:
-    """The seed of this process's generators at the start of one training iteration
-    (0-based, counted in loader batches from the start of the epoch)."""
-    return _hash([rng_seed, epoch, rank, _ITERATION_WORD, iteration])
+def iteration_seed(rng_seed: int, epoch: int, rank: int, iteration: int, stream: str = "process") -> int:
+    """The seed of one stream ("process" or "mixup") of one rank at the start of one training
+    iteration (an optimiser step, 0-based from the start of the epoch)."""
+    return _hash([rng_seed, epoch, rank, *_stream_words(stream), iteration])
 
 
 def sample_seed(rng_seed: int, epoch: int, stream: str, index: int) -> int:
