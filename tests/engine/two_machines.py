@@ -40,6 +40,16 @@ def unavailable() -> Optional[str]:
     return None
 
 
+def _remove_orphans() -> None:
+    """Namespaces of harnesses whose process was killed before it could clean up."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    for name in listed:
+        parts = name.split("-")
+        if len(parts) == 4 and parts[0] == "vov3d" and parts[1].isdigit() and not os.path.exists(f"/proc/{parts[1]}"):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+            shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
@@ -68,6 +78,7 @@ class TwoMachines:
         self._remove()
 
     def _create(self) -> None:
+        _remove_orphans()
         for ns, host in zip(self.namespaces, HOSTNAMES):
             _ip("netns", "add", ns)
             os.makedirs(f"/etc/netns/{ns}", exist_ok=True)  # `ip netns exec` mounts these over /etc
