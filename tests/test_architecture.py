@@ -1,4 +1,4 @@
-"""Imports point one way: tools -> engine -> (models, datasets) -> config -> utils."""
+"""Imports point one way: tools -> (demo, export) -> engine -> (models, datasets) -> config -> utils."""
 import ast
 import os
 
@@ -13,6 +13,9 @@ ALLOWED = {
     "models": {"models", "config", "utils"},
     "datasets": {"datasets", "config", "utils"},
     "engine": {"engine", "models", "datasets", "config", "utils"},
+    # Applications of a trained model, beside each other: neither imports the other.
+    "demo": {"demo", "engine", "models", "datasets", "config", "utils"},
+    "export": {"export", "engine", "models", "config", "utils"},
 }
 
 

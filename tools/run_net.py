@@ -5,7 +5,8 @@
         --init_method tcp://host:port] [KEY VALUE ...]
 
 TRAIN.ENABLE runs training (fine-tuning when TRAIN.CHECKPOINT_FILE_PATH is set), then
-TEST.ENABLE runs the multi-view test of the newest checkpoint.
+TEST.ENABLE runs the multi-view test of the newest checkpoint, then DEMO.ENABLE runs the
+demo (tools/demo_net.py) on DEMO.INPUT_VIDEO or DEMO.WEBCAM.
 """
 import sys
 
@@ -21,9 +22,10 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"run_net.py: config error: {e}", file=sys.stderr)
         return 2
-    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
-        print("run_net.py: config error: TRAIN.ENABLE and TEST.ENABLE are both False: nothing would "
-              "run. Set TRAIN.ENABLE True to train and/or TEST.ENABLE True to test.", file=sys.stderr)
+    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE or cfg.DEMO.ENABLE):
+        print("run_net.py: config error: TRAIN.ENABLE, TEST.ENABLE and DEMO.ENABLE are all False: nothing "
+              "would run. Set TRAIN.ENABLE True to train, TEST.ENABLE True to test and/or DEMO.ENABLE True "
+              "for the demo.", file=sys.stderr)
         return 2
     # Imported after the config is known to be good, so a typo fails in milliseconds.
     from vov3d.engine.launch import launch_job
@@ -36,6 +38,10 @@ def main(argv=None) -> int:
             launch_job(cfg, args.init_method, train)
         if cfg.TEST.ENABLE:
             launch_job(cfg, args.init_method, test)
+        if cfg.DEMO.ENABLE:
+            from vov3d.demo.run import run_demo
+
+            run_demo(cfg)
     except UserError as e:
         # The job already wrote it to OUTPUT_DIR/stdout.log. Errors about the user's data, files
         # and settings: the message says what to do, and a traceback would only bury it.

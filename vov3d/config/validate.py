@@ -28,7 +28,6 @@ NOT_IMPLEMENTED = (
     ("TENSORBOARD.HISTOGRAM.ENABLE", "False (per-class histograms are not implemented)"),
     ("TENSORBOARD.MODEL_VIS.ENABLE", "False (model visualisation is not implemented)"),
     ("TENSORBOARD.WRONG_PRED_VIS.ENABLE", "False (wrong-prediction visualisation is not implemented)"),
-    ("DEMO.ENABLE", "False (use tools/stream_net.py)"),
 )
 
 
@@ -166,13 +165,32 @@ def _check_solver(cfg: CfgNode) -> None:
              "0 when SOLVER.BASE_LR_SCALE_NUM_SHARDS is True (both would scale by the shards)")
 
 
+def _check_demo(cfg: CfgNode) -> None:
+    demo = cfg.DEMO
+    _at_least(cfg, "DEMO.WEBCAM", -1)
+    for key in ("DEMO.DISPLAY_WIDTH", "DEMO.DISPLAY_HEIGHT", "DEMO.BUFFER_SIZE"):
+        _at_least(cfg, key, 0)
+    _require((demo.DISPLAY_WIDTH > 0) == (demo.DISPLAY_HEIGHT > 0), "DEMO.DISPLAY_WIDTH/DISPLAY_HEIGHT",
+             (demo.DISPLAY_WIDTH, demo.DISPLAY_HEIGHT), "both set (> 0) or both 0 (the input's size)")
+    _require(demo.OUTPUT_FPS == -1 or demo.OUTPUT_FPS > 0, "DEMO.OUTPUT_FPS", demo.OUTPUT_FPS,
+             "-1 (the input's frame rate) or > 0")
+    _at_least(cfg, "DEMO.CLIP_VIS_SIZE", -1)
+    _at_least(cfg, "DEMO.NUM_CLIPS_SKIP", -1)
+    _require(demo.NUM_CLIPS_SKIP >= 0 or demo.THREAD_ENABLE, "DEMO.NUM_CLIPS_SKIP", demo.NUM_CLIPS_SKIP,
+             ">= 0, or -1 with DEMO.THREAD_ENABLE True (the model runs beside the reading thread)")
+    span = cfg.DATA.NUM_FRAMES * cfg.DATA.SAMPLING_RATE
+    _require(demo.BUFFER_SIZE < span, "DEMO.BUFFER_SIZE", demo.BUFFER_SIZE,
+             f"< DATA.NUM_FRAMES x DATA.SAMPLING_RATE ({span}): two windows overlap by less than one")
+    _at_least(cfg, "TENSORBOARD.MODEL_VIS.TOPK_PREDS", 1)
+
+
 def _check_not_implemented(cfg: CfgNode) -> None:
     for key, expected in NOT_IMPLEMENTED:
         _require(not _get(cfg, key), key, True, expected)
 
 
 CHECKERS = (_check_processes, _check_train, _check_test, _check_data, _check_data_loader,
-            _check_model, _check_bn, _check_solver, _check_not_implemented)
+            _check_model, _check_bn, _check_solver, _check_demo, _check_not_implemented)
 
 
 def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:

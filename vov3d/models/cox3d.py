@@ -150,12 +150,12 @@ class CoX3D(X3D):
                 *(torch.zeros((batch,) + shape, device=device, dtype=dtype) for shape in shapes))
 
     def _probe_state_shapes(self, channels: int, height: int, width: int) -> List[torch.Size]:
-        """Per-sample state shapes, found by running the parts on a meta-device copy."""
-        meta = copy.deepcopy(self, memo={id(self._state): None}).to("meta")
-        frame = torch.empty(1, channels, height, width, device="meta",
-                            dtype=self.s1.pathway0_stem.conv_xy.weight.dtype)
+        """Per-sample state shapes, read off one step of a zero frame from no state (one
+        frame's compute, once per frame size; meta tensors would import torch's compiler)."""
+        weight = self.s1.pathway0_stem.conv_xy.weight
+        frame = torch.zeros(1, channels, height, width, device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
-            _, state = meta._run_parts(frame, None, torch.zeros((), dtype=torch.int64, device="meta"),
+            _, state = self._run_parts(frame, None, torch.zeros((), dtype=torch.int64, device=weight.device),
                                        logits=True)
         return [s.shape[1:] for s in state]
 
