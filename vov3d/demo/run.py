@@ -141,6 +141,8 @@ def run_demo(cfg: CfgNode) -> DemoResult:
     check_demo(cfg)
     inference = load_inference_model(cfg, cfg.DEMO.LABEL_FILE_PATH, "DEMO.LABEL_FILE_PATH")
     logger.info("Class names: %s.", inference.names_origin)
+    if inference.names_warning:
+        logger.warning(inference.names_warning)
     source = open_source(cfg)
     try:
         return _label_frames(cfg, inference, source)

@@ -28,11 +28,11 @@ class FileSource:
     before the first frame is decoded."""
     live = False
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, setting: str = "DEMO.INPUT_VIDEO"):
         try:
             self._video = VideoFrames(path)
         except DecodeError as e:
-            raise ConfigError(f"DEMO.INPUT_VIDEO '{path}' cannot be read as a video ({e}).") from None
+            raise ConfigError(f"{setting} '{path}' cannot be read as a video ({e}).") from None
         self.name = path
         self.fps, self.width, self.height = self._video.fps, self._video.width, self._video.height
         self.frame_count = self._video.frame_count

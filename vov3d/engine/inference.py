@@ -4,7 +4,6 @@ one-line mismatch summary; TEST.CHECKPOINT_FILE_PATH, else the newest checkpoint
 OUTPUT_DIR, else TRAIN.CHECKPOINT_FILE_PATH; random weights only with
 TEST.ALLOW_RANDOM_INIT), and the class names to show with its scores.
 """
-import logging
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -16,8 +15,6 @@ from vov3d.engine.checkpointer import Checkpointer, Loaded
 from vov3d.engine.preflight import check_registered_names
 from vov3d.utils.checkpoint_io import CheckpointError
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass
 class InferenceModel:
@@ -25,6 +22,7 @@ class InferenceModel:
     class_names: List[str]  # in label order
     loaded: Loaded  # which file the weights came from (path None: random weights)
     names_origin: str  # where the class names came from, for a log line
+    names_warning: Optional[str] = None  # the label file contradicts the checkpoint's names
 
 
 @dataclass
@@ -88,6 +86,4 @@ def load_inference_model(cfg: CfgNode, label_file: str = "",
     loaded = Checkpointer(cfg, model).resume_or_load("test")
     names = resolve_class_names(labels, label_setting, loaded.class_names, loaded.path,
                                 cfg.MODEL.NUM_CLASSES)
-    if names.warning:
-        logger.warning(names.warning)
-    return InferenceModel(model.eval(), names.names, loaded, names.origin)
+    return InferenceModel(model.eval(), names.names, loaded, names.origin, names.warning)
