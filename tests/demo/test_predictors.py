@@ -52,13 +52,13 @@ def test_windows_and_the_frames_each_clip_takes(fps, buffer, skip, span, starts)
                               fps)
     assert predictor.span == span
     jobs = run(predictor, 40)
-    assert [job.first_frame for _, job in jobs] == starts
-    assert [i for i, _ in jobs] == [s + span - 1 for s in starts]
+    assert [job.window[0] for _, job in jobs] == starts
+    assert [i for i, _ in jobs] == [s + span - 1 for s in starts] == [job.window[1] for _, job in jobs]
     positions = np.linspace(0, span - 1, 4).astype(int)
     for _, job in jobs:
         predictor.run(job)
         # The clip is the window's frames at linspace positions, in order.
-        assert [int(c[0, 0, 0]) for c in job.inputs] == list(job.first_frame + positions)
+        assert [int(c[0, 0, 0]) for c in job.inputs] == list(job.window[0] + positions)
     clips = torch.cat(model.seen)
     assert clips.shape == (len(starts), 3, 4, 8, 8)
     assert clips[:, 0, :, 0, 0].tolist() == [list(map(float, s + positions)) for s in starts]
@@ -79,7 +79,7 @@ def test_frame_sampler_keeps_the_trained_time_spacing():
 
 
 def test_overlay_shows_the_status_then_labels_until_the_next_or_for_clip_vis_size():
-    prediction = Prediction(7, 0.23, 0, torch.tensor([0.1, 0.7, 0.2]))
+    prediction = Prediction(7, 0.23, (0, 7), torch.tensor([0.1, 0.7, 0.2]))
     names = ["a", "b", "c"]
     overlay = Overlay(names, 2, -1)
     assert overlay.lines_at(3, "waiting") == ["waiting"]

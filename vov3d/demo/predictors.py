@@ -14,7 +14,7 @@ CoX3D: every sampled frame (every SAMPLING_RATE-th at TARGET_FPS) goes through
 """
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,14 +30,14 @@ from vov3d.demo.sources import Frame, FrameSampler
 class Prediction:
     frame: int  # the frame it was made at (the window's last frame, or the stepped frame)
     seconds: float
-    first_frame: int  # the first frame of its window (clip models); the frame itself (CoX3D)
+    window: Optional[Tuple[int, int]]  # first and last frame of a clip model's window
     scores: torch.Tensor  # (NUM_CLASSES,) on the CPU
 
 
 @dataclass
 class Job:
     frame: Frame
-    first_frame: int
+    window: Optional[Tuple[int, int]]
     inputs: List[np.ndarray]  # the uint8 crops the model sees
 
 
@@ -83,7 +83,7 @@ class ClipPredictor:
         start = i - self.span + 1
         job = None
         if start >= 0 and start % self.stride == 0 and (start // self.stride) % self.every == 0:
-            job = Job(frame, start, [self._crops[start + p] for p in self._order])
+            job = Job(frame, (start, i), [self._crops[start + p] for p in self._order])
         self._forget_before_next_window(i)
         return job
 
@@ -98,7 +98,7 @@ class ClipPredictor:
     def run(self, job: Job) -> Optional[Prediction]:
         scores = self.model(clip_input(job.inputs, self.cfg, self.device))
         self.predicted_windows += 1
-        return Prediction(job.frame.index, job.frame.seconds, job.first_frame, scores[0].float().cpu())
+        return Prediction(job.frame.index, job.frame.seconds, job.window, scores[0].float().cpu())
 
 
 class StreamPredictor:
@@ -121,7 +121,7 @@ class StreamPredictor:
     def add(self, frame: Frame) -> Optional[Job]:
         if not self.sampler.take(frame.index):
             return None
-        return Job(frame, frame.index, [centre_crop(frame.image, self.cfg.DATA.TEST_CROP_SIZE)])
+        return Job(frame, None, [centre_crop(frame.image, self.cfg.DATA.TEST_CROP_SIZE)])
 
     @torch.no_grad()
     def run(self, job: Job) -> Optional[Prediction]:
@@ -129,7 +129,7 @@ class StreamPredictor:
         self.fed += 1
         if scores is None:
             return None
-        return Prediction(job.frame.index, job.frame.seconds, job.first_frame, scores[0].float().cpu())
+        return Prediction(job.frame.index, job.frame.seconds, None, scores[0].float().cpu())
 
 
 def make_predictor(model: torch.nn.Module, cfg: CfgNode, fps: float):

@@ -15,7 +15,7 @@ from vov3d.config.errors import ConfigError
 from vov3d.demo.drawing import draw_lines, label_lines, top_k
 from vov3d.demo.outputs import (PredictionsFile, VideoFileSink, WindowSink, WriteBehind, check_video_extension,
                                 check_window_support, predictions_path)
-from vov3d.demo.predictors import ClipPredictor, Prediction, make_predictor
+from vov3d.demo.predictors import Prediction, make_predictor
 from vov3d.demo.sources import Frame, open_source, read_ahead
 from vov3d.engine.inference import InferenceModel, load_inference_model
 from vov3d.utils.files import unwritable_reason
@@ -174,8 +174,7 @@ def _label_frames(cfg: CfgNode, inference: InferenceModel, source) -> DemoResult
                     mininterval=1.0, dynamic_ncols=True)
 
     def record(prediction: Prediction, shown_at: int) -> None:
-        window = ((prediction.first_frame, prediction.frame) if isinstance(predictor, ClipPredictor) else None)
-        rows.write(prediction.frame, prediction.seconds, overlay.show(prediction, shown_at), window)
+        rows.write(prediction.frame, prediction.seconds, overlay.show(prediction, shown_at), prediction.window)
 
     try:
         for frame in frames:

@@ -41,7 +41,7 @@ def require_onnx() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise MissingExtraError(f"ONNX export needs {', '.join(missing)}, which is not installed: "
+        raise MissingExtraError(f"ONNX export needs the package(s) {', '.join(missing)}, not installed here: "
                                 "pip install 'vov3d[export]' (or pip install -e '.[export]' in a checkout).")
 
 
