@@ -86,4 +86,6 @@ def load_inference_model(cfg: CfgNode, label_file: str = "",
     loaded = Checkpointer(cfg, model).resume_or_load("test")
     names = resolve_class_names(labels, label_setting, loaded.class_names, loaded.path,
                                 cfg.MODEL.NUM_CLASSES)
+    if labels is not None:
+        names.origin = f"{label_setting} '{label_file}'"
     return InferenceModel(model.eval(), names.names, loaded, names.origin, names.warning)
