@@ -11,7 +11,9 @@ A file is written under a temporary name in the target folder and renamed when c
 so a failed export leaves any previous file as it was. Reloading needs none of vov3d's
 model code: `load_runner` returns a function from input arrays to output arrays.
 """
+import contextlib
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -65,11 +67,25 @@ def _write_replacing(path: str, write: Callable[[str], None]) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _quiet_onnx_exporter():
+    """The exporter logs a warning per torchvision operator it cannot register (vov3d needs
+    none of them) and warns about its own internals; neither concerns the user."""
+    exporter = logging.getLogger("torch.onnx")
+    level = exporter.level
+    exporter.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        exporter.setLevel(level)
+
+
 def _export_onnx(graph: ExportGraph, path: str, dynamic: bool) -> Dict:
     import onnx
 
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with torch.no_grad(), _quiet_onnx_exporter():
         program = torch.onnx.export(graph.module, graph.example, None, dynamo=True,
                                     input_names=graph.input_names, output_names=graph.output_names,
                                     dynamic_shapes=_dynamic_shapes(graph) if dynamic else None,
