@@ -8,8 +8,8 @@ Every operator is a pure function of one frame and an explicit state:
 unchanged), `state` a list of tensors (`op.init_state(x)` gives the start-of-stream
 state, all zeros), `pos` an int64 scalar tensor: the index of `x` in this operator's own
 input stream. A negative `pos` means the stream has not reached this operator yet (the
-layers before it are still warming up): `x` is not a frame, the state is passed through
-unchanged and the output is meaningless. No Python branch depends on a tensor value, so a
+layers before it are still warming up): `x` is not a frame and enters the state as zeros
+(so the state stays as it started), and the output is meaningless. No Python branch depends on a tensor value, so a
 network of these operators traces into one fixed graph (TorchScript, torch.export, ONNX)
 with its whole state as inputs and outputs. The state is never a parameter or buffer of a
 module: a model that streams has exactly the state dict of the clip model it was built from.
@@ -28,20 +28,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vov3d.models.operators import exporting_to_onnx
+
 FILL_MODES = ("zeros", "replicate")
 SE_SCOPES = ("frame", "window")
 
 State = List[torch.Tensor]
 
 
-def keep_until_started(pos: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """`new` once the operator's stream has started (pos >= 0), else the untouched `old`."""
-    return torch.where(pos >= 0, new, old)
+def gate(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """`x` once the operator's stream has started (pos >= 0), else zeros. Every state starts
+    as zeros and only ever takes frames through this gate, so before its stream starts an
+    operator's state stays as it started; one frame is multiplied, not the whole state."""
+    return x * (pos >= 0).to(x.dtype)
 
 
 def _push(held: torch.Tensor, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """The last `held.shape[2]` frames after `x` arrives (a frame queue along dim 2)."""
-    return keep_until_started(pos, torch.cat([held[:, :, 1:], x], dim=2), held)
+    return torch.cat([held[:, :, 1:], gate(x, pos)], dim=2)
 
 
 class ContinualConv3d:
@@ -101,11 +105,20 @@ class ContinualConv3d:
         (cache,) = state
         if self.fill == "replicate":
             cache = torch.where(pos == 0, x.expand_as(cache), cache)
-        window = torch.cat([cache, x], dim=2)
+        window = torch.cat([cache, gate(x, pos)], dim=2)
+        return self._conv(window), [window[:, :, 1:]]
+
+    def _conv(self, window: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        y = F.conv3d(window, conv.weight, conv.bias, conv.stride, (0,) + tuple(conv.padding[1:]),
-                     conv.dilation, conv.groups)
-        return y, [keep_until_started(pos, window[:, :, 1:], cache)]
+        if exporting_to_onnx() and conv.groups == conv.in_channels == conv.out_channels:
+            # Depthwise: one 2-D convolution per tap, which ONNX Runtime runs several times
+            # faster than the 3-D kernel on the same sums.
+            y = sum(F.conv2d(window[:, :, k], conv.weight[:, :, k], None, conv.stride[1:], conv.padding[1:],
+                             conv.dilation[1:], conv.groups) for k in range(self.kernel_t))
+            y = y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
+            return y.unsqueeze(2)
+        return F.conv3d(window, conv.weight, conv.bias, conv.stride, (0,) + tuple(conv.padding[1:]),
+                        conv.dilation, conv.groups)
 
 
 class DelayLine:
@@ -194,8 +207,8 @@ class SlidingTemporalAverage:
         if self.window == 1:
             return x, []
         (held,) = state
-        window = torch.cat([held, x], dim=2)
-        return window.mean(dim=2, keepdim=True), [keep_until_started(pos, window[:, :, 1:], held)]
+        window = torch.cat([held, gate(x, pos)], dim=2)
+        return window.mean(dim=2, keepdim=True), [window[:, :, 1:]]
 
 
 class ContinualSE:
