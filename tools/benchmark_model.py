@@ -20,7 +20,7 @@ first --batch-sizes), in each runtime: milliseconds per clip (mode clip, NUM_FRA
 TRAIN_CROP_SIZE^2) or, in mode stream, per clip of the X3D clip graph and per frame of CoX3D's
 per-frame step (exported as tools/export_model.py does; the same graph every frame). Each
 row is the median of --runs after --warmup, with its speed-up over eager; on a shared CPU
-compare rows of one run only.
+compare rows of one run only (the runtimes are timed in turns, one call of each per round).
 A mode is a function `(model, cfg, args) -> rows`; add one to MODES to time another way
 of running a model.
 """
@@ -161,11 +161,11 @@ def runtime_runner(graph, runtime: str, folder: str):
     return load_runner(path, fmt, threads=torch.get_num_threads())
 
 
-def time_graph(graph, run, args) -> float:
-    """Median seconds per call: a clip, or one stream step after the warm-up (state threaded)."""
+def one_eval(graph, run) -> Callable[[], None]:
+    """A call that runs one clip, or one stream step after the warm-up (state threaded)."""
     inputs = [x.numpy() for x in graph.example]
     if graph.mode == "clip":
-        return median_seconds(lambda: run(inputs), args.warmup, args.runs)
+        return lambda: run(inputs)
     frames = [torch.randn(graph.example[0].shape).numpy() for _ in range(8)]
     state = inputs[1:]
     for t in range(graph.module.model.delay):
@@ -176,7 +176,22 @@ def time_graph(graph, run, args) -> float:
         state[:] = run([frames[position[0] % 8], *state])[2:]
         position[0] += 1
 
-    return median_seconds(step, args.warmup, args.runs)
+    return step
+
+
+def interleaved_medians(calls: Dict[str, Callable[[], None]], warmup: int, runs: int) -> Dict[str, float]:
+    """Median seconds of each call, timed in turns (one of each per round), so that a
+    neighbour's load on a shared CPU weighs on every runtime alike."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: Dict[str, List[float]] = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def runtime_rows(model: torch.nn.Module, cfg, args) -> List[Dict[str, object]]:
@@ -198,14 +213,14 @@ def runtime_rows(model: torch.nn.Module, cfg, args) -> List[Dict[str, object]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="vov3d-benchmark-") as folder:
         for graph in graphs:
-            eager = None
+            calls = {rt: one_eval(graph, runtime_runner(graph, rt, folder)) for rt in args.runtime}
+            seconds = interleaved_medians(calls, args.warmup, args.runs)
+            eager = seconds.get("eager")
             for runtime in args.runtime:
-                seconds = time_graph(graph, runtime_runner(graph, runtime, folder), args)
-                eager = seconds if runtime == "eager" else eager
                 rows.append({"graph": "clip" if graph.mode == "clip" else "frame (CoX3D step)",
                              "input": "x".join(map(str, graph.example[0].shape)), "runtime": runtime,
-                             "ms/eval": seconds * 1e3,
-                             "vs eager": f"{eager / seconds:.2f}x" if eager else "-"})
+                             "ms/eval": seconds[runtime] * 1e3,
+                             "vs eager": f"{eager / seconds[runtime]:.2f}x" if eager else "-"})
     return rows
 
 
