@@ -5,8 +5,9 @@
         --init_method tcp://host:port] [KEY VALUE ...]
 
 TRAIN.ENABLE runs training (fine-tuning when TRAIN.CHECKPOINT_FILE_PATH is set), then
-TEST.ENABLE runs the multi-view test of the newest checkpoint, then DEMO.ENABLE runs the
-demo (tools/demo_net.py) on DEMO.INPUT_VIDEO or DEMO.WEBCAM.
+TEST.ENABLE runs the multi-view test of the newest checkpoint, then, with TENSORBOARD.ENABLE
+and TENSORBOARD.MODEL_VIS or WRONG_PRED_VIS, the model visualisation job, then DEMO.ENABLE
+runs the demo (tools/demo_net.py) on DEMO.INPUT_VIDEO or DEMO.WEBCAM.
 """
 import sys
 
@@ -22,15 +23,19 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"run_net.py: config error: {e}", file=sys.stderr)
         return 2
-    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE or cfg.DEMO.ENABLE):
+    # Imported after the config is known to be good, so a typo fails in milliseconds.
+    from vov3d.engine.preflight import visualization_job_enabled
+
+    visualize_model = visualization_job_enabled(cfg)
+    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE or visualize_model or cfg.DEMO.ENABLE):
         print("run_net.py: config error: TRAIN.ENABLE, TEST.ENABLE and DEMO.ENABLE are all False: nothing "
               "would run. Set TRAIN.ENABLE True to train, TEST.ENABLE True to test and/or DEMO.ENABLE True "
               "for the demo.", file=sys.stderr)
         return 2
-    # Imported after the config is known to be good, so a typo fails in milliseconds.
     from vov3d.engine.launch import launch_job
     from vov3d.engine.test import test
     from vov3d.engine.train import train
+    from vov3d.engine.visualize import visualize
     from vov3d.utils.errors import UserError, describe
 
     try:
@@ -38,6 +43,8 @@ def main(argv=None) -> int:
             launch_job(cfg, args.init_method, train)
         if cfg.TEST.ENABLE:
             launch_job(cfg, args.init_method, test)
+        if visualize_model:
+            launch_job(cfg, args.init_method, visualize)
         if cfg.DEMO.ENABLE:
             from vov3d.demo.run import run_demo
 

@@ -84,7 +84,7 @@ def test_overlay_shows_the_status_then_labels_until_the_next_or_for_clip_vis_siz
     overlay = Overlay(names, 2, -1)
     assert overlay.lines_at(3, "waiting") == ["waiting"]
     assert overlay.show(prediction, 7) == [(1, "b", pytest.approx(0.7)), (2, "c", pytest.approx(0.2))]
-    assert overlay.lines_at(7, "x") == overlay.lines_at(500, "x") == ["b 0.70", "c 0.20"]
+    assert overlay.lines_at(7, "x") == overlay.lines_at(500, "x") == ["[0.70] b", "[0.20] c"]
     brief = Overlay(names, 1, 2)  # 2 x 2 + 1 frames from the one it arrived at
     brief.show(prediction, 10)
     assert [bool(brief.lines_at(i, "x")) for i in range(10, 16)] == [True] * 5 + [False]

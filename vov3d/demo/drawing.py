@@ -1,5 +1,6 @@
 """The labels on a frame: lines of text on a darkened box in the top-left corner, sized to
-the frame (OpenCV's Hershey font, drawn in place on an RGB uint8 image)."""
+the frame (OpenCV's Hershey font, drawn in place on an RGB uint8 image, so the output keeps
+the input's size; the visualisation tools' `annotate` enlarges small clips instead)."""
 from typing import List, Sequence, Tuple
 
 import cv2
@@ -16,10 +17,6 @@ def top_k(scores: torch.Tensor, names: Sequence[str], k: int) -> List[Tuple[int,
     """(class id, name, score) of the `k` highest scores, highest first."""
     values, indices = scores.topk(min(k, scores.numel()))
     return [(int(i), names[int(i)], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
-
-
-def label_lines(top: Sequence[Tuple[int, str, float]]) -> List[str]:
-    return [f"{name} {score:.2f}" for _, name, score in top]
 
 
 def draw_lines(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:

@@ -12,12 +12,13 @@ import numpy as np
 from yacs.config import CfgNode
 
 from vov3d.config.errors import ConfigError
-from vov3d.demo.drawing import draw_lines, label_lines, top_k
+from vov3d.demo.drawing import draw_lines, top_k
 from vov3d.demo.outputs import (PredictionsFile, VideoFileSink, WindowSink, WriteBehind, check_video_extension,
                                 check_window_support, predictions_path)
 from vov3d.demo.predictors import Prediction, make_predictor
 from vov3d.demo.sources import Frame, open_source, read_ahead
 from vov3d.engine.inference import InferenceModel, load_inference_model
+from vov3d.visualization.video import prediction_lines
 from vov3d.utils.files import unwritable_reason
 
 logger = logging.getLogger(__name__)
@@ -87,9 +88,9 @@ class Overlay:
         self.since = 0
 
     def show(self, prediction: Prediction, frame_index: int) -> list:
-        top = top_k(prediction.scores, self.names, self.k)
-        self.lines, self.since = label_lines(top), frame_index
-        return top
+        self.lines = prediction_lines(prediction.scores, self.names, self.k)
+        self.since = frame_index
+        return top_k(prediction.scores, self.names, self.k)
 
     def lines_at(self, frame_index: int, status: str) -> List[str]:
         if self.lines is None:

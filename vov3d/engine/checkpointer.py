@@ -41,8 +41,8 @@ class Loaded:
     "auto-resume", "checkpoint" (the newest in OUTPUT_DIR, for testing) or the setting's name.
     `epoch` is the last finished 0-based epoch of the loaded state as this run counts it:
     training continues after it (-1 = from the start, also for an initialisation file
-    whose epoch is reset); testing reports it (None when unknown). `class_names`: the
-    names a test load found stored in the file (None when it stores none).
+    whose epoch is reset); testing reports it (None when unknown). `class_names` are the
+    ones a tested checkpoint stores (None when it stores none).
     """
     path: Optional[str]
     source: str
@@ -246,5 +246,4 @@ class Checkpointer:
         epoch = load_for_test(path, self.model, cfg, source=source, obj=obj, class_names=self.class_names)
         logger.info("Testing weights from %s%s.", path, f" (epoch {epoch + 1})" if epoch is not None else "")
         stored = obj.get("class_names")
-        return Loaded(path, source, epoch,
-                      tuple(str(name) for name in stored) if isinstance(stored, (list, tuple)) else None)
+        return Loaded(path, source, epoch, tuple(map(str, stored)) if isinstance(stored, (list, tuple)) else None)
