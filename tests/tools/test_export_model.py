@@ -82,7 +82,8 @@ def test_bad_input_is_refused_before_tracing(tool, tmp_path, x3d_checkpoint, cap
             "--format", "torchscript", "--checkpoint", x3d_checkpoint, "--out", str(tmp_path / "no" / "model.pt"))
     refused(2, "--mode step exports CoX3D's per-frame step; MODEL.MODEL_NAME is 'CSN'", "--format", "torchscript",
             "--mode", "step", family="CSN")
-    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the export extra were not installed
+    for name in ("onnx", "onnxscript"):  # as if the export extra were not installed (nor imported)
+        monkeypatch.setitem(sys.modules, name, None)
     refused(1, "MissingExtraError: ONNX export needs the package(s) onnx, onnxscript, not installed here: pip "
             "install 'vov3d[export]'",
             "--format", "onnx", "--checkpoint", x3d_checkpoint)
