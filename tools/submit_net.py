@@ -23,6 +23,7 @@ from vov3d.engine.logging import start_logging
 # not see each other's checkpoints there.
 _LOCAL_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
 _LOCAL_FILE_SYSTEMS = ("tmpfs", "ramfs")
+MOUNTS_FILE = "/proc/mounts"
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _MEMORY = re.compile(r"^\d+[KMGT]?B?$", re.IGNORECASE)
 
@@ -70,7 +71,7 @@ def is_machine_local(path: str) -> Optional[str]:
             return f"it is under {place}"
     best, kind = "", ""
     try:
-        with open("/proc/mounts", encoding="utf-8") as mounts:
+        with open(MOUNTS_FILE, encoding="utf-8") as mounts:
             for line in mounts:
                 fields = line.split()
                 if len(fields) > 2 and (real == fields[1] or real.startswith(fields[1].rstrip("/") + "/")) \

@@ -108,7 +108,18 @@ def test_several_nodes_on_a_machine_local_output_dir_are_warned_about(toy, tmp_p
             "nodes will not see each other's checkpoints") in capsys.readouterr().err
     assert submit_net.main(["--cfg", toy[0], "--nodes", "1", "--dry-run", "OUTPUT_DIR", local]) == 0
     assert "warning" not in capsys.readouterr().err  # one node sees its own files
-    assert submit_net.is_machine_local(REPO_ROOT) is None
+
+
+def test_machine_local_is_decided_by_the_deepest_mount(submit_net, tmp_path, monkeypatch):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("overlay / overlay rw 0 0\n"
+                      "server:/export /shared nfs4 rw 0 0\n"
+                      "tmpfs /shared/scratch tmpfs rw 0 0\n", encoding="utf-8")
+    monkeypatch.setattr(submit_net, "MOUNTS_FILE", str(mounts))
+    assert submit_net.is_machine_local("/shared/runs/x3d") is None
+    assert submit_net.is_machine_local("/shared/scratch/x3d") == "it is on a tmpfs file system"
+    assert submit_net.is_machine_local("/shared") is None
+    assert submit_net.is_machine_local("/var/tmp/run") == "it is under /var/tmp"
 
 
 def _fake_slurm(folder, monkeypatch):
