@@ -13,12 +13,13 @@ from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
 from vov3d.engine.checkpointer import Checkpointer, prepare_checkpoint_dir
+from vov3d.engine.input_step import InputStep
 from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
 from vov3d.engine.losses import get_loss_func
 from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
 from vov3d.engine.optimizer import clip_gradients, construct_optimizer
 from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
-                                  to_device, unwrap_model)
+                                  unwrap_model)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.utils import comm
 from vov3d.utils.checkpoint_io import checkpoint_dir
@@ -58,6 +59,7 @@ class Trainer:
         self.cfg = cfg
         prepare_checkpoint_dir(cfg)  # before the model is built: a refusal costs nothing
         self.device = device(cfg)
+        self.input_step = InputStep(cfg, self.device)
         self.model = prepare_model(cfg, train=True)
         self.optimizer = construct_optimizer(self.model, cfg)
         self.amp = bool(cfg.TRAIN.MIXED_PRECISION and cfg.NUM_GPUS > 0)
@@ -167,7 +169,7 @@ class Trainer:
         for it, (inputs, labels, _, meta) in enumerate(_progress(self.train_loader, f"epoch {epoch + 1}")):
             dt_data = data_timer.seconds()
             net_timer = Timer()
-            inputs, labels = to_device(inputs, self.device), to_device(labels, self.device)
+            inputs, labels = self.input_step.training_batch(inputs, labels)
             lr = lr_at_epoch(cfg, epoch + it / iters)
             set_lr(self.optimizer, lr)
             with torch.autocast(device_type=self.device.type, enabled=self.amp):
@@ -218,7 +220,7 @@ class Trainer:
         for it, (inputs, labels, _, _) in enumerate(_progress(self.val_loader, "val")):
             dt_data = data_timer.seconds()
             net_timer = Timer()
-            inputs, labels = to_device(inputs, self.device), to_device(labels, self.device)
+            inputs, labels = self.input_step.eval_batch(inputs, labels)
             preds = self.model(inputs)
             c1, c5 = (float(c) for c in topks_correct(preds, labels, (1, 5)))
             correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + labels.shape[0]
@@ -252,7 +254,7 @@ class Trainer:
             return
         num = min(self.cfg.BN.NUM_BATCHES_PRECISE, len(self.precise_loader))
         set_epoch(self.precise_loader, self.cfg.RNG_SEED, epoch, "precise_bn")
-        inputs = (to_device(batch[0], self.device) for batch in self.precise_loader)
+        inputs = (self.input_step.inputs(batch[0]) for batch in self.precise_loader)
         logger.info("Precise BN: recomputing BN statistics over %d training batches.", num)
         update_bn_stats(model, inputs, num)
 
