@@ -7,7 +7,8 @@
 
 Frames are taken every DATA.SAMPLING_RATE-th frame at DATA.TARGET_FPS (e.g. every 6th of a
 30 fps video for X3D-S, the rate the weights were trained at), resized to a short side of
-DATA.TEST_CROP_SIZE, centre-cropped to it and normalised with DATA.MEAN/STD. An X3D config
+DATA.TEST_CROP_SIZE, centre-cropped to it and normalised by the input step of training and
+testing (DATA.MEAN/STD, DATA.REVERSE_INPUT_CHANNEL) on the model's device. An X3D config
 works too (CoX3D has X3D's weights). The first `delay` frames produce no output (warm-up);
 set the start-of-stream fill with COX3D.TEMPORAL_FILL and the head window with
 COX3D.TEMPORAL_WINDOW.
@@ -95,17 +96,16 @@ def sampled_frames(path: str, sampling_rate: int, target_fps: float
                 yield i / fps, frame.to_ndarray(format="rgb24")
 
 
-def preprocess(frame: np.ndarray, cfg) -> torch.Tensor:
-    """[H, W, 3] uint8 -> [1, 3, S, S] float: short side to TEST_CROP_SIZE, centre crop,
-    DATA.MEAN/STD normalisation (the test-time pipeline of the clip datasets)."""
+def preprocess(frame: np.ndarray, size: int, input_step) -> torch.Tensor:
+    """[H, W, 3] uint8 -> [1, 3, size, size] float on the model's device: short side to
+    `size` (DATA.TEST_CROP_SIZE), centre crop (the test-time pipeline of the clip
+    datasets), then the engine's input step."""
     from vov3d.datasets import sampling, transform
 
-    size = cfg.DATA.TEST_CROP_SIZE
     frame = transform.resize_short_side(frame, size)
     y, x = sampling.uniform_crop_offsets(frame.shape[0], frame.shape[1], size, 1)
-    patch = transform.crop(frame, y, x, size)[None]
-    clip = transform.normalize(patch, cfg.DATA.MEAN, cfg.DATA.STD, cfg.DATA.REVERSE_INPUT_CHANNEL)
-    return clip[:, 0][None]
+    planes = torch.from_numpy(transform.to_planes(transform.crop(frame, y, x, size)))
+    return input_step.clips(planes[None, :, None])[:, :, 0]
 
 
 def load_weights(model: torch.nn.Module, path: str, cfg) -> Optional[Dict]:
@@ -166,7 +166,9 @@ def format_topk(scores: torch.Tensor, names: List[str], k: int) -> str:
 
 
 def stream_video(model, cfg, args, names: List[str]) -> int:
-    device = next(model.parameters()).device
+    from vov3d.engine.input_step import InputStep
+
+    input_step = InputStep(cfg, next(model.parameters()).device)
     model.reset()
     print(f"{args.video}: streaming frames {cfg.DATA.SAMPLING_RATE} apart at "
           f"{cfg.DATA.TARGET_FPS} fps, {cfg.DATA.TEST_CROP_SIZE} px; first output after "
@@ -187,7 +189,7 @@ def stream_video(model, cfg, args, names: List[str]) -> int:
                 item = last  # co3d protocol: a short video repeats its last frame
             last = item
             seconds, frame = item
-            x = preprocess(frame, cfg).to(device)
+            x = preprocess(frame, cfg.DATA.TEST_CROP_SIZE, input_step)
             tic = time.perf_counter()
             scores = model.forward_step(x)
             model_seconds += time.perf_counter() - tic

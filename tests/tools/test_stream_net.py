@@ -202,3 +202,23 @@ def test_benchmark_stream_mode_times_frames_against_clips(capsys):
     assert clip_row.split("|")[4].strip() == f"{counter.get_total_flops() / 2e9:.4f}"
     assert frame_row.split("|")[4].strip() == f"{stream_macs_per_frame(model, 32, 32) / 1e9:.4f}"
     assert frame_row.strip().endswith("x")
+
+
+def test_frames_are_prepared_as_the_test_views_are(tool, tmp_path):
+    """Short side to TEST_CROP_SIZE, centre crop, (x / 255 - MEAN) / STD per channel in the
+    decoder's order, then the channel order flag: the input step of training and testing."""
+    import cv2
+
+    from vov3d.engine.input_step import InputStep
+
+    cfg = get_cfg()
+    merge_overrides(cfg, ["DATA.MEAN", "[0.4, 0.45, 0.5]", "DATA.STD", "[0.2, 0.225, 0.25]",
+                          "DATA.REVERSE_INPUT_CHANNEL", "True"])
+    frame = np.random.RandomState(0).randint(0, 256, (40, 60, 3)).astype(np.uint8)
+    x = tool.preprocess(frame, 20, InputStep(cfg, torch.device("cpu")))
+    resized = cv2.resize(frame, (30, 20), interpolation=cv2.INTER_LINEAR)
+    crop = resized[:, 5:25].astype(np.float64) / 255  # the centre 20 of 30 columns
+    expected = (crop - [0.4, 0.45, 0.5]) / [0.2, 0.225, 0.25]
+    assert x.shape == (1, 3, 20, 20) and x.dtype == torch.float32
+    assert np.allclose(x[0].numpy(), expected[..., ::-1].transpose(2, 0, 1), atol=1e-5)
+
