@@ -128,3 +128,20 @@ def test_failed_test_item_is_a_zero_uint8_item(kinetics_root, tmp_path):
     assert bad[3]["failed"] == 1 and good[3]["failed"] == 0
     assert bad[0][0].dtype == torch.uint8 and bad[0][0].shape == good[0][0].shape == (30, 3, 8, 32, 32)
     assert not bad[0][0].any()
+
+
+def test_each_distinct_frame_is_resized_and_split_once(kinetics_root, monkeypatch):
+    from vov3d.datasets import transform
+
+    dataset = build_dataset("kinetics", make_cfg(kinetics_root), "test")  # 48x64 frames -> 32 px
+    distinct = len(dataset._read_clips(0, [(t, 10) for t in range(10)]).frames)
+    calls = {"resize_short_side": 0, "to_planes": 0}
+    for name in calls:
+        def counted(*args, _name=name, _original=getattr(transform, name)):
+            calls[_name] += 1
+            return _original(*args)
+        monkeypatch.setattr(transform, name, counted)
+    views = dataset[0][0][0]
+    assert views.shape == (30, 3, 8, 32, 32) and views.is_contiguous()
+    # The 240 view frames are the 40 frames of the video at most.
+    assert calls == {"resize_short_side": distinct, "to_planes": distinct} and distinct <= 40
