@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (set up, make the toy dataset, train and test on it)
+# Two entry points: `make demo` (set up, make the toy dataset, train and test on it, write
+# OUTPUT_DIR/report/report.html)
 # and `make test` (the whole test suite). Both create .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,11 +22,13 @@ demo: setup
 	$(PY) tools/make_toy_dataset.py --out $(TOY_DIR)
 	$(PY) tools/run_net.py --cfg configs/Toy/vov3d_M_toy.yaml \
 		DATA.PATH_TO_DATA_DIR $(TOY_DIR) DATA.PATH_PREFIX $(TOY_DIR) OUTPUT_DIR $(OUT_DIR)/vov3d_M
+	$(PY) tools/visualize.py --results $(OUT_DIR)/vov3d_M
 
 demo-x3d: setup
 	$(PY) tools/make_toy_dataset.py --out $(TOY_DIR)
 	$(PY) tools/run_net.py --cfg configs/Toy/x3d_M_toy.yaml \
 		DATA.PATH_TO_DATA_DIR $(TOY_DIR) DATA.PATH_PREFIX $(TOY_DIR) OUTPUT_DIR $(OUT_DIR)/x3d_M
+	$(PY) tools/visualize.py --results $(OUT_DIR)/x3d_M
 
 test: setup
 	$(PY) -m pytest -q -n 2 tests; rc=$$?; \

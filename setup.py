@@ -22,6 +22,7 @@ setup(
         "PyYAML>=5.4",
         "simplejson",
         "tensorboard",
+        "matplotlib",
         "psutil",
         "tqdm",
         "pillow",

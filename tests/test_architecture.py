@@ -1,4 +1,4 @@
-"""Imports point one way: tools -> engine -> (models, datasets) -> config -> utils."""
+"""Imports point one way: tools -> engine -> visualization -> (models, datasets) -> config -> utils."""
 import ast
 import os
 
@@ -12,7 +12,8 @@ ALLOWED = {
     "utils": {"utils"},
     "models": {"models", "config", "utils"},
     "datasets": {"datasets", "config", "utils"},
-    "engine": {"engine", "models", "datasets", "config", "utils"},
+    "visualization": {"visualization", "models", "datasets", "config", "utils"},
+    "engine": {"engine", "visualization", "models", "datasets", "config", "utils"},
 }
 
 

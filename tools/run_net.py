@@ -5,7 +5,8 @@
         --init_method tcp://host:port] [KEY VALUE ...]
 
 TRAIN.ENABLE runs training (fine-tuning when TRAIN.CHECKPOINT_FILE_PATH is set), then
-TEST.ENABLE runs the multi-view test of the newest checkpoint.
+TEST.ENABLE runs the multi-view test of the newest checkpoint, then, with TENSORBOARD.ENABLE
+and TENSORBOARD.MODEL_VIS or WRONG_PRED_VIS, the model visualisation job.
 """
 import sys
 
@@ -21,14 +22,18 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"run_net.py: config error: {e}", file=sys.stderr)
         return 2
-    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
+    # Imported after the config is known to be good, so a typo fails in milliseconds.
+    from vov3d.engine.preflight import visualization_job_enabled
+
+    visualize_model = visualization_job_enabled(cfg)
+    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE or visualize_model):
         print("run_net.py: config error: TRAIN.ENABLE and TEST.ENABLE are both False: nothing would "
               "run. Set TRAIN.ENABLE True to train and/or TEST.ENABLE True to test.", file=sys.stderr)
         return 2
-    # Imported after the config is known to be good, so a typo fails in milliseconds.
     from vov3d.engine.launch import launch_job
     from vov3d.engine.test import test
     from vov3d.engine.train import train
+    from vov3d.engine.visualize import visualize
     from vov3d.utils.errors import UserError, describe
 
     try:
@@ -36,6 +41,8 @@ def main(argv=None) -> int:
             launch_job(cfg, args.init_method, train)
         if cfg.TEST.ENABLE:
             launch_job(cfg, args.init_method, test)
+        if visualize_model:
+            launch_job(cfg, args.init_method, visualize)
     except UserError as e:
         # The job already wrote it to OUTPUT_DIR/stdout.log. Errors about the user's data, files
         # and settings: the message says what to do, and a traceback would only bury it.

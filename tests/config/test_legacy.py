@@ -179,3 +179,13 @@ def test_config_dumps_in_older_checkpoints_load_and_resume(tmp_path, caplog):
         state["cfg"] = f.read()
     torch.save(state, path)
     assert load_for_resume(path, model, optimizer, cfg=current) == 4
+
+
+def test_visualisation_docs_top_k_spelling_reaches_histogram_topk(tmp_path, caplog):
+    path = write(tmp_path / "v.yaml", "NUM_GPUS: 0\nTENSORBOARD:\n  HISTOGRAM:\n    TOP_K: 3\n")
+    with caplog.at_level("WARNING"):
+        cfg = load_config(args_for(path))
+    assert cfg.TENSORBOARD.HISTOGRAM.TOPK == 3 and "TOP_K" not in cfg.TENSORBOARD.HISTOGRAM
+    assert "TENSORBOARD.HISTOGRAM.TOP_K is the legacy name of TENSORBOARD.HISTOGRAM.TOPK" in caplog.text
+    # On the command line the text is read as the new key's type.
+    assert load_config(args_for(path, ["TENSORBOARD.HISTOGRAM.TOP_K", "4"])).TENSORBOARD.HISTOGRAM.TOPK == 4

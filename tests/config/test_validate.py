@@ -25,7 +25,7 @@ def test_the_defaults_are_valid():
       "SOLVER.LRS", "[1, 0.1]"], "SOLVER.STEPS"),
     (["MULTIGRID.LONG_CYCLE", "True"], "MULTIGRID"),
     (["DATA.MULTI_LABEL", "True"], "DATA.MULTI_LABEL"),
-    (["TENSORBOARD.MODEL_VIS.ENABLE", "True"], "TENSORBOARD.MODEL_VIS.ENABLE"),
+    (["TENSORBOARD.MODEL_VIS.GRAD_CAM.LAYER_LIST", "['s4', 's5']"], "TENSORBOARD.MODEL_VIS.GRAD_CAM.LAYER_LIST"),
 ])
 def test_invalid_merged_values_are_rejected(tmp_path, opts, key):
     path = write(tmp_path / "v.yaml", "NUM_GPUS: 0\n")
@@ -44,7 +44,10 @@ def test_invalid_merged_values_are_rejected(tmp_path, opts, key):
     (["MODEL.DROPOUT_RATE", "1.0"], "MODEL.DROPOUT_RATE"),
     (["BN.NUM_SYNC_DEVICES", "0"], "BN.NUM_SYNC_DEVICES"),
     (["SOLVER.MAX_EPOCH", "0"], "SOLVER.MAX_EPOCH"),
+    (["TENSORBOARD.HISTOGRAM.FIGSIZE", "[8, 0]"], "TENSORBOARD.HISTOGRAM.FIGSIZE"),
     (["DEMO.ENABLE", "True"], "DEMO.ENABLE"),
+    (["MODEL.EMA.DECAY", "1.0"], "MODEL.EMA.DECAY"),
+    (["MIXUP.ALPHA", "-0.1"], "MIXUP.ALPHA"),
 ])
 def test_each_group_has_its_checker(opts, key):
     with pytest.raises(ConfigError, match=f"invalid value for '{key}'"):
@@ -55,6 +58,43 @@ def test_each_group_has_its_checker(opts, key):
 def test_switches_of_features_still_to_come_are_refused(key, _):
     with pytest.raises(ConfigError, match=f"'{key}'.*not implemented|'{key}'.*stream_net"):
         _validated(key, "True")
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("TRAIN.GRAD_ACCUMULATION_STEPS", "0", "an integer >= 1"),
+    ("MIXUP.ALPHA", "-0.5", ">= 0"),
+    ("MIXUP.CUTMIX_ALPHA", "-1.0", ">= 0"),
+    ("MIXUP.PROB", "1.5", "in [0, 1]"),
+    ("MIXUP.PROB", "-0.1", "in [0, 1]"),
+    ("MIXUP.SWITCH_PROB", "2.0", "in [0, 1]"),
+    ("MIXUP.LABEL_SMOOTH_VALUE", "1.0", "in [0, 1)"),
+    ("MODEL.EMA.DECAY", "0.0", "in (0, 1)"),
+    ("MODEL.EMA.DECAY", "1.5", "in (0, 1)"),
+])
+def test_training_recipe_values_are_checked(key, value, expected):
+    with pytest.raises(ConfigError) as err:
+        _validated(key, value)
+    assert f"invalid value for '{key}'" in str(err.value) and expected in str(err.value)
+
+
+def test_the_recipes_boundary_values_are_accepted():
+    cfg = _validated("MIXUP.ENABLE", "True", "MIXUP.ALPHA", "0.0", "MIXUP.CUTMIX_ALPHA", "0.0", "MIXUP.PROB", "0.0",
+                     "MIXUP.SWITCH_PROB", "1.0", "MIXUP.LABEL_SMOOTH_VALUE", "0.0", "MODEL.EMA.DECAY", "0.5",
+                     "TRAIN.GRAD_ACCUMULATION_STEPS", "1")
+    assert cfg.MIXUP.ENABLE and cfg.MODEL.EMA.DECAY == 0.5
+
+
+def test_accumulation_with_multigrid_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match=r"'TRAIN.GRAD_ACCUMULATION_STEPS': 2; expected 1 with multigrid "
+                                          r"training \(its batch size changes"):
+        _validated("TRAIN.GRAD_ACCUMULATION_STEPS", "2", "MULTIGRID.SHORT_CYCLE", "True")
+
+
+def test_reference_batch_scaling_counts_the_accumulated_micro_batches():
+    # 64 clips x 4 micro-batches = the reference's 256: the reference LR is kept.
+    cfg = _validated("SOLVER.REFERENCE_BATCH_SIZE", "256", "TRAIN.BATCH_SIZE", "64", "SOLVER.BASE_LR", "0.8",
+                     "TRAIN.GRAD_ACCUMULATION_STEPS", "4")
+    assert cfg.SOLVER.BASE_LR == pytest.approx(0.8)
 
 
 def test_cpu_batch_sizes_need_no_divisibility(tmp_path):
@@ -142,3 +182,14 @@ def test_distributed_waits_must_be_positive(key):
     assert cfg.DIST_INIT_TIMEOUT == 300 and cfg.DIST_TIMEOUT == 1800  # minutes to join, half an hour per collective
     with pytest.raises(ConfigError, match=f"invalid value for '{key}': 0; expected > 0 seconds"):
         _validated(key, "0")
+
+
+def test_visualisation_switches_without_tensorboard_are_named_in_a_warning(caplog):
+    with caplog.at_level("WARNING"):
+        _validated("TENSORBOARD.CONFUSION_MATRIX.ENABLE", "True", "TENSORBOARD.WRONG_PRED_VIS.ENABLE", "True")
+    assert ("TENSORBOARD.CONFUSION_MATRIX.ENABLE, TENSORBOARD.WRONG_PRED_VIS.ENABLE: no effect while "
+            "TENSORBOARD.ENABLE is False (nothing is written to TensorBoard).") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _validated("TENSORBOARD.ENABLE", "True", "TENSORBOARD.MODEL_VIS.ENABLE", "True")
+    assert "no effect" not in caplog.text

@@ -2,8 +2,9 @@
 
     dist_driver.py OUT INIT_METHOD [--die RANK] [--wait-log-period S] [KEY VALUE ...]
 (one process, under torchrun, or one per shard). Each rank writes OUT/rank<r>.pt with its
-weights and its view of the process layout. `--die RANK`: that rank's process ends abruptly
-(as if killed) in its third training iteration.
+weights, its view of the process layout and how many backward passes all-reduced the
+gradients ("syncs", DDP only). `--die RANK`: that rank's process ends abruptly (as if killed)
+in its third training iteration.
 """
 import os
 import sys
@@ -30,18 +31,33 @@ def _die_in_third_iteration(model):
     model.forward = dying
 
 
+def _count_syncs(ddp_model):
+    """Count the backward passes whose gradients DDP all-reduces (each reduces bucket 0 once)."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    syncs = [0]
+
+    def counting(state, bucket):
+        syncs[0] += bucket.index() == 0
+        return allreduce_hook(state, bucket)
+
+    ddp_model.register_comm_hook(None, counting)
+    return syncs
+
+
 def job(cfg):
     setup_process(cfg)
     with tiny_model_registered():  # in every rank: spawned ranks do not share a registry
         trainer = make_fake_trainer_class()(cfg)
         if comm.get_rank() == DIE_RANK:
             _die_in_third_iteration(unwrap_model(trainer.model))
+        syncs = _count_syncs(trainer.model) if hasattr(trainer.model, "module") else [0]
         trainer.fit()
     mean = du.all_reduce_mean([torch.tensor(float(comm.get_rank()))])[0]
     torch.save({"state": unwrap_model(trainer.model).state_dict(), "rank": comm.get_rank(),
                 "world": comm.get_world_size(), "local_rank": comm.get_local_rank(),
                 "gathered": du.all_gather_object(comm.get_rank() * 10), "mean_rank": float(mean),
-                "ddp": hasattr(trainer.model, "module")},
+                "ddp": hasattr(trainer.model, "module"), "syncs": syncs[0]},
                f"{cfg.OUTPUT_DIR}/rank{comm.get_rank()}.pt")
 
 

@@ -63,6 +63,22 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert os.listdir(os.path.join(multi, "checkpoints")) == ["checkpoint_epoch_00003.pyth"]
 
 
+def test_accumulating_ranks_all_reduce_once_per_step_and_match_one_process(tmp_path):
+    # Two ranks of 4 clips x 2 micro-batches: the effective batch of the single process's 16.
+    single, accumulated = str(tmp_path / "single"), str(tmp_path / "accumulated")
+    port = _free_port()
+    _run([[PYTHON, DRIVER, single, "env-unused"]] + [
+        [PYTHON, DRIVER, accumulated, f"tcp://127.0.0.1:{port}", "NUM_SHARDS", "2", "SHARD_ID", str(i),
+         "TRAIN.BATCH_SIZE", "4", "TRAIN.GRAD_ACCUMULATION_STEPS", "2"] for i in range(2)])
+    ref = _weights(single, 0)
+    for rank in (0, 1):
+        r = _weights(accumulated, rank)
+        assert r["ddp"] and r["world"] == 2
+        assert r["syncs"] == 3  # 3 epochs x 1 optimiser step: the first micro-batch of each ran in no_sync
+        for key, value in ref["state"].items():
+            assert torch.allclose(r["state"][key], value, rtol=1e-5, atol=1e-6), key
+
+
 def test_rendezvous_names_the_missing_shard_every_period_and_gives_up_after_dist_init_timeout(tmp_path):
     # Shard 1 of 2 never starts: shard 0 says so while waiting, then fails after
     # DIST_INIT_TIMEOUT (not DIST_TIMEOUT, the collectives' 60 s here), saying what to check.

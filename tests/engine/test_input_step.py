@@ -44,10 +44,20 @@ def test_every_value_and_batch_layout(tmp_path):
 
 
 def test_batches_move_inputs_and_labels(tmp_path):
-    inputs, labels = step(tmp_path).training_batch([bgr_clip()[None]], torch.tensor([2]))
+    inputs, labels = step(tmp_path).batch([bgr_clip()[None]], torch.tensor([2]))
     assert len(inputs) == 1 and inputs[0].shape == (1, 3, 2, 3, 3) and labels.tolist() == [2]
-    inputs, labels = step(tmp_path).eval_batch([bgr_clip()[None]], torch.tensor([1]))
-    assert torch.equal(inputs[0][0], step(tmp_path).clips(bgr_clip())) and labels.tolist() == [1]
+    assert torch.equal(inputs[0][0], step(tmp_path).clips(bgr_clip()))
+
+
+def test_gives_the_dtype_models_are_built_in(tmp_path):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        double = step(tmp_path).clips(bgr_clip())
+    finally:
+        torch.set_default_dtype(previous)
+    assert double.dtype == torch.float64 and step(tmp_path).clips(bgr_clip()).dtype == torch.float32
+    assert torch.allclose(double.float(), step(tmp_path).clips(bgr_clip()))
 
 
 @pytest.mark.parametrize("clip", [torch.zeros(3, 2, 4, 4), torch.zeros(4, 2, 4, 4, dtype=torch.uint8),

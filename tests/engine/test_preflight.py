@@ -127,3 +127,54 @@ def test_run_net_names_an_unwritable_checkpoint_folder_in_one_line(tmp_path, fro
         f"run_net.py: config error: OUTPUT_DIR: the checkpoints go to '{tmp_path / 'out' / 'checkpoints'}', which "
         f"is not writable (cannot create files in '{tmp_path / 'out' / 'checkpoints'}': {_REFUSED}). "
         "Make it writable or choose another OUTPUT_DIR."]
+
+
+def test_visualisation_inputs_are_checked_before_any_work(tmp_path):
+    """A subset naming no class, a category child that is no class, a layer that is no module
+    and an unknown colormap each stop the job before OUTPUT_DIR exists."""
+    (tmp_path / "test.csv").write_text("a.mp4 pouring\n")
+    (tmp_path / "classes.json").write_text('["pouring", "stirring", "cutting", "peeling"]')
+    (tmp_path / "subset.txt").write_text("stirring\npeeling\n")
+    (tmp_path / "bad_subset.txt").write_text("stirring\nporing\n")
+    (tmp_path / "parents.json").write_text('{"kitchen": ["cutting", "peeling"]}')
+    (tmp_path / "bad_parents.json").write_text('{"kitchen": ["cutting", "peel"]}')
+    good = ["TRAIN.ENABLE", "False", "DATA.CLASS_NAMES_PATH", "classes.json", "TENSORBOARD.ENABLE", "True",
+            "TENSORBOARD.CONFUSION_MATRIX.ENABLE", "True",
+            "TENSORBOARD.CONFUSION_MATRIX.SUBSET_PATH", str(tmp_path / "subset.txt"),
+            "TENSORBOARD.CATEGORIES_PATH", str(tmp_path / "parents.json"),
+            "TENSORBOARD.MODEL_VIS.ENABLE", "True", "TENSORBOARD.MODEL_VIS.LAYER_LIST", "['conv']",
+            "TENSORBOARD.MODEL_VIS.GRAD_CAM.LAYER_LIST", "['bn']"]
+    preflight.check_visualization(_kinetics_cfg(tmp_path, *good))
+    cases = [
+        (("TENSORBOARD.CONFUSION_MATRIX.SUBSET_PATH", str(tmp_path / "bad_subset.txt")),
+         f"TENSORBOARD.CONFUSION_MATRIX.SUBSET_PATH '{tmp_path / 'bad_subset.txt'}', line 2: 'poring' is not a "
+         "class name; closest: 'pouring', 'peeling'."),
+        (("TENSORBOARD.CATEGORIES_PATH", str(tmp_path / "bad_parents.json")),
+         f"TENSORBOARD.CATEGORIES_PATH '{tmp_path / 'bad_parents.json'}', line 1: parent 'kitchen' lists 'peel', "
+         "which is not a class name; closest: 'peeling'."),
+        (("TENSORBOARD.MODEL_VIS.LAYER_LIST", "['conv', 'head/proj']"),
+         "TENSORBOARD.MODEL_VIS.LAYER_LIST entry 'head/proj' names no module of TinyTestNet; nearby valid names: "
+         "head/projection"),
+        (("TENSORBOARD.MODEL_VIS.GRAD_CAM.COLORMAP", "viridiss"),
+         "TENSORBOARD.MODEL_VIS.GRAD_CAM.COLORMAP 'viridiss' is not a matplotlib colormap"),
+    ]
+    for override, message in cases:
+        with pytest.raises(ConfigError) as err:
+            launch.launch_job(_kinetics_cfg(tmp_path, *good, *override), "tcp://localhost:1", _never)
+        assert str(err.value).startswith(message)
+        assert not (tmp_path / "out").exists()
+    # Without names from DATA or TENSORBOARD.CLASS_NAMES_PATH a subset cannot be read.
+    (tmp_path / "test.csv").write_text("a.mp4 0\n")
+    with pytest.raises(ConfigError, match="picks classes by name, but no class names are known"):
+        preflight.check_visualization(_kinetics_cfg(tmp_path, *good[:2], *good[4:]))
+
+
+def test_mixup_with_one_clip_per_process_is_refused_before_any_work(tmp_path):
+    one_clip = ("MIXUP.ENABLE", "True", "TRAIN.BATCH_SIZE", "1", "TRAIN.GRAD_ACCUMULATION_STEPS", "4")
+    with pytest.raises(ConfigError, match=r"MIXUP.ENABLE mixes the clips of each process's batch with each "
+                                          r"other, but TRAIN.BATCH_SIZE 1 gives each process 1 clip"):
+        launch.launch_job(tiny_cfg(tmp_path / "run", *one_clip), "tcp://localhost:1", _never)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # Label smoothing alone needs no second clip; neither does a test-only run.
+    preflight.check_process_batches(tiny_cfg(tmp_path, *one_clip, "MIXUP.ALPHA", "0.0", "MIXUP.CUTMIX_ALPHA", "0.0"))
+    preflight.check_process_batches(tiny_cfg(tmp_path, *one_clip, "TRAIN.ENABLE", "False"))

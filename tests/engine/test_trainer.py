@@ -155,7 +155,7 @@ def test_videos_of_one_frame_are_flagged_in_the_results(tmp_path):
     _, batches = _test_batches([0, 1, 2, 3], k=1, failed={2}, frames=frames)
     meter = VideoEnsembleMeter(4, 4)
     video_frames = {}
-    for indices, preds, labels, failed, counts in run_views(cfg, TinyTestNet(cfg).eval(), batches):
+    for indices, preds, labels, failed, counts, _ in run_views(cfg, TinyTestNet(cfg).eval(), batches):
         meter.add(indices, preds, labels, failed)
         video_frames.update(zip(indices.tolist(), counts.tolist()))
     assert video_frames == frames
@@ -289,3 +289,41 @@ def test_raised_max_epoch_continues_and_pruning_spares_the_resumed_state(tmp_pat
     assert open(stray, "rb").read() == stray_bytes
     assert torch.load(_ckpt(tmp_path, 4), weights_only=True)["epoch"] == 3
     assert [r["epoch"] for r in metrics_records(tmp_path, "train_epoch")] == ["1/2", "2/2", "3/4", "4/4"]
+
+
+# ------------------------------------------------------------------------------------
+# Training recipes: a run resumed at an epoch boundary repeats the uninterrupted one
+# ------------------------------------------------------------------------------------
+class _Stopped(Exception):
+    pass
+
+
+def test_resume_with_ema_accumulation_and_mixup_repeats_the_uninterrupted_run(tmp_path):
+    recipe = ("MODEL.EMA.ENABLE", "True", "MODEL.EMA.DECAY", "0.8", "TRAIN.BATCH_SIZE", "2",
+              "TRAIN.GRAD_ACCUMULATION_STEPS", "3", "MIXUP.ENABLE", "True", "SOLVER.MAX_EPOCH", "3")
+    _fit(tiny_cfg(tmp_path / "whole", *recipe))
+
+    cfg = tiny_cfg(tmp_path / "resumed", *recipe)
+    setup_process(cfg)
+    trainer = InMemoryTrainer(cfg)
+    save = trainer.checkpointer.save
+
+    def save_then_stop(epoch):
+        save(epoch)
+        if epoch == 0:
+            raise _Stopped  # killed right after the first checkpoint
+    trainer.checkpointer.save = save_then_stop
+    with pytest.raises(_Stopped):
+        trainer.fit()
+    assert _fit(cfg).start_epoch == 1
+
+    whole, resumed = (torch.load(cu.list_checkpoints(str(tmp_path / n))[-1], weights_only=True)
+                      for n in ("whole", "resumed"))
+    for entry in ("model_state", "ema_state"):
+        assert whole[entry].keys() == resumed[entry].keys()
+        assert all(torch.equal(v, resumed[entry][k]) for k, v in whole[entry].items()), entry
+    momentum = [s["momentum_buffer"] for s in whole["optimizer_state"]["state"].values()]
+    assert all(torch.equal(m, s["momentum_buffer"]) for m, s in
+               zip(momentum, resumed["optimizer_state"]["state"].values()))
+    losses = [[r["loss"] for r in metrics_records(tmp_path / n, "train_iter")] for n in ("whole", "resumed")]
+    assert losses[0] == losses[1] and len(losses[0]) == 3 * 2  # 8 micro-batches: 2 steps of 3 per epoch

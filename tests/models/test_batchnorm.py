@@ -50,7 +50,7 @@ def test_affine_freeze_needs_frozen_statistics():
     ("CSN", "CSN", {"DEPTH": 50, "BN_EPS": 1e-3}, 1e-3),
 ])
 def test_every_bn_has_the_reference_eps_and_momentum(model_name, group, values, eps):
-    cfg = model_cfg(model_name, 10, 8, 32, group, values)
+    cfg = model_cfg(model_name, 10, 8, 64, group, values)
     if model_name in ("X3D", "CoX3D"):
         cfg.RESNET.TRANS_FUNC = "x3d_transform"
     cfg.DATA.INPUT_CHANNEL_NUM = [3]

@@ -224,6 +224,7 @@ def test_frozen_bn_survives_train_and_freezes_affine():
 @pytest.mark.parametrize("overrides,needle", [
     ({"CSN__DEPTH": 34}, r"CSN\.DEPTH is 34; expected one of \[50, 101, 152\]"),
     ({"CSN__BLOCK": "dw"}, r"CSN\.BLOCK is 'dw'; expected one of \['ir', 'ip'\]"),
+    ({"MODEL__DROPCONNECT_RATE": 0.2}, r"MODEL\.DROPCONNECT_RATE is 0\.2; CSN has no drop-connect, expected 0\.0"),
 ])
 def test_bad_config_is_named(overrides, needle):
     cfg = csn_cfg()

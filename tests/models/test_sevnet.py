@@ -261,12 +261,27 @@ def test_frozen_bn_statistics_survive_train():
     ({"SEVNET__R3D_RATIO": -1.0}, "SEVNET.R3D_RATIO is -1.0; expected > 0"),
     ({"SEVNET__SE": True, "SEVNET__SE_REDUCTION": 0}, "SEVNET.SE_REDUCTION is 0; expected >= 1"),
     ({"SEVNET__SHORTCUT_BN": False}, "SEVNET.SHORTCUT_ACT is True; expected False when"),
+    ({"crop": 32}, "DATA.TRAIN_CROP_SIZE is 32; SEVNet with SEVNET.SHORTCUT_POOL_KERNEL 3 cannot downsample "
+                   "it four times (the pooled shortcut must be at least 3 px and as large as the strided "
+                   "branch); the next size that works is 33."),
+    ({"crop": 40, "SEVNET__SHORTCUT_POOL_KERNEL": 2}, "the next size that works is 63."),
+    ({"MODEL__DROPCONNECT_RATE": 0.1}, "MODEL.DROPCONNECT_RATE is 0.1; SEVNet has no drop-connect"),
 ])
 def test_bad_config_is_named(overrides, needle):
     cfg = sev_cfg(**overrides)
     with pytest.raises(ConfigError, match=re.escape(needle)):
         with torch.device("meta"):
             SEVNet(cfg)
+
+
+@pytest.mark.parametrize("kernel,crops", [(3, (33, 34, 37)), (2, (32, 64))])
+def test_every_accepted_crop_runs(kernel, crops):
+    torch.manual_seed(0)
+    for crop in crops:
+        cfg = sev_cfg(g=2, frames=2, classes=3, crop=crop, SEVNET__DEPTHS=[1, 1, 1, 1],
+                      SEVNET__SHORTCUT_POOL_KERNEL=kernel, DATA__TEST_CROP_SIZE=crop)
+        with torch.no_grad():
+            assert build_model(cfg).eval()(torch.randn(1, 3, 2, crop, crop)).shape == (1, 3)
 
 
 def test_stage_specs():

@@ -57,6 +57,12 @@ _C.TRAIN.CHECKPOINT_KEEP_LAST = 0
 _C.TRAIN.MIXED_PRECISION = False
 # If > 0, stop when a loss exceeds this factor times the mean of the previous five.
 _C.TRAIN.KILL_LOSS_EXPLOSION_FACTOR = 0.0
+# vov3d: micro-batches (of TRAIN.BATCH_SIZE per machine) whose gradients are summed into one
+# optimiser step: the effective batch is TRAIN.BATCH_SIZE x NUM_SHARDS x this. The LR
+# schedule, logs and checkpoints count optimiser steps; BN layers see the micro-batches; an
+# epoch's last micro-batches that do not fill a step are left out, like the loader's
+# incomplete last batch.
+_C.TRAIN.GRAD_ACCUMULATION_STEPS = 1
 
 # ---------------------------------------------------------------------------------
 # Testing
@@ -126,6 +132,15 @@ _C.MODEL.FC_INIT_STD = 0.01
 _C.MODEL.HEAD_ACT = "softmax"
 # BN layers stay in eval mode (running statistics frozen) while training.
 _C.MODEL.FROZEN_BN = False
+# vov3d: an exponential moving average of the parameters, updated after every optimiser
+# step: ema = DECAY * ema + (1 - DECAY) * weights; buffers (BN statistics) are copied.
+# Checkpoints hold it as "ema_state" (the layout of "model_state").
+_C.MODEL.EMA = CfgNode()
+_C.MODEL.EMA.ENABLE = False
+_C.MODEL.EMA.DECAY = 0.9998
+# With ENABLE: validation and the test (also of TEST.CHECKPOINT_FILE_PATH) use the averaged
+# weights; False evaluates the trained weights and only stores the average.
+_C.MODEL.EMA.EVAL = True
 
 # ---------------------------------------------------------------------------------
 # ResNet options (the X3D, VoV3D, CSN and SEVNet builders read these)
@@ -253,8 +268,9 @@ _C.SOLVER.WARMUP_EPOCHS = 0.0
 _C.SOLVER.WARMUP_START_LR = 0.01
 _C.SOLVER.OPTIMIZING_METHOD = "sgd"
 _C.SOLVER.BASE_LR_SCALE_NUM_SHARDS = False
-# vov3d: if > 0, BASE_LR, WARMUP_START_LR and COSINE_END_LR are scaled by
-# (global batch / REFERENCE_BATCH_SIZE).
+# vov3d: if > 0, BASE_LR, WARMUP_START_LR and COSINE_END_LR are scaled by (effective batch
+# / REFERENCE_BATCH_SIZE), effective batch = TRAIN.BATCH_SIZE x NUM_SHARDS x
+# TRAIN.GRAD_ACCUMULATION_STEPS.
 _C.SOLVER.REFERENCE_BATCH_SIZE = 0
 _C.SOLVER.ZERO_WD_1D_PARAM = False
 _C.SOLVER.CLIP_GRAD_VAL = None
@@ -269,6 +285,23 @@ _C.DATA_LOADER.PIN_MEMORY = True
 _C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
 # vov3d: attempts per sample before a video counts as failed.
 _C.DATA_LOADER.NUM_RETRIES = 10
+
+# ---------------------------------------------------------------------------------
+# Mixup / CutMix / label smoothing of training batches (PySlowFast's keys and defaults)
+# ---------------------------------------------------------------------------------
+_C.MIXUP = CfgNode()
+_C.MIXUP.ENABLE = False
+# Beta(ALPHA, ALPHA) blend of two clips; 0 = no mixup.
+_C.MIXUP.ALPHA = 0.8
+# Beta(CUTMIX_ALPHA, CUTMIX_ALPHA) box area pasted from another clip; 0 = no cutmix
+# (both alphas 0: label smoothing alone).
+_C.MIXUP.CUTMIX_ALPHA = 1.0
+# Probability that a batch is mixed at all.
+_C.MIXUP.PROB = 1.0
+# With both alphas > 0: probability of cutmix rather than mixup for a mixed batch.
+_C.MIXUP.SWITCH_PROB = 0.5
+# Label smoothing of the targets: off-value s / NUM_CLASSES, on-value 1 - s + s / NUM_CLASSES.
+_C.MIXUP.LABEL_SMOOTH_VALUE = 0.1
 
 # ---------------------------------------------------------------------------------
 # Multigrid (not implemented yet: validation refuses a cycle switched on)

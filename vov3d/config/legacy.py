@@ -77,6 +77,8 @@ LEGACY_KEYS: Dict[str, Legacy] = {
     "BN.NUM_SPLITS": _refused(1, "1 (sub-batch BN is not supported)"),
     "DATA.MULTI_LABEL": _refused(False, "False (multi-label datasets are not supported)"),
     "DATA.ENSEMBLE_METHOD": _moved("TEST.ENSEMBLE_METHOD"),
+    # PySlowFast's VISUALIZATION_TOOLS.md writes TOP_K; its defaults (and vov3d) read TOPK.
+    "TENSORBOARD.HISTOGRAM.TOP_K": _moved("TENSORBOARD.HISTOGRAM.TOPK"),
     # tools/benchmark_data.py takes its sizes from its own flags.
     "BENCHMARK.NUM_EPOCHS": _ignored(5),
     "BENCHMARK.LOG_PERIOD": _ignored(100),

@@ -173,7 +173,8 @@ def _set(root: CfgNode, key: str, value: Any, source: str) -> None:
     *groups, leaf = key.split(".")
     for group in groups:
         node = node[group]
-    node[leaf] = _coerce(node[leaf], value, key, source)
+    # A command-line value arrives as text; it is decoded by the type of the key it moves to.
+    node[leaf] = _coerce(node[leaf], _decode(node[leaf], value), key, source)
 
 
 def _duplicate_keys(node: yaml.Node, prefix: str = "", seen_nodes: Optional[Set[int]] = None):

@@ -3,11 +3,14 @@
 One checker per group of keys, run in the order of CHECKERS, then the derived values.
 Keys of the references that vov3d does not keep never reach here (legacy.py).
 """
+import logging
 from typing import Any, Iterable
 
 from yacs.config import CfgNode
 
 from vov3d.config.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 # vov3d models have one pathway; "slowfast" (two) is not among them.
 MODEL_ARCHS = ("c2d", "i3d", "slow", "x3d", "vov3d", "csn", "sevnet", "cox3d")
@@ -24,10 +27,6 @@ _LOSSES = ("cross_entropy", "soft_cross_entropy", "bce", "bce_logit")
 NOT_IMPLEMENTED = (
     ("MULTIGRID.LONG_CYCLE", "False (multigrid is not implemented)"),
     ("MULTIGRID.SHORT_CYCLE", "False (multigrid is not implemented)"),
-    ("TENSORBOARD.CONFUSION_MATRIX.ENABLE", "False (confusion-matrix plots are not implemented)"),
-    ("TENSORBOARD.HISTOGRAM.ENABLE", "False (per-class histograms are not implemented)"),
-    ("TENSORBOARD.MODEL_VIS.ENABLE", "False (model visualisation is not implemented)"),
-    ("TENSORBOARD.WRONG_PRED_VIS.ENABLE", "False (wrong-prediction visualisation is not implemented)"),
     ("DEMO.ENABLE", "False (use tools/stream_net.py)"),
 )
 
@@ -87,6 +86,33 @@ def _check_train(cfg: CfgNode) -> None:
     _check_batch(cfg, "TRAIN")
     _at_least(cfg, "TRAIN.EVAL_PERIOD", 1)
     _at_least(cfg, "TRAIN.CHECKPOINT_PERIOD", 1)
+    steps = cfg.TRAIN.GRAD_ACCUMULATION_STEPS
+    _require(isinstance(steps, int) and steps >= 1, "TRAIN.GRAD_ACCUMULATION_STEPS", steps,
+             "an integer >= 1 (micro-batches per optimiser step)")
+    multigrid = cfg.MULTIGRID.LONG_CYCLE or cfg.MULTIGRID.SHORT_CYCLE
+    _require(steps == 1 or not multigrid, "TRAIN.GRAD_ACCUMULATION_STEPS", steps,
+             "1 with multigrid training (its batch size changes from iteration to iteration, so a "
+             "fixed number of micro-batches per step would not give a fixed effective batch)")
+
+
+def _in_range(cfg: CfgNode, key: str, low: float, high: float, closed_high: bool = True) -> None:
+    value = _get(cfg, key)
+    inside = low <= value <= high if closed_high else low <= value < high
+    _require(inside, key, value, f"in [{low:g}, {high:g}{']' if closed_high else ')'}")
+
+
+def _check_mixup(cfg: CfgNode) -> None:
+    for key in ("MIXUP.ALPHA", "MIXUP.CUTMIX_ALPHA"):
+        _require(_get(cfg, key) >= 0, key, _get(cfg, key), ">= 0 (0 switches it off)")
+    _in_range(cfg, "MIXUP.PROB", 0.0, 1.0)
+    _in_range(cfg, "MIXUP.SWITCH_PROB", 0.0, 1.0)
+    _in_range(cfg, "MIXUP.LABEL_SMOOTH_VALUE", 0.0, 1.0, closed_high=False)
+
+
+def _check_ema(cfg: CfgNode) -> None:
+    decay = cfg.MODEL.EMA.DECAY
+    _require(0.0 < decay < 1.0, "MODEL.EMA.DECAY", decay,
+             "in (0, 1): the weight of the old average at each optimiser step, e.g. 0.9998")
 
 
 def _check_test(cfg: CfgNode) -> None:
@@ -166,13 +192,36 @@ def _check_solver(cfg: CfgNode) -> None:
              "0 when SOLVER.BASE_LR_SCALE_NUM_SHARDS is True (both would scale by the shards)")
 
 
+def _check_figsize(cfg: CfgNode, key: str) -> None:
+    size = _get(cfg, key)
+    _require(len(size) == 2 and all(v > 0 for v in size), key, size, "[width, height] in inches, both > 0")
+
+
+def _check_tensorboard(cfg: CfgNode) -> None:
+    """Shapes and counts here; file contents, colormap and layer names are checked before the
+    job starts (engine/preflight.py), where the model and the class names are known."""
+    tb = cfg.TENSORBOARD
+    _check_figsize(cfg, "TENSORBOARD.CONFUSION_MATRIX.FIGSIZE")
+    _check_figsize(cfg, "TENSORBOARD.HISTOGRAM.FIGSIZE")
+    _at_least(cfg, "TENSORBOARD.HISTOGRAM.TOPK", 1)
+    _at_least(cfg, "TENSORBOARD.MODEL_VIS.TOPK_PREDS", 1)
+    _require(len(tb.MODEL_VIS.GRAD_CAM.LAYER_LIST) <= 1, "TENSORBOARD.MODEL_VIS.GRAD_CAM.LAYER_LIST",
+             tb.MODEL_VIS.GRAD_CAM.LAYER_LIST, "at most one layer (one per pathway; vov3d models have one "
+             "pathway), or [] for the last stage s5")
+    switches = [key for key in ("CONFUSION_MATRIX", "HISTOGRAM", "MODEL_VIS", "WRONG_PRED_VIS") if tb[key].ENABLE]
+    if switches and not tb.ENABLE:
+        logger.warning("TENSORBOARD.%s.ENABLE: no effect while TENSORBOARD.ENABLE is False (nothing is "
+                       "written to TensorBoard).", ".ENABLE, TENSORBOARD.".join(switches))
+
+
 def _check_not_implemented(cfg: CfgNode) -> None:
     for key, expected in NOT_IMPLEMENTED:
         _require(not _get(cfg, key), key, True, expected)
 
 
 CHECKERS = (_check_processes, _check_train, _check_test, _check_data, _check_data_loader,
-            _check_model, _check_bn, _check_solver, _check_not_implemented)
+            _check_model, _check_ema, _check_mixup, _check_bn, _check_solver, _check_tensorboard,
+            _check_not_implemented)
 
 
 def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
@@ -192,12 +241,14 @@ def _infer_backend(cfg: CfgNode) -> None:
 
 
 def _scale_learning_rates(cfg: CfgNode) -> None:
-    """Shard scaling (the reference's config order made it inert) or reference-batch scaling."""
+    """Shard scaling (the reference's config order made it inert) or reference-batch scaling
+    by the effective batch of one optimiser step (accumulated micro-batches included)."""
     factor = 1.0
     if cfg.SOLVER.BASE_LR_SCALE_NUM_SHARDS:
         factor = float(cfg.NUM_SHARDS)
     elif cfg.SOLVER.REFERENCE_BATCH_SIZE > 0:
-        factor = cfg.TRAIN.BATCH_SIZE * cfg.NUM_SHARDS / cfg.SOLVER.REFERENCE_BATCH_SIZE
+        effective = cfg.TRAIN.BATCH_SIZE * cfg.NUM_SHARDS * cfg.TRAIN.GRAD_ACCUMULATION_STEPS
+        factor = effective / cfg.SOLVER.REFERENCE_BATCH_SIZE
     if factor != 1.0:
         cfg.SOLVER.BASE_LR *= factor
         cfg.SOLVER.WARMUP_START_LR *= factor

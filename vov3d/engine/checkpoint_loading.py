@@ -4,7 +4,8 @@
   checkpointables); returns the stored epoch. Refuses, loading nothing, when anything differs.
 * `load_for_finetune` (TRAIN.CHECKPOINT_FILE_PATH): shape-tolerant; skipped/missing keys are
   listed; the epoch and optimizer are reset for initialisation files unless asked otherwise.
-* `load_for_test`     (TEST.CHECKPOINT_FILE_PATH, or the newest training checkpoint): strict.
+* `load_for_test`     (TEST.CHECKPOINT_FILE_PATH, or the newest training checkpoint): strict;
+  the weight average ("ema_state") with MODEL.EMA.ENABLE and MODEL.EMA.EVAL.
 
 Fine-tune and test loads pass the file through the model family's checkpoint filter first.
 """
@@ -14,6 +15,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from yacs.config import CfgNode
 
+from vov3d.engine.ema import EMA_STATE
 from vov3d.engine.runtime import unwrap_model
 from vov3d.engine.checkpoint_checks import check_class_names, optimizer_mismatch, stored_cfg_differences
 from vov3d.engine.state_matching import (LoadReport, clear_name_patterns, head, ignorable, inflate_2d,
@@ -200,7 +202,7 @@ def load_for_test(path: str, model: torch.nn.Module, cfg: CfgNode, source: str =
         obj = _read(path, cfg, "TEST", source)
     check_class_names(obj, class_names, path, "the test lists")
     model = unwrap_model(model)
-    state = checkpoint_filter(model)(state_dict_from(obj, path), model, path)
+    state = checkpoint_filter(model)(_weights_to_test(obj, cfg, path, source), model, path)
     usable, report = match_state(state, model, path)
     details = report.problems(unexpected=False)
     if details:
@@ -210,3 +212,15 @@ def load_for_test(path: str, model: torch.nn.Module, cfg: CfgNode, source: str =
     report.log()
     load_tensors(model, usable)
     return stored_epoch(obj)
+
+
+def _weights_to_test(obj: Dict, cfg: CfgNode, path: str, source: str):
+    """The file's averaged weights with MODEL.EMA.ENABLE and MODEL.EMA.EVAL, else its weights."""
+    if not (cfg.MODEL.EMA.ENABLE and cfg.MODEL.EMA.EVAL):
+        return state_dict_from(obj, path)
+    if not isinstance(obj.get(EMA_STATE), dict):
+        raise CheckpointError(f"MODEL.EMA.ENABLE and MODEL.EMA.EVAL ask to test averaged weights, but '{path}' "
+                              f"({source}) holds no '{EMA_STATE}' (it was trained without MODEL.EMA.ENABLE, "
+                              "or is a weights-only file). Set MODEL.EMA.EVAL False to test its weights.")
+    logger.info("Testing the averaged weights ('%s') of '%s'.", EMA_STATE, path)
+    return state_dict_from(obj[EMA_STATE], path)

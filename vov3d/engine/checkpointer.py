@@ -41,11 +41,13 @@ class Loaded:
     "auto-resume", "checkpoint" (the newest in OUTPUT_DIR, for testing) or the setting's name.
     `epoch` is the last finished 0-based epoch of the loaded state as this run counts it:
     training continues after it (-1 = from the start, also for an initialisation file
-    whose epoch is reset); testing reports it (None when unknown).
+    whose epoch is reset); testing reports it (None when unknown). `class_names` are the
+    ones a tested checkpoint stores (None when it stores none).
     """
     path: Optional[str]
     source: str
     epoch: Optional[int]
+    class_names: Optional[Tuple[str, ...]] = None
 
 
 def prepare_checkpoint_dir(cfg: CfgNode) -> None:
@@ -238,6 +240,10 @@ class Checkpointer:
                     "empty. Set TEST.CHECKPOINT_FILE_PATH, or TEST.ALLOW_RANDOM_INIT True to test random weights.")
             logger.warning("!!! Testing a RANDOMLY INITIALISED model (TEST.ALLOW_RANDOM_INIT True). !!!")
             return Loaded(None, "", None)
+        if obj is None:
+            obj = read_checkpoint(path, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD,
+                                  unsafe_setting="TEST.CHECKPOINT_UNSAFE_LOAD", source=source)
         epoch = load_for_test(path, self.model, cfg, source=source, obj=obj, class_names=self.class_names)
         logger.info("Testing weights from %s%s.", path, f" (epoch {epoch + 1})" if epoch is not None else "")
-        return Loaded(path, source, epoch)
+        stored = obj.get("class_names")
+        return Loaded(path, source, epoch, tuple(map(str, stored)) if isinstance(stored, (list, tuple)) else None)

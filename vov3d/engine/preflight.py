@@ -13,6 +13,7 @@ from yacs.config import CfgNode
 
 from vov3d.config.merge import ConfigError
 from vov3d.datasets.failures import BAD_FILES_NAME
+from vov3d.engine.mixup import MixUp
 from vov3d.utils.processes import per_process_batch
 
 
@@ -35,7 +36,8 @@ def check_devices(cfg: CfgNode) -> None:
 
 def check_process_batches(cfg: CfgNode) -> None:
     """Each enabled phase's batch must split evenly over this machine's processes (the
-    loaders check the same, but only after the model is built, in every rank)."""
+    loaders check the same, but only after the model is built, in every rank), and mixup
+    needs two clips per process to mix."""
     if launched_by_torchrun() and cfg.NUM_GPUS > 0:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
         if local != cfg.NUM_GPUS:
@@ -47,6 +49,12 @@ def check_process_batches(cfg: CfgNode) -> None:
                 per_process_batch(cfg, split)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+    mixup = MixUp.from_cfg(cfg)
+    if cfg.TRAIN.ENABLE and mixup is not None and mixup.mixes and per_process_batch(cfg, "train") < 2:
+        raise ConfigError(f"MIXUP.ENABLE mixes the clips of each process's batch with each other, but "
+                          f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} gives each process 1 clip; raise "
+                          "TRAIN.BATCH_SIZE (with TRAIN.GRAD_ACCUMULATION_STEPS to keep the effective "
+                          "batch), or set MIXUP.ALPHA and MIXUP.CUTMIX_ALPHA 0 for label smoothing alone.")
 
 
 def check_registered_names(cfg: CfgNode, datasets: bool = True) -> None:
@@ -95,6 +103,52 @@ def check_test_lists(cfg: CfgNode) -> None:
         load_index(cfg.TEST.DATASET, cfg, "test")
 
 
+def visualization_job_enabled(cfg: CfgNode) -> bool:
+    """Whether `tools/run_net.py` runs the model-visualisation job after training and testing
+    (PySlowFast's rule: TensorBoard on, and MODEL_VIS or WRONG_PRED_VIS on)."""
+    tb = cfg.TENSORBOARD
+    return bool(tb.ENABLE and (tb.MODEL_VIS.ENABLE or tb.WRONG_PRED_VIS.ENABLE))
+
+
+def _list_class_names(cfg: CfgNode) -> Optional[List[str]]:
+    """The class names the lists of the job's splits give (DATA.CLASS_NAMES_PATH or a labels
+    file); the test split serves testing and the visualisation job."""
+    from vov3d.datasets import load_index
+
+    if cfg.TEST.ENABLE or visualization_job_enabled(cfg):
+        return load_index(cfg.TEST.DATASET, cfg, "test").class_names
+    return load_index(cfg.TRAIN.DATASET, cfg, "train").class_names if cfg.TRAIN.ENABLE else None
+
+
+def check_visualization(cfg: CfgNode) -> None:
+    """TensorBoard visualisation inputs: the class-name, subset and category files, the
+    colormaps and the MODEL_VIS layer names (the model is built on the meta device)."""
+    tb = cfg.TENSORBOARD
+    if not tb.ENABLE:
+        return
+    from vov3d.visualization import class_names as cn
+    from vov3d.visualization.layers import check_layer_names
+
+    files = [(tb[group].SUBSET_PATH, f"TENSORBOARD.{group}.SUBSET_PATH")
+             for group in ("CONFUSION_MATRIX", "HISTOGRAM", "WRONG_PRED_VIS")
+             if tb[group].ENABLE and tb[group].SUBSET_PATH]
+    categories = tb.CONFUSION_MATRIX.ENABLE and tb.CATEGORIES_PATH
+    if files or categories or tb.CLASS_NAMES_PATH:
+        names = cn.choose_class_names(cfg, _list_class_names(cfg))
+        for path, key in files:
+            cn.read_class_subset(path, names, key)
+        if categories:
+            cn.read_categories(tb.CATEGORIES_PATH, names)
+    if tb.MODEL_VIS.ENABLE:
+        from matplotlib import colormaps
+
+        for key, value in (("TENSORBOARD.MODEL_VIS.COLORMAP", tb.MODEL_VIS.COLORMAP),
+                           ("TENSORBOARD.MODEL_VIS.GRAD_CAM.COLORMAP", tb.MODEL_VIS.GRAD_CAM.COLORMAP)):
+            if value not in colormaps:
+                raise ConfigError(f"{key} {value!r} is not a matplotlib colormap; e.g. 'viridis', 'jet', 'Pastel2'.")
+        check_layer_names(cfg)
+
+
 def check_output_dir(cfg: CfgNode) -> None:
     out = cfg.OUTPUT_DIR
     if os.path.exists(out) and not os.path.isdir(out):
@@ -116,8 +170,8 @@ def written_places(cfg: CfgNode) -> List[Tuple[str, str, str]]:
     places = [(out, "stdout.log, metrics.jsonl and bad_videos.txt", "OUTPUT_DIR")]
     if cfg.TRAIN.ENABLE:
         places.append((os.path.join(out, "checkpoints"), "the checkpoints", "OUTPUT_DIR"))
-        if cfg.TENSORBOARD.ENABLE:
-            places.append((tensorboard_dir(cfg), "the TensorBoard logs", "TENSORBOARD.LOG_DIR"))
+    if cfg.TENSORBOARD.ENABLE:
+        places.append((tensorboard_dir(cfg), "the TensorBoard logs", "TENSORBOARD.LOG_DIR"))
     results = results_path(cfg) if cfg.TEST.ENABLE else None
     if results is not None:
         places.append((os.path.dirname(results) or ".", "the test results", "TEST.SAVE_RESULTS_PATH"))
@@ -168,5 +222,6 @@ def check_job(cfg: CfgNode) -> None:
     if cfg.TEST.ENABLE:
         results_path(cfg)
     check_test_lists(cfg)
+    check_visualization(cfg)
     prepare_output_dir(cfg)
     check_writable(cfg)

@@ -12,9 +12,11 @@ from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
 from vov3d.engine.checkpointer import Checkpointer
+from vov3d.engine.evaluation import report_test
 from vov3d.engine.input_step import InputStep
 from vov3d.engine.logging import log_json_stats
-from vov3d.engine.meters import Timer, VideoEnsembleMeter, ensemble_views, format_eta
+from vov3d.engine.meters import Timer, VideoEnsembleMeter, format_eta
+from vov3d.engine.metrics import ensemble_views, subset_hits, view_subsets
 from vov3d.engine.preflight import results_path
 from vov3d.engine.runtime import device, prepare_model, setup_process
 from vov3d.utils import comm
@@ -49,10 +51,11 @@ MIN_VIDEO_FRAMES = 2
 @torch.no_grad()
 def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.Tensor, ...]]:
     """This rank's per-video results: (indices, ensembled probs, labels, failed, frames held
-    by each video) per batch."""
+    by each video, top-1/top-5 hits of every view subset) per batch."""
     model.eval()
     input_step = InputStep(cfg, device(cfg))
     chunk = per_process_batch(cfg, "test")
+    subsets = view_subsets(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS)
     results = []
     timer, iters = Timer(), len(loader)
     for it, (inputs, labels, index, meta) in enumerate(loader):
@@ -61,12 +64,15 @@ def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.
         failed = _failed_flags(meta, batch)
         ok = (~failed).nonzero().flatten()
         video_probs = torch.zeros(batch, cfg.MODEL.NUM_CLASSES)
+        hits = torch.zeros(batch, len(subsets), 2, dtype=torch.bool)
         if len(ok):
             # All readable (the usual case): slices of the (pinned) batch, no gathered copy.
             clips = views if len(ok) == batch else views[ok]
-            probs = forward_views(model, clips.flatten(0, 1), chunk, input_step)
-            video_probs[ok] = ensemble_views(probs.reshape(len(ok), k, -1), cfg.TEST.ENSEMBLE_METHOD)
-        results.append((index.long().cpu(), video_probs, labels.long().cpu(), failed, _video_frames(meta, batch)))
+            view_probs = forward_views(model, clips.flatten(0, 1), chunk, input_step).reshape(len(ok), k, -1)
+            video_probs[ok] = ensemble_views(view_probs, cfg.TEST.ENSEMBLE_METHOD)
+            hits[ok] = subset_hits(view_probs, labels[ok], subsets, cfg.TEST.ENSEMBLE_METHOD)
+        results.append((index.long().cpu(), video_probs, labels.long().cpu(), failed, _video_frames(meta, batch),
+                        hits))
         if (it + 1) % cfg.LOG_PERIOD == 0 or it + 1 == iters:
             per_iter = timer.seconds() / (it + 1)
             log_json_stats({"split": "test_iter", "_type": "test_iter", "cur_iter": f"{it + 1}/{iters}",
@@ -133,11 +139,12 @@ def test(cfg: CfgNode) -> Optional[Dict]:
     if not comm.is_root_proc():
         return None
 
-    meter = VideoEnsembleMeter(dataset.num_videos, cfg.MODEL.NUM_CLASSES, video_path=dataset.video_path)
+    meter = VideoEnsembleMeter(dataset.num_videos, cfg.MODEL.NUM_CLASSES, video_path=dataset.video_path,
+                               subsets=view_subsets(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS))
     video_frames = {}
     for rank_results in gathered:
-        for indices, preds, labels, failed, frames in rank_results:
-            meter.add(indices, preds, labels, failed)
+        for indices, preds, labels, failed, frames, hits in rank_results:
+            meter.add(indices, preds, labels, failed, hits)
             video_frames.update(zip(indices.tolist(), frames.tolist()))
     metrics = meter.finalize()
     failed_ids = meter.failed_indices()
@@ -148,6 +155,7 @@ def test(cfg: CfgNode) -> Optional[Dict]:
                        " ..." if len(failed_ids) > 10 else "")
     summary = {"split": "test_final", "_type": "test_final",
                "top1_acc": f"{metrics['top1_acc']:.2f}", "top5_acc": f"{metrics['top5_acc']:.2f}",
+               "mean_class_acc": f"{metrics['mean_class_acc']:.2f}",
                "num_videos": metrics["num_videos"], "num_failed": metrics["num_failed"],
                "views": views, "ensemble": cfg.TEST.ENSEMBLE_METHOD,
                "checkpoint": loaded.path or "random init",
@@ -161,4 +169,5 @@ def test(cfg: CfgNode) -> Optional[Dict]:
     _warn_too_short(video_frames, set(failed_ids), getattr(dataset, "video_path", str))
     if out is not None:
         save_results(out, meter, dataset, summary, video_frames)
+    report_test(cfg, metrics, meter.confusion, dataset.class_names, loaded, summary)
     return metrics

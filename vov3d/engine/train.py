@@ -1,26 +1,33 @@
 """Training and fine-tuning: `train(cfg)` runs a `Trainer` on every process of the job.
 
-One epoch = train iterations (LR set per iteration at the fractional epoch), then on
-checkpoint/eval epochs: precise BN, the checkpoint (global rank 0, atomic), validation.
+One epoch = optimiser steps (`TrainStep`: k micro-batches each, LR set per step at the
+fractional epoch), then on checkpoint/eval epochs: precise BN, the checkpoint (global rank 0,
+atomic), validation (of the weight EMA with MODEL.EMA.EVAL).
 """
 import logging
 import math
 import os
 import sys
 from collections import deque
+from functools import partial
 import torch
 from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
 from vov3d.engine.checkpointer import Checkpointer, prepare_checkpoint_dir
+from vov3d.engine.ema import EMA_STATE, ModelEma
+from vov3d.engine.evaluation import report_validation
 from vov3d.engine.input_step import InputStep
 from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
 from vov3d.engine.losses import get_loss_func
-from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
-from vov3d.engine.optimizer import clip_gradients, construct_optimizer
+from vov3d.engine.meters import EpochMeter, Timer, topks_correct
+from vov3d.engine.metrics import confusion_matrix, predicted_classes
+from vov3d.engine.mixup import MixUp
+from vov3d.engine.optimizer import construct_optimizer
 from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
                                   unwrap_model)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
+from vov3d.engine.train_step import TrainStep
 from vov3d.utils import comm
 from vov3d.utils.checkpoint_io import checkpoint_dir
 from vov3d.utils.errors import UserError
@@ -66,14 +73,21 @@ class Trainer:
         if cfg.TRAIN.MIXED_PRECISION and not self.amp:
             logger.warning("TRAIN.MIXED_PRECISION is ignored on the CPU (NUM_GPUS 0): training in float32.")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.loss_fn = get_loss_func(cfg.MODEL.LOSS_FUNC)
+        self.mixup = MixUp.from_cfg(cfg)
+        self.ema = ModelEma(self.model, cfg.MODEL.EMA.DECAY) if cfg.MODEL.EMA.ENABLE else None
+        self.step = TrainStep(cfg, self.model, self.optimizer, self.scaler, get_loss_func(cfg.MODEL.LOSS_FUNC),
+                              self.input_step, self.amp, self.mixup, self.ema)
         self.build_loaders()
+        self.steps_per_epoch = self.step.steps_per_epoch(len(self.train_loader))
         self.checkpointer = Checkpointer(cfg, self.model, self.optimizer, self.scaler, self.class_names)
+        if self.ema is not None:
+            self.checkpointer.register(EMA_STATE, self.ema)
         self.start_epoch = self.checkpointer.resume_or_load("train").epoch + 1
+        self._start_ema()
         # Records of epochs a killed attempt ran past its last checkpoint are written again.
         drop_epoch_records_after(self.start_epoch)
         self.writer = tensorboard_writer(cfg)
-        self.train_meter = EpochMeter("train", len(self.train_loader), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
+        self.train_meter = EpochMeter("train", self.steps_per_epoch, cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.val_meter = EpochMeter("val", max(len(self.val_loader), 1), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.recent_losses = deque(maxlen=5)
         self.log_batch_semantics()
@@ -91,6 +105,23 @@ class Trainer:
         """The training lists' class names in label order, if they give them."""
         return getattr(self.train_loader.dataset, "class_names", None)
 
+    def _start_ema(self) -> None:
+        """The average starts at the weights training starts from, unless a checkpoint held it."""
+        if self.ema is None:
+            return
+        restored = self.ema.restored
+        if not restored:
+            self.ema.copy_from(self.model)
+        logger.info("Weight EMA: decay %g per optimiser step, %s; %s.", self.cfg.MODEL.EMA.DECAY,
+                    "restored from the checkpoint" if restored else "starting at the weights training starts from",
+                    "validation and the test use the averaged weights" if self.cfg.MODEL.EMA.EVAL else
+                    "validation and the test use the trained weights (MODEL.EMA.EVAL False)")
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validation scores: the EMA with MODEL.EMA.ENABLE and EVAL."""
+        return self.ema.module if self.ema is not None and self.cfg.MODEL.EMA.EVAL else self.model
+
     def log_batch_semantics(self) -> None:
         cfg = self.cfg
         expected = per_process_batch(cfg, "train")
@@ -99,14 +130,18 @@ class Trainer:
             logger.warning("The train loader gives %d clips per process; TRAIN.BATCH_SIZE %d over %d "
                            "processes per machine means %d. Reporting the loader's value.",
                            actual, cfg.TRAIN.BATCH_SIZE, processes_per_machine(cfg), expected)
-        world = comm.get_world_size()
+        world, k = comm.get_world_size(), self.step.micro_batches
         self.global_batch = actual * world
+        self.effective_batch = self.global_batch * k
         logger.info("Batch: %d clips per process x %d processes (%d per machine x %d machines) = global "
-                    "batch %d. LR: SOLVER.BASE_LR %g (after any shard/reference-batch scaling), %s, "
-                    "%g epochs of warm-up from %g; LR at the start epoch %d: %g.",
+                    "batch %d; x %d micro-batches per optimiser step (TRAIN.GRAD_ACCUMULATION_STEPS) = "
+                    "effective batch %d, %d optimiser steps per epoch. LR: SOLVER.BASE_LR %g (after any "
+                    "shard/reference-batch scaling), %s, %g epochs of warm-up from %g; LR at the start "
+                    "epoch %d: %g.",
                     actual, world, processes_per_machine(cfg), max(world // processes_per_machine(cfg), 1),
-                    self.global_batch, cfg.SOLVER.BASE_LR, cfg.SOLVER.LR_POLICY, cfg.SOLVER.WARMUP_EPOCHS,
-                    cfg.SOLVER.WARMUP_START_LR, self.start_epoch + 1, lr_at_epoch(cfg, self.start_epoch))
+                    self.global_batch, k, self.effective_batch, self.steps_per_epoch, cfg.SOLVER.BASE_LR,
+                    cfg.SOLVER.LR_POLICY, cfg.SOLVER.WARMUP_EPOCHS, cfg.SOLVER.WARMUP_START_LR,
+                    self.start_epoch + 1, lr_at_epoch(cfg, self.start_epoch))
 
     # -- the loop ------------------------------------------------------------------
     def fit(self) -> None:
@@ -140,6 +175,8 @@ class Trainer:
 
         seed_all(epoch_seed(self.cfg.RNG_SEED, epoch, comm.get_rank(), "process"))
         set_epoch(self.train_loader, self.cfg.RNG_SEED, epoch)
+        if self.mixup is not None:
+            self.mixup.seed(epoch_seed(self.cfg.RNG_SEED, epoch, comm.get_rank(), "mixup"))
 
     def _check_loss(self, loss: torch.Tensor, epoch: int, it: int, lr: float) -> None:
         """Stop every rank together on a non-finite (or exploding) loss, before backward."""
@@ -152,7 +189,7 @@ class Trainer:
         if du.any_rank(bad or exploded, self.device):
             what = (f"loss {value}" if bad or exploded else "a non-finite or exploding loss on another rank")
             message = (f"Training stopped at epoch {epoch + 1}/{self.cfg.SOLVER.MAX_EPOCH}, iteration "
-                       f"{it + 1}/{len(self.train_loader)}, lr {lr:.6g}: {what}"
+                       f"{it + 1}/{self.steps_per_epoch}, lr {lr:.6g}: {what}"
                        f"{' (> %g x the mean of the previous 5)' % factor if exploded else ''}. "
                        "Nothing was saved after this point; lower SOLVER.BASE_LR, enable gradient clipping "
                        "(SOLVER.CLIP_GRAD_L2NORM) or check the input data.")
@@ -160,45 +197,33 @@ class Trainer:
             raise LossDivergedError(message)
 
     def train_epoch(self, epoch: int) -> None:
-        cfg, meter = self.cfg, self.train_meter
+        """`steps_per_epoch` optimiser steps, the LR set before each at its fractional epoch."""
+        cfg, meter, steps = self.cfg, self.train_meter, self.steps_per_epoch
         self.model.train()
         meter.reset()
-        iters = len(self.train_loader)
         failures = 0
-        data_timer = Timer()
-        for it, (inputs, labels, _, meta) in enumerate(_progress(self.train_loader, f"epoch {epoch + 1}")):
-            dt_data = data_timer.seconds()
-            net_timer = Timer()
-            inputs, labels = self.input_step.training_batch(inputs, labels)
-            lr = lr_at_epoch(cfg, epoch + it / iters)
+        batches = iter(_progress(self.train_loader, f"epoch {epoch + 1}"))
+        for step in range(steps):
+            lr = lr_at_epoch(cfg, epoch + step / steps)
             set_lr(self.optimizer, lr)
-            with torch.autocast(device_type=self.device.type, enabled=self.amp):
-                preds = self.model(inputs)
-                loss = self.loss_fn(preds, labels)
-            self._check_loss(loss, epoch, it, lr)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.SOLVER.CLIP_GRAD_VAL is not None or cfg.SOLVER.CLIP_GRAD_L2NORM is not None:
-                self.scaler.unscale_(self.optimizer)
-                clip_gradients(self.model.parameters(), cfg)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-
-            hard = labels if labels.ndim == 1 else labels.argmax(dim=1)
-            top1, top5 = topk_errors(preds.detach(), hard, (1, 5))
-            loss_v, top1, top5 = (float(v) for v in du.all_reduce_mean([loss.detach(), top1, top5]))
-            meter.update_time(dt_data, net_timer.seconds())
-            meter.update_stats(top1, top5, labels.shape[0] * comm.get_world_size(), loss=loss_v, lr=lr)
-            failures += int(meta["num_failures"].sum()) if "num_failures" in meta else 0
+            result = self.step.run(batches, partial(self._check_loss, epoch=epoch, it=step, lr=lr))
+            loss_v, top1, top5 = (float(v) for v in du.all_reduce_mean([result.loss, result.top1_err,
+                                                                         result.top5_err]))
+            meter.update_time(result.dt_data, result.dt_net)
+            meter.update_stats(top1, top5, result.samples * comm.get_world_size(), loss=loss_v, lr=lr)
+            failures += result.failures
             add_scalars(self.writer, {"Train/loss": loss_v, "Train/lr": lr, "Train/Top1_err": top1,
-                                      "Train/Top5_err": top5}, iters * epoch + it)
-            stats = meter.iter_stats(epoch, it)
+                                      "Train/Top5_err": top5, "Train/Data_time": result.dt_data},
+                        steps * epoch + step)
+            stats = meter.iter_stats(epoch, step)
             if stats is not None:
                 log_json_stats(stats)
-            data_timer.reset()
         stats = meter.epoch_stats(epoch)
         stats["data_failures"] = int(du.all_reduce_sum([failures], self.device)[0])
         log_json_stats(stats)
+        add_scalars(self.writer, {"Train_epoch/loss": stats["loss"], "Train_epoch/lr": stats["lr"],
+                                  "Train_epoch/Top1_err": stats["top1_err"], "Train_epoch/Top5_err": stats["top5_err"],
+                                  "Train_epoch/Data_time": stats["dt_data"]}, epoch + 1)
         if stats["data_failures"]:
             logger.warning("%d clip loads failed and were retried in epoch %d (see OUTPUT_DIR/bad_videos.txt).",
                            stats["data_failures"], epoch + 1)
@@ -212,18 +237,21 @@ class Trainer:
     def validate(self, epoch: int) -> None:
         """Exact error over the split: correct counts are summed over ranks at the end
         (ranks may hold different numbers of batches with the non-padding sampler)."""
-        meter = self.val_meter
-        self.model.eval()
+        meter, model = self.val_meter, self.eval_model
+        model.eval()
         meter.reset()
         correct1 = correct5 = seen = 0
+        num_classes = self.cfg.MODEL.NUM_CLASSES
+        confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.device)
         data_timer = Timer()
         for it, (inputs, labels, _, _) in enumerate(_progress(self.val_loader, "val")):
             dt_data = data_timer.seconds()
             net_timer = Timer()
-            inputs, labels = self.input_step.eval_batch(inputs, labels)
-            preds = self.model(inputs)
+            inputs, labels = self.input_step.batch(inputs, labels)
+            preds = model(inputs)
             c1, c5 = (float(c) for c in topks_correct(preds, labels, (1, 5)))
             correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + labels.shape[0]
+            confusion += confusion_matrix(predicted_classes(preds), labels, num_classes)
             n = labels.shape[0]
             meter.update_time(dt_data, net_timer.seconds())
             meter.update_stats(100.0 * (1 - c1 / n), 100.0 * (1 - c5 / n), n)
@@ -232,12 +260,17 @@ class Trainer:
                 log_json_stats(stats)
             data_timer.reset()
         correct1, correct5, seen = du.all_reduce_sum([correct1, correct5, seen], self.device)
+        confusion = torch.tensor(du.all_reduce_sum(confusion.flatten().tolist(), self.device),
+                                 dtype=torch.int64).reshape(num_classes, num_classes)
         if seen == 0:
             logger.warning("The val split is empty; no validation.")
             return
         errors = (100.0 * (1 - correct1 / seen), 100.0 * (1 - correct5 / seen))
         stats = meter.epoch_stats(epoch, errors=errors)
         stats["samples"] = int(seen)
+        if comm.is_root_proc():
+            stats["mean_class_acc"] = report_validation(self.cfg, confusion, errors, seen, self.class_names, epoch,
+                                                        self.writer)["mean_class_acc"]
         log_json_stats(stats)
         add_scalars(self.writer, {"Val/Top1_err": errors[0], "Val/Top5_err": errors[1]}, epoch + 1)
         self.model.train()
@@ -253,10 +286,17 @@ class Trainer:
         if not get_bn_modules(model):
             return
         num = min(self.cfg.BN.NUM_BATCHES_PRECISE, len(self.precise_loader))
-        set_epoch(self.precise_loader, self.cfg.RNG_SEED, epoch, "precise_bn")
-        inputs = (self.input_step.inputs(batch[0]) for batch in self.precise_loader)
-        logger.info("Precise BN: recomputing BN statistics over %d training batches.", num)
-        update_bn_stats(model, inputs, num)
+        # The EMA's statistics are recomputed for its own weights, over the same batches.
+        for name, net in (("", model), (" of the EMA weights", self.ema and self.ema.module)):
+            if net is None:
+                continue
+            set_epoch(self.precise_loader, self.cfg.RNG_SEED, epoch, "precise_bn")
+            inputs = (self.input_step.inputs(batch[0]) for batch in self.precise_loader)
+            logger.info("Precise BN: recomputing the BN statistics%s over %d training batches.", name, num)
+            was_training = net.training
+            net.train()
+            update_bn_stats(net, inputs, num)
+            net.train(was_training)
 
 
 def train(cfg: CfgNode) -> None:

@@ -20,7 +20,8 @@ from vov3d.models.heads import BasicHead, head_pool_size
 from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import ChannelwiseConv3d
 from vov3d.models.registry import MODEL_REGISTRY
-from vov3d.models.resblock import NO_STRIDE, ResStage, StageSpec, Stride, build_res_stage
+from vov3d.models.resblock import (NO_STRIDE, ResStage, StageSpec, Stride, build_res_stage,
+                                   refuse_drop_connect)
 from vov3d.models.weight_init import mark_final_bn
 
 # Bottlenecks per stage (res2..res5) for each depth.
@@ -91,6 +92,7 @@ def csn_stage_specs(cfg) -> Tuple[int, List[CSNStageSpec]]:
         raise ConfigError(f"CSN.DEPTH is {cfg.CSN.DEPTH!r}; expected one of {sorted(STAGE_DEPTHS)}.")
     if cfg.CSN.BLOCK not in BLOCK_TYPES:
         raise ConfigError(f"CSN.BLOCK is {cfg.CSN.BLOCK!r}; expected one of {list(BLOCK_TYPES)}.")
+    refuse_drop_connect(cfg, "CSN")
     dim_in, dim_inner = STEM_WIDTH, RES2_INNER_WIDTH
     specs = []
     for stage, depth in enumerate(STAGE_DEPTHS[cfg.CSN.DEPTH]):

@@ -105,3 +105,15 @@ class X3DHead(nn.Module):
         x = self.lin_5_relu(x)
         return classify_positions(x, self.projection, getattr(self, "dropout", None), self.act,
                                   self.training)
+
+
+def x3d_head(cfg, dim_in: int, dim_inner: int, spatial_stride: int) -> X3DHead:
+    """The X3D head of X3D and VoV3D from the config. Its keys are X3D's for both (VoV3D's
+    reference reads them too), so reference command lines such as `X3D.DIM_C5 1024` build
+    the same head; the pooling window is one training clip's final map."""
+    return X3DHead(dim_in=dim_in, dim_inner=dim_inner, dim_out=cfg.X3D.DIM_C5,
+                   num_classes=cfg.MODEL.NUM_CLASSES,
+                   pool_size=head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE,
+                                            spatial_stride=spatial_stride),
+                   dropout_rate=cfg.MODEL.DROPOUT_RATE, act_func=cfg.MODEL.HEAD_ACT,
+                   bn_lin5_on=cfg.X3D.BN_LIN5)

@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Tuple
 import torch
 import torch.nn as nn
 
+from vov3d.config.errors import ConfigError
 from vov3d.models.stems import BN_EPS, BN_MOMENTUM
 
 # (T, H, W) stride of a block.
@@ -31,6 +32,14 @@ def stage_drop_connect_rate(rate: float, stage: int, num_stages: int = 4) -> flo
     """Drop-connect rate of stage `stage` (0 = res2): deeper stages drop more, reaching
     `rate` * (num_stages + 1) / (num_stages + 1) at the last one (PySlowFast's X3D rule)."""
     return rate * (stage + 2) / (num_stages + 1)
+
+
+def refuse_drop_connect(cfg, family: str) -> None:
+    """Families trained without drop-connect refuse MODEL.DROPCONNECT_RATE rather than
+    ignoring it."""
+    if cfg.MODEL.DROPCONNECT_RATE:
+        raise ConfigError(f"MODEL.DROPCONNECT_RATE is {cfg.MODEL.DROPCONNECT_RATE!r}; {family} has no "
+                          "drop-connect, expected 0.0.")
 
 
 class ResBlock(nn.Module):

@@ -19,7 +19,7 @@ from vov3d.models.heads import BasicHead, head_pool_size
 from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import SE
 from vov3d.models.registry import MODEL_REGISTRY
-from vov3d.models.resblock import NO_STRIDE, ResBlock, ResStage, StageSpec, Stride
+from vov3d.models.resblock import NO_STRIDE, ResBlock, ResStage, StageSpec, Stride, refuse_drop_connect
 from vov3d.models.weight_init import mark_final_bn
 
 BLOCK_TYPES = ("sev", "r2plus1d", "r3d")
@@ -157,10 +157,37 @@ def _check_sevnet_keys(sev) -> None:
                           "SEVNET.SHORTCUT_BN is False (the ReLU follows the BN).")
 
 
+def _crop_fits(crop: int, pool_kernel: int) -> bool:
+    """Whether a square crop passes all four downsample modules: each one's average pool
+    needs an input at least its kernel wide, and the pooled shortcut and the strided branch
+    must come out the same size to be concatenated."""
+    size = (crop - 1) // 2 + 1  # after the 1x7x7 stride-2 stem
+    pad = (pool_kernel - 1) // 2
+    for _ in range(4):
+        branch = (size - 1) // 2 + 1
+        if size < pool_kernel or (size + 2 * pad - pool_kernel) // 2 + 1 != branch:
+            return False
+        size = branch
+    return True
+
+
+def _check_crop_sizes(cfg) -> None:
+    kernel = cfg.SEVNET.SHORTCUT_POOL_KERNEL
+    for key in ("TRAIN_CROP_SIZE", "TEST_CROP_SIZE"):
+        crop = cfg.DATA[key]
+        if not _crop_fits(crop, kernel):
+            usable = next(c for c in range(crop, crop + 64) if _crop_fits(c, kernel))
+            raise ConfigError(f"DATA.{key} is {crop}; SEVNet with SEVNET.SHORTCUT_POOL_KERNEL {kernel} cannot "
+                              f"downsample it four times (the pooled shortcut must be at least {kernel} px and "
+                              f"as large as the strided branch); the next size that works is {usable}.")
+
+
 def sevnet_stage_specs(cfg) -> Tuple[int, List[StageSpec]]:
     """(stem width, per-stage specs) from the SEVNET.* keys: every stage doubles the width."""
     sev = cfg.SEVNET
     _check_sevnet_keys(sev)
+    refuse_drop_connect(cfg, "SEVNet")
+    _check_crop_sizes(cfg)
     stem_dim = STEM_WIDTH_IN_GROUPS * sev.GROUP_WIDTH
     dim_in = stem_dim
     specs = []

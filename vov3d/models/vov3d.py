@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from vov3d.config.merge import ConfigError
-from vov3d.models.heads import X3DHead, head_pool_size
+from vov3d.models.heads import x3d_head
 from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import SE, ChannelwiseConv3d, Swish
 from vov3d.models.registry import MODEL_REGISTRY
@@ -177,12 +177,4 @@ class VoV3D(StagedNetwork):
             cfg,
             stem=X3DStem(dim_in, stem_dim),
             stages=[build_vov3d_stage(spec, cfg.RESNET.INPLACE_RELU) for spec in specs],
-            # The head's own keys are X3D's, as in the reference, so reference command
-            # lines such as `X3D.DIM_C5 1024` build the same head.
-            head=X3DHead(
-                dim_in=specs[-1].dim_out, dim_inner=specs[-1].dim_inner, dim_out=cfg.X3D.DIM_C5,
-                num_classes=cfg.MODEL.NUM_CLASSES,
-                pool_size=head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE,
-                                         spatial_stride=spatial_stride),
-                dropout_rate=cfg.MODEL.DROPOUT_RATE, act_func=cfg.MODEL.HEAD_ACT,
-                bn_lin5_on=cfg.X3D.BN_LIN5))
+            head=x3d_head(cfg, specs[-1].dim_out, specs[-1].dim_inner, spatial_stride))

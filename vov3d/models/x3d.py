@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from vov3d.config.merge import ConfigError
-from vov3d.models.heads import X3DHead, head_pool_size
+from vov3d.models.heads import x3d_head
 from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import SE, ChannelwiseConv3d, Swish, round_width
 from vov3d.models.registry import MODEL_REGISTRY
@@ -139,10 +139,4 @@ class X3D(StagedNetwork):
             stem=X3DStem(dim_in, stem_dim),
             stages=[build_x3d_stage(spec, cfg.RESNET.STRIDE_1X1, cfg.RESNET.INPLACE_RELU)
                     for spec in specs],
-            head=X3DHead(
-                dim_in=specs[-1].dim_out, dim_inner=specs[-1].dim_inner, dim_out=cfg.X3D.DIM_C5,
-                num_classes=cfg.MODEL.NUM_CLASSES,
-                pool_size=head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE,
-                                         spatial_stride=spatial_stride),
-                dropout_rate=cfg.MODEL.DROPOUT_RATE, act_func=cfg.MODEL.HEAD_ACT,
-                bn_lin5_on=cfg.X3D.BN_LIN5))
+            head=x3d_head(cfg, specs[-1].dim_out, specs[-1].dim_inner, spatial_stride))

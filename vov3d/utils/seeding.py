@@ -7,7 +7,9 @@ epochs this process has already run. The streams are independent of each other:
   seed `base + w`, base drawn from the loader's generator), and Python's and numpy's
   generators when the loader runs in this process;
 * "precise_bn": the same for the loader that recomputes the BN statistics;
-* "process": this process's own torch / numpy / Python generators (dropout, ...).
+* "process": this process's own torch / numpy / Python generators (dropout, ...);
+* "mixup": the generator that draws the mixup / cutmix parameters of training batches
+  (its own, so switching mixing on or off changes no other random draw).
 
 The "loader" stream hashes three words and the others four, so that the seeds of runs
 made before the other streams existed stay the same.
@@ -17,7 +19,7 @@ import random
 import numpy as np
 import torch
 
-_STREAM_WORDS = {"loader": (), "process": (1,), "precise_bn": (2,)}
+_STREAM_WORDS = {"loader": (), "process": (1,), "precise_bn": (2,), "mixup": (3,)}
 STREAMS = tuple(_STREAM_WORDS)
 
 
