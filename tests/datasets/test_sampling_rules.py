@@ -136,3 +136,16 @@ def test_long_side_is_floored_not_rounded():
     frame = np.zeros((90, 160, 3), dtype=np.uint8)
     assert transform.resize_short_side(frame, 128).shape == (128, 227, 3)
     assert transform.resize_short_side(frame.transpose(1, 0, 2), 128).shape == (227, 128, 3)
+
+
+def test_frame_planes_resize_and_split_every_frame_of_a_video():
+    rng = np.random.RandomState(1)
+    planes = transform.FramePlanes(48, 64, 32)
+    for _ in range(2):  # buffers reused: each call gives that frame's planes
+        frame = rng.randint(0, 256, (48, 64, 3)).astype(np.uint8)
+        expected = transform.resize_short_side(frame, 32).transpose(2, 0, 1)
+        assert planes.shape == (32, 42) and np.array_equal(planes(frame), expected)
+    padded = rng.randint(0, 256, (32, 50, 3)).astype(np.uint8)[:, :42]  # rows longer than the frame
+    assert np.array_equal(transform.FramePlanes(32, 42, 32)(padded), padded.transpose(2, 0, 1))
+    with pytest.raises(ValueError, match="frames of one video differ in size: 64x40"):
+        planes(np.zeros((40, 64, 3), np.uint8))

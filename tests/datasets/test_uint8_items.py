@@ -135,13 +135,13 @@ def test_each_distinct_frame_is_resized_and_split_once(kinetics_root, monkeypatc
 
     dataset = build_dataset("kinetics", make_cfg(kinetics_root), "test")  # 48x64 frames -> 32 px
     distinct = len(dataset._read_clips(0, [(t, 10) for t in range(10)]).frames)
-    calls = {"resize_short_side": 0, "to_planes": 0}
-    for name in calls:
-        def counted(*args, _name=name, _original=getattr(transform, name)):
+    calls = {"resize": 0, "to_planes": 0}
+    for owner, name in ((transform.cv2, "resize"), (transform, "to_planes")):
+        def counted(*args, _name=name, _original=getattr(owner, name), **kwargs):
             calls[_name] += 1
-            return _original(*args)
-        monkeypatch.setattr(transform, name, counted)
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(owner, name, counted)
     views = dataset[0][0][0]
     assert views.shape == (30, 3, 8, 32, 32) and views.is_contiguous()
     # The 240 view frames are the 40 frames of the video at most.
-    assert calls == {"resize_short_side": distinct, "to_planes": distinct} and distinct <= 40
+    assert calls == {"resize": distinct, "to_planes": distinct} and distinct <= 40

@@ -20,6 +20,7 @@ model's device.
 import logging
 import os
 import random
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Set, Tuple
 
@@ -240,20 +241,27 @@ class ClipDataset(torch.utils.data.Dataset):
     def _views(self, bank: FrameBank, views: Sequence[Tuple[int, int]], resize: int = None,
                crop: int = None) -> torch.Tensor:
         """Deterministic views (clip number, spatial index) of a frame bank, uint8
-        [len(views), 3, T, crop, crop]: every distinct frame is resized and split into
-        channel planes once, then each view's crops are copied straight into one output."""
+        [len(views), 3, T, crop, crop], written frame by frame into one output: every
+        distinct frame is resized and split into channel planes once, and its crops are
+        copied to every (view, time) slot that shows it while it is in the cache."""
         data = self.cfg.DATA
         if resize is None:
             resize, crop = sampling.test_resize_and_crop(data.TEST_CROP_SIZE,
                                                          data.TRAIN_JITTER_SCALES[0],
                                                          self.num_spatial_crops)
-        planes = {key: transform.to_planes(transform.resize_short_side(frame, resize))
-                  for key, frame in bank.frames.items()}
-        height, width = next(iter(planes.values())).shape[1:]
-        out = np.empty((len(views), 3, len(bank.clips[0]), crop, crop), dtype=np.uint8)
-        for v, (clip_number, spatial) in enumerate(views):
-            y, x = sampling.uniform_crop_offsets(
-                height, width, crop, sampling.spatial_index(spatial, self.num_spatial_crops))
+        slots = defaultdict(list)
+        for v, (clip_number, _) in enumerate(views):
             for t, key in enumerate(bank.clips[clip_number]):
-                out[v, :, t] = planes[key][:, y:y + crop, x:x + crop]
+                slots[key].append((v, t))
+        first = next(iter(bank.frames.values()))
+        planes = transform.FramePlanes(first.shape[0], first.shape[1], resize)
+        corners = [sampling.uniform_crop_offsets(planes.shape[0], planes.shape[1], crop,
+                                                 sampling.spatial_index(spatial, self.num_spatial_crops))
+                   for _, spatial in views]
+        out = np.empty((len(views), 3, len(bank.clips[0]), crop, crop), dtype=np.uint8)
+        for key, frame in bank.frames.items():
+            frame_planes = planes(frame)
+            for v, t in slots[key]:
+                y, x = corners[v]
+                out[v, :, t] = frame_planes[:, y:y + crop, x:x + crop]
         return torch.from_numpy(out)
