@@ -27,5 +27,8 @@ setup(
         "tqdm",
         "pillow",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"], "gpu": ["torchvision"]},
+    # export: ONNX files (torch's exporter needs onnxscript) and ONNX Runtime to check and run
+    # them; TorchScript and torch.export need nothing beyond torch.
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"], "gpu": ["torchvision"],
+                    "export": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2"]},
 )

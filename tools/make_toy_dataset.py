@@ -25,7 +25,9 @@ Formats:
   ssv2      DIR/something-something-v2-{labels,train,validation}.json, frame lists
             DIR/{train,val}.csv, JPEG frames DIR/frames/<id>/<id>_%06d.jpg and the
             videos DIR/videos/<id>.webm (vp9)
-All formats also write DIR/classes.json (class names in label order).
+All formats also write DIR/classes.json (class names in label order). --demo-video PATH also
+writes PATH: the first evaluation video of every class back to back (h264), an input for
+tools/demo_net.py (`make demo-video`).
 The same --seed gives the same decoded frames (and, with the pinned encoder, the same bytes).
 """
 import argparse
@@ -182,8 +184,8 @@ def make_split_plan(num_classes: int, per_split: Dict[str, int],
 
 def generate(out: str, num_classes: int = 6, videos_per_class: int = 40, eval_per_class: int = 10,
              num_frames: int = 32, width: int = 80, height: int = 64, seed: int = 0,
-             fmt: str = "kinetics", gop: int = 12) -> Dict[str, int]:
-    """Write the dataset; returns the number of videos per split."""
+             fmt: str = "kinetics", gop: int = 12, demo_video: str = "") -> Dict[str, int]:
+    """Write the dataset (and `demo_video`, if given); returns the number of videos per split."""
     if not 2 <= num_classes <= len(CLASSES):
         raise ValueError(f"--classes must be in [2, {len(CLASSES)}], got {num_classes}.")
     if width % 2 or height % 2:
@@ -199,12 +201,18 @@ def generate(out: str, num_classes: int = 6, videos_per_class: int = 40, eval_pe
         per_split["test"] = 0
     plan = make_split_plan(num_classes, per_split, seed)
     rows: Dict[str, List[Tuple[str, int, List[str]]]] = {s: [] for s in SPLITS}
+    demo_split = "test" if per_split["test"] else "val"
+    demo_parts: Dict[int, np.ndarray] = {}
     for number, (split, label, video_seed) in enumerate(plan):
         params = sample_params(label, num_frames, height, width, np.random.default_rng(video_seed))
         frames = render_video(params, height, width)
         video_id = f"{number + 1:05d}" if fmt != "kinetics" else f"{split}_{number:05d}"
         rows[split].append((video_id, label, write_sample(out, fmt, video_id, frames, gop)))
+        if split == demo_split:
+            demo_parts.setdefault(label, frames)
     write_lists(out, fmt, list(CLASSES[:num_classes]), rows)
+    if demo_video:
+        write_video(demo_video, np.concatenate([demo_parts[label] for label in sorted(demo_parts)]), "h264", gop)
     return {split: len(rows[split]) for split in SPLITS}
 
 
@@ -265,6 +273,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gop", type=int, default=12, help="keyframe interval in frames")
     parser.add_argument("--format", default="kinetics", choices=("kinetics", "ssv1", "ssv2"))
+    parser.add_argument("--demo-video", default="",
+                        help="also write this video: one evaluation video of every class, back to back")
     return parser.parse_args(argv)
 
 
@@ -275,7 +285,7 @@ def main(argv=None) -> None:
     except ValueError:
         sys.exit(f"--size must look like 40x32 (W x H), got {args.size!r}.")
     counts = generate(args.out, args.classes, args.videos_per_class, args.eval_per_class,
-                      args.frames, width, height, args.seed, args.format, args.gop)
+                      args.frames, width, height, args.seed, args.format, args.gop, args.demo_video)
     print(f"wrote {args.format} toy dataset to {args.out}: "
           + ", ".join(f"{split} {n}" for split, n in counts.items() if n)
           + f" videos; {args.classes} classes; {args.frames} frames of {width}x{height} at {FPS} fps")

@@ -6,7 +6,8 @@
 
 TRAIN.ENABLE runs training (fine-tuning when TRAIN.CHECKPOINT_FILE_PATH is set), then
 TEST.ENABLE runs the multi-view test of the newest checkpoint, then, with TENSORBOARD.ENABLE
-and TENSORBOARD.MODEL_VIS or WRONG_PRED_VIS, the model visualisation job.
+and TENSORBOARD.MODEL_VIS or WRONG_PRED_VIS, the model visualisation job, then DEMO.ENABLE
+runs the demo (tools/demo_net.py) on DEMO.INPUT_VIDEO or DEMO.WEBCAM.
 """
 import sys
 
@@ -26,9 +27,10 @@ def main(argv=None) -> int:
     from vov3d.engine.preflight import visualization_job_enabled
 
     visualize_model = visualization_job_enabled(cfg)
-    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE or visualize_model):
-        print("run_net.py: config error: TRAIN.ENABLE and TEST.ENABLE are both False: nothing would "
-              "run. Set TRAIN.ENABLE True to train and/or TEST.ENABLE True to test.", file=sys.stderr)
+    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE or visualize_model or cfg.DEMO.ENABLE):
+        print("run_net.py: config error: TRAIN.ENABLE, TEST.ENABLE and DEMO.ENABLE are all False: nothing "
+              "would run. Set TRAIN.ENABLE True to train, TEST.ENABLE True to test and/or DEMO.ENABLE True "
+              "for the demo.", file=sys.stderr)
         return 2
     from vov3d.engine.launch import launch_job
     from vov3d.engine.test import test
@@ -43,6 +45,10 @@ def main(argv=None) -> int:
             launch_job(cfg, args.init_method, test)
         if visualize_model:
             launch_job(cfg, args.init_method, visualize)
+        if cfg.DEMO.ENABLE:
+            from vov3d.demo.run import run_demo
+
+            run_demo(cfg)
     except UserError as e:
         # The job already wrote it to OUTPUT_DIR/stdout.log. Errors about the user's data, files
         # and settings: the message says what to do, and a traceback would only bury it.

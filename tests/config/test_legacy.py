@@ -22,6 +22,10 @@ REFUSED = [
     ("BN.NUM_SPLITS", 2, [1]),
     ("DATA.MULTI_LABEL", True, [False]),
     ("DETECTION.ENABLE", True, [False]),
+    ("DEMO.PREDS_BOXES", "boxes.csv", [""]),
+    ("DEMO.GT_BOXES", "gt.csv", [""]),
+    ("DEMO.VIS_MODE", "thres", ["top-k"]),
+    ("DEMO.SLOWMO", 2, [1]),
 ]
 
 

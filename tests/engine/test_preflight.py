@@ -1,7 +1,6 @@
 """What a job is refused for before any work: the results path, the test lists and every
 directory the run will write, each named with the setting it comes from."""
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -56,31 +55,9 @@ def test_test_lists_are_read_before_training_without_building_a_dataset(tmp_path
     preflight.check_test_lists(_kinetics_cfg(tmp_path, "TEST.ENABLE", "False"))  # not needed: not read
 
 
-# What the system says when writing there: root is stopped by the immutable flag only.
+# What the system says when writing where `frozen` (tests/conftest.py) froze: root is stopped by the
+# immutable flag only.
 _REFUSED = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
-
-
-@pytest.fixture
-def frozen():
-    """Make a file or folder unwritable, also for root: `chattr +i` (root ignores permission
-    bits), or chmod for other users."""
-    frozen_paths = []
-    as_root = os.geteuid() == 0
-
-    def freeze(path):
-        if as_root:
-            if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)]).returncode:
-                pytest.skip("running as root and `chattr +i` is not available here")
-        else:
-            os.chmod(path, 0o555 if os.path.isdir(path) else 0o444)
-        frozen_paths.append(path)
-
-    yield freeze
-    for path in frozen_paths:
-        if as_root:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-        else:
-            os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)
 
 
 @pytest.mark.parametrize("place,overrides,needle", [

@@ -358,10 +358,38 @@ _C.TENSORBOARD.WRONG_PRED_VIS.TAG = "Incorrectly classified videos."
 _C.TENSORBOARD.WRONG_PRED_VIS.SUBSET_PATH = ""
 
 # ---------------------------------------------------------------------------------
-# Demo (not implemented yet: validation refuses it; tools/stream_net.py streams a video)
+# Demo (tools/demo_net.py, or run_net with DEMO.ENABLE): PySlowFast's classification keys.
+# The top-k classes drawn: TENSORBOARD.MODEL_VIS.TOPK_PREDS, as in PySlowFast.
 # ---------------------------------------------------------------------------------
 _C.DEMO = CfgNode()
+# run_net runs the demo (after training and testing, when those are enabled too).
 _C.DEMO.ENABLE = False
+# Class names: a JSON {"name": id} (PySlowFast's) or a JSON list in label order; "" = the
+# names stored in the checkpoint, else "class <id>".
+_C.DEMO.LABEL_FILE_PATH = ""
+# A camera index; >= 0 takes precedence over INPUT_VIDEO.
+_C.DEMO.WEBCAM = -1
+_C.DEMO.INPUT_VIDEO = ""
+# Size of the frames written or shown (0 = the input's); also asked of a webcam.
+_C.DEMO.DISPLAY_WIDTH = 0
+_C.DEMO.DISPLAY_HEIGHT = 0
+# Frames two consecutive clip windows share (clip models; window = NUM_FRAMES x SAMPLING_RATE
+# frames at TARGET_FPS, so a window starts every span - BUFFER_SIZE frames).
+_C.DEMO.BUFFER_SIZE = 0
+# The labelled video (.mp4, .mkv, .mov: h264; .avi: mjpeg; .webm: vp9), with the predictions
+# beside it (same name, .jsonl); "" = show the frames in a window (needs an OpenCV with GUI)
+# and write OUTPUT_DIR/demo_predictions.jsonl.
+_C.DEMO.OUTPUT_FILE = ""
+# Frame rate of the video written (-1 = the input's; fractional rates such as 29.97 work).
+_C.DEMO.OUTPUT_FPS = -1.0
+# Frames a prediction's labels stay on: -1 (vov3d) = until the next prediction; N >= 0 =
+# 2N + 1 frames from the one it arrives at (PySlowFast draws a clip's labels on 2N + 1 frames).
+_C.DEMO.CLIP_VIS_SIZE = -1
+# Decode and encode frames in threads of their own, beside the model.
+_C.DEMO.THREAD_ENABLE = False
+# Predict one clip window in NUM_CLIPS_SKIP + 1; -1 (with THREAD_ENABLE) = the newest window
+# whenever the model is free, for live input (clip models; CoX3D steps every frame: 0).
+_C.DEMO.NUM_CLIPS_SKIP = 0
 
 
 def get_cfg() -> CfgNode:

@@ -87,6 +87,26 @@ LEGACY_KEYS: Dict[str, Legacy] = {
     "DETECTION.ALIGNED": _ignored(True),
     "DETECTION.SPATIAL_SCALE_FACTOR": _ignored(16),
     "DETECTION.ROI_XFORM_RESOLUTION": _ignored(7),
+    # PySlowFast's demo keys for detection (AVA) and its threshold display; the vov3d demo
+    # classifies whole frames and draws the top-k classes.
+    "DEMO.PREDS_BOXES": _refused("", "'' (demos with precomputed boxes need detection)"),
+    "DEMO.GT_BOXES": _refused("", "'' (demos with ground-truth boxes need detection)"),
+    "DEMO.DETECTRON2_CFG": _ignored("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"),
+    "DEMO.DETECTRON2_WEIGHTS": _ignored("detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/"
+                                        "model_final_280758.pkl"),
+    "DEMO.DETECTRON2_THRESH": _ignored(0.9),
+    "DEMO.STARTING_SECOND": _ignored(900),
+    "DEMO.FPS": _ignored(30),
+    "DEMO.INPUT_FORMAT": _ignored("BGR"),
+    "DEMO.NUM_VIS_INSTANCES": _ignored(2),
+    "DEMO.VIS_MODE": _refused("thres", "'top-k' (the demo draws the TENSORBOARD.MODEL_VIS.TOPK_PREDS highest "
+                              "classes; score thresholds are not implemented)", lambda mode: mode != "top-k"),
+    "DEMO.COMMON_CLASS_THRES": _ignored(0.7),
+    "DEMO.UNCOMMON_CLASS_THRES": _ignored(0.3),
+    "DEMO.COMMON_CLASS_NAMES": _ignored(["watch (a person)", "talk to (e.g., self, a person, a group)",
+                                         "listen to (a person)", "touch (an object)", "carry/hold (an object)",
+                                         "walk", "sit", "lie/sleep", "bend/bow (at the waist)"]),
+    "DEMO.SLOWMO": _refused(1, "1 (slow motion is not implemented)"),
 }
 
 _GROUPS = {key.rsplit(".", 1)[0] for key in LEGACY_KEYS}

@@ -27,7 +27,6 @@ _LOSSES = ("cross_entropy", "soft_cross_entropy", "bce", "bce_logit")
 NOT_IMPLEMENTED = (
     ("MULTIGRID.LONG_CYCLE", "False (multigrid is not implemented)"),
     ("MULTIGRID.SHORT_CYCLE", "False (multigrid is not implemented)"),
-    ("DEMO.ENABLE", "False (use tools/stream_net.py)"),
 )
 
 
@@ -192,6 +191,24 @@ def _check_solver(cfg: CfgNode) -> None:
              "0 when SOLVER.BASE_LR_SCALE_NUM_SHARDS is True (both would scale by the shards)")
 
 
+def _check_demo(cfg: CfgNode) -> None:
+    demo = cfg.DEMO
+    _at_least(cfg, "DEMO.WEBCAM", -1)
+    for key in ("DEMO.DISPLAY_WIDTH", "DEMO.DISPLAY_HEIGHT", "DEMO.BUFFER_SIZE"):
+        _at_least(cfg, key, 0)
+    _require((demo.DISPLAY_WIDTH > 0) == (demo.DISPLAY_HEIGHT > 0), "DEMO.DISPLAY_WIDTH/DISPLAY_HEIGHT",
+             (demo.DISPLAY_WIDTH, demo.DISPLAY_HEIGHT), "both set (> 0) or both 0 (the input's size)")
+    _require(demo.OUTPUT_FPS == -1 or demo.OUTPUT_FPS > 0, "DEMO.OUTPUT_FPS", demo.OUTPUT_FPS,
+             "-1 (the input's frame rate) or > 0")
+    _at_least(cfg, "DEMO.CLIP_VIS_SIZE", -1)
+    _at_least(cfg, "DEMO.NUM_CLIPS_SKIP", -1)
+    _require(demo.NUM_CLIPS_SKIP >= 0 or demo.THREAD_ENABLE, "DEMO.NUM_CLIPS_SKIP", demo.NUM_CLIPS_SKIP,
+             ">= 0, or -1 with DEMO.THREAD_ENABLE True (the model runs beside the reading thread)")
+    span = cfg.DATA.NUM_FRAMES * cfg.DATA.SAMPLING_RATE
+    _require(demo.BUFFER_SIZE < span, "DEMO.BUFFER_SIZE", demo.BUFFER_SIZE,
+             f"< DATA.NUM_FRAMES x DATA.SAMPLING_RATE ({span}): two windows overlap by less than one")
+
+
 def _check_figsize(cfg: CfgNode, key: str) -> None:
     size = _get(cfg, key)
     _require(len(size) == 2 and all(v > 0 for v in size), key, size, "[width, height] in inches, both > 0")
@@ -221,7 +238,7 @@ def _check_not_implemented(cfg: CfgNode) -> None:
 
 CHECKERS = (_check_processes, _check_train, _check_test, _check_data, _check_data_loader,
             _check_model, _check_ema, _check_mixup, _check_bn, _check_solver, _check_tensorboard,
-            _check_not_implemented)
+            _check_demo, _check_not_implemented)
 
 
 def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:

@@ -376,3 +376,39 @@ def _naming_errors(path: str) -> Iterator[None]:
         raise DecodeError(f"{error}: {path}") from None
     except Exception as error:
         raise DecodeError(f"failed to decode {path}: {type(error).__name__}: {error}") from error
+
+
+class VideoFrames:
+    """A video file read once, front to back, one frame at a time (uint8 [H, W, 3] in `fmt`):
+    for streams and long files, where no window is known in advance and nothing but the
+    current frame is held. Opening checks the file and reads its metadata (fps, size,
+    frame count: 0 when the container does not say) without decoding; any failure is a
+    DecodeError naming the file. Undecodable packets are skipped as in the clip decoder."""
+
+    def __init__(self, path: str, fmt: str = "rgb24", multi_thread: bool = False):
+        self.path, self._fmt = path, fmt
+        with _naming_errors(path):
+            self._container, stream = _open(path, multi_thread)
+            self._stream = stream
+            self.fps = float(stream.average_rate or stream.guessed_rate or 0)
+            if self.fps <= 0:
+                self.close()
+                raise DecodeError("the video stream has no frame rate")
+            self.width, self.height = stream.codec_context.width, stream.codec_context.height
+            self.frame_count = max(int(stream.frames or 0), 0)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        container, context = self._container, self._stream.codec_context
+        with _naming_errors(self.path):
+            for packet in container.demux(self._stream):
+                for frame in _decode_packet(container, context, packet):
+                    yield _convert(frame, self._fmt)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "VideoFrames":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

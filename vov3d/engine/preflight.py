@@ -5,7 +5,6 @@ dataset names, the test lists and results path, and every directory the run will
 setting costs seconds, not an epoch, and a refused run leaves no OUTPUT_DIR behind.
 """
 import os
-import tempfile
 from typing import List, Optional, Tuple
 
 import torch
@@ -14,6 +13,7 @@ from yacs.config import CfgNode
 from vov3d.config.merge import ConfigError
 from vov3d.datasets.failures import BAD_FILES_NAME
 from vov3d.engine.mixup import MixUp
+from vov3d.utils.files import unwritable_reason
 from vov3d.utils.processes import per_process_batch
 
 
@@ -178,28 +178,10 @@ def written_places(cfg: CfgNode) -> List[Tuple[str, str, str]]:
     return places
 
 
-def _unwritable(directory: str) -> Optional[str]:
-    """Why files cannot be written in `directory` (or created with it), None if they can.
-    A real file is created and removed: permission bits alone say nothing for root, and
-    read-only mounts, immutable folders and full quotas only show when writing."""
-    existing = directory
-    while not os.path.isdir(existing):
-        if os.path.exists(existing):
-            return f"'{existing}' is a file, not a directory"
-        existing = os.path.dirname(existing) or "."
-    try:
-        handle, probe = tempfile.mkstemp(dir=existing, prefix=".vov3d-write-test-")
-        os.close(handle)
-        os.remove(probe)
-    except OSError as e:
-        return f"cannot create files in '{existing}': {e.strerror or e}"
-    return None
-
-
 def check_writable(cfg: CfgNode) -> None:
     """Every directory the run will write, and the log files already there, can be written."""
     for directory, what, setting in written_places(cfg):
-        reason = _unwritable(directory)
+        reason = unwritable_reason(directory)
         if reason is not None:
             raise ConfigError(f"{setting}: {what} go to '{directory}', which is not writable ({reason}). "
                               f"Make it writable or choose another {setting}.")
