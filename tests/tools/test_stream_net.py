@@ -202,4 +202,3 @@ def test_benchmark_stream_mode_times_frames_against_clips(capsys):
     assert clip_row.split("|")[4].strip() == f"{counter.get_total_flops() / 2e9:.4f}"
     assert frame_row.split("|")[4].strip() == f"{stream_macs_per_frame(model, 32, 32) / 1e9:.4f}"
     assert frame_row.strip().endswith("x")
-
