@@ -29,6 +29,8 @@ setup(
     ],
     # export: ONNX files (torch's exporter needs onnxscript) and ONNX Runtime to check and run
     # them; TorchScript and torch.export need nothing beyond torch.
+    # cluster: tools/submit_net.py (SLURM through submitit); nothing else imports it.
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3"], "gpu": ["torchvision"],
-                    "export": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2"]},
+                    "export": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2"],
+                    "cluster": ["submitit>=1.5"]},
 )

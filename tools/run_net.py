@@ -7,7 +7,9 @@
 TRAIN.ENABLE runs training (fine-tuning when TRAIN.CHECKPOINT_FILE_PATH is set), then
 TEST.ENABLE runs the multi-view test of the newest checkpoint, then, with TENSORBOARD.ENABLE
 and TENSORBOARD.MODEL_VIS or WRONG_PRED_VIS, the model visualisation job, then DEMO.ENABLE
-runs the demo (tools/demo_net.py) on DEMO.INPUT_VIDEO or DEMO.WEBCAM.
+runs the demo (tools/demo_net.py) on DEMO.INPUT_VIDEO or DEMO.WEBCAM. SIGTERM or SIGUSR1
+during training saves a mid-epoch checkpoint and exits with 128 + the signal number; the
+same command resumes there.
 """
 import sys
 
@@ -33,6 +35,7 @@ def main(argv=None) -> int:
               "for the demo.", file=sys.stderr)
         return 2
     from vov3d.engine.launch import launch_job
+    from vov3d.engine.preemption import TrainingStopped
     from vov3d.engine.test import test
     from vov3d.engine.train import train
     from vov3d.engine.visualize import visualize
@@ -49,6 +52,9 @@ def main(argv=None) -> int:
             from vov3d.demo.run import run_demo
 
             run_demo(cfg)
+    except TrainingStopped as e:  # asked to stop (SIGTERM, ...): saved, and resumes where it stopped
+        print(f"run_net.py: {e}", file=sys.stderr)
+        return e.exit_code
     except UserError as e:
         # The job already wrote it to OUTPUT_DIR/stdout.log. Errors about the user's data, files
         # and settings: the message says what to do, and a traceback would only bury it.

@@ -265,3 +265,22 @@ def test_temporary_files_of_interrupted_saves_are_removed_at_the_start(tmp_path,
         prepare_checkpoint_dir(tiny_cfg(tmp_path))
     assert f"Removed '{leftover}' (512 bytes), the temporary file of an interrupted save." in caplog.text
     assert _names(tmp_path) == [os.path.basename(own)]
+
+
+def test_a_mid_epoch_save_stores_the_last_finished_epoch_and_is_tested_only_as_the_newest_state(tmp_path, caplog):
+    cfg = tiny_cfg(tmp_path)
+    checkpointer = Checkpointer(cfg, *_trained(cfg))
+    checkpointer.save(0)
+    mid = checkpointer.save(1, iteration=3)
+    assert os.path.basename(mid) == "checkpoint_epoch_00002_iter_000003.pyth"
+    assert torch.load(mid, weights_only=True)["epoch"] == 0  # epoch 2 is not finished
+    assert _fresh(cfg).resume_or_load("train") == Loaded(mid, "auto-resume", 0)
+    with caplog.at_level(logging.WARNING):
+        assert _fresh(cfg).resume_or_load("test") == Loaded(mid, "checkpoint", 0)
+    assert f"{mid} is a mid-epoch checkpoint: training was stopped inside epoch 2 and has not finished" in caplog.text
+    end = checkpointer.save(1)
+    assert _names(tmp_path) == ["checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert _fresh(cfg).resume_or_load("test") == Loaded(end, "checkpoint", 1)
+    assert "mid-epoch" not in caplog.text

@@ -4,6 +4,7 @@ import socket
 import subprocess
 import time
 
+import psutil
 import torch
 
 from tests.conftest import PYTHON, REPO_ROOT, run_tool_env
@@ -113,3 +114,50 @@ def test_a_rank_lost_mid_run_is_named_by_the_survivor(tmp_path):
     log = open(os.path.join(tmp_path, "stdout.log")).read()
     assert log.count(line) == 1 and "Traceback" not in log
     assert "run the same command again: auto-resume continues from the last checkpoint" in log
+
+
+def test_a_rank_that_stops_answering_is_named_within_dist_timeout_and_the_roll_call(tmp_path):
+    # SIGSTOP, not death: no connection breaks, gloo only times out, naming nobody.
+    port = _free_port()
+    procs = [subprocess.Popen([PYTHON, DRIVER, str(tmp_path), f"tcp://127.0.0.1:{port}", "--freeze", "1",
+                               "--roll-call", "2", "NUM_SHARDS", "2", "SHARD_ID", str(i), "TRAIN.BATCH_SIZE", "8",
+                               "DIST_TIMEOUT", "5"],
+                              env=run_tool_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    frozen = psutil.Process(procs[1].pid)
+    try:
+        deadline = time.monotonic() + 120
+        while frozen.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stopped = time.monotonic()
+        _, err = procs[0].communicate(timeout=120)
+        waited = time.monotonic() - stopped
+    finally:
+        procs[1].kill()
+        procs[1].communicate()
+    assert procs[0].returncode != 0 and 4 < waited < 25, (waited, err[-3000:])  # DIST_TIMEOUT 5 s + roll call 2 s
+    line = (f"RankLostError: rank 1 (host {socket.gethostname()}, pid {procs[1].pid}) does not answer: rank 0 waited "
+            f"DIST_TIMEOUT 5 s for it in a collective, and it missed the roll call at 127.0.0.1:{port}")
+    assert line in err, err[-3000:]
+    assert open(os.path.join(tmp_path, "stdout.log")).read().count(line) == 1
+
+
+def test_elastic_torchrun_restarts_a_group_that_lost_a_worker_from_the_newest_checkpoint(tmp_path):
+    single, elastic = str(tmp_path / "single"), str(tmp_path / "elastic")
+    more = ["TRAIN.CHECKPOINT_PERIOD", "1"]
+    port = _free_port()
+    outs = _run([
+        [PYTHON, DRIVER, single, "env-unused", *more],
+        # Rank 1 dies in epoch 3 of the first attempt; the agent restarts both workers.
+        [PYTHON, "-m", "torch.distributed.run", "--nnodes", "1:2", "--nproc-per-node", "2", "--max-restarts", "1",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "vov3d-elastic",
+         DRIVER, elastic, "env://", "--die", "1", *more],
+    ], timeout=240)
+    log = open(os.path.join(elastic, "stdout.log")).read()
+    assert log.count("Weights source: random initialisation") == 1
+    assert f"Weights source: auto-resume from {elastic}/checkpoints/checkpoint_epoch_00002.pyth" in log
+    assert "RankLostError: rank 1" in outs[1]  # what the surviving worker said before the restart
+    ref, r0, r1 = _weights(single, 0), _weights(elastic, 0), _weights(elastic, 1)
+    for key, value in ref["state"].items():
+        assert torch.equal(r0["state"][key], r1["state"][key]), key
+        assert torch.allclose(r0["state"][key], value, rtol=1e-5, atol=1e-6), key

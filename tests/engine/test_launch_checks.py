@@ -218,13 +218,21 @@ def test_spawned_processes_find_the_config_warnings_in_stdout_log(tmp_path, monk
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     seen = []
 
-    def spawn(worker, nprocs, args, daemon):
+    class Finished:  # the context of processes that already ended
+        def pids(self):
+            return []
+
+        def join(self):
+            return True
+
+    def start_processes(worker, nprocs, args, daemon, join, start_method):
         seen.append(_log(tmp_path / "out"))
         for handler in list(logging.getLogger().handlers):
             logging.getLogger().removeHandler(handler)
         setup_process(args[2])  # what rank 0 does first (args: nprocs, func, cfg, ...)
+        return Finished()
 
-    monkeypatch.setattr(torch.multiprocessing, "spawn", spawn)
+    monkeypatch.setattr(torch.multiprocessing, "start_processes", start_processes)
     try:
         cfg = _load_with_a_warning(tmp_path, "NUM_GPUS", "2")
         launch.launch_job(cfg, "tcp://localhost:9999", _never)

@@ -144,3 +144,22 @@ def test_records_of_epochs_after_the_resumed_one_are_dropped(tmp_path):
         assert drop_epoch_records_after(0) == 0
     finally:
         setup_logging(None)
+
+
+def test_a_run_stopped_mid_epoch_keeps_the_iterations_it_checkpointed(tmp_path):
+    from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
+
+    try:
+        setup_logging(str(tmp_path))
+        for record in ({"_type": "train_epoch", "epoch": "1/3"}, {"_type": "train_iter", "epoch": "2/3", "iter": "1/4"},
+                       {"_type": "train_iter", "epoch": "2/3", "iter": "2/4"},
+                       {"_type": "train_iter", "epoch": "2/3", "iter": "3/4"},  # after the checkpoint
+                       {"_type": "train_epoch", "epoch": "2/3"}, {"_type": "train_iter", "epoch": "3/3", "iter": "1/4"}):
+            log_json_stats(record)
+        assert drop_epoch_records_after(1, 2) == 3
+        kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        assert [(r["_type"], r["epoch"], r.get("iter")) for r in kept] == [
+            ("train_epoch", "1/3", None), ("train_iter", "2/3", "1/4"), ("train_iter", "2/3", "2/4")]
+        assert "Removed 3 record(s) of epochs after 1 (iteration 2)" in (tmp_path / "stdout.log").read_text()
+    finally:
+        setup_logging(None)

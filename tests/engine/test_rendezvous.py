@@ -1,10 +1,7 @@
-"""The tcp:// rendezvous (ranks simulated by threads of this process) and how a rank lost
-mid-run is named."""
+"""The tcp:// rendezvous (ranks simulated by threads of this process)."""
 import datetime
 import logging
 import socket
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -97,43 +94,3 @@ def test_the_store_of_an_earlier_phase_is_not_taken_for_this_one():
 def test_malformed_tcp_addresses_are_refused(init):
     with pytest.raises(du.RendezvousError, match="is not tcp://<host>:<port>"):
         du.tcp_rendezvous(init, 0, 2, 1, 1.0, 1)
-
-
-# -- a rank lost mid-run -------------------------------------------------------------
-_GLOO = ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [{ip}]:5518: "
-         "Connection reset by peer. This is typically caused by a remote worker hanging.")
-
-
-@pytest.fixture
-def peers(monkeypatch):
-    """This process as rank 0, a finished process as rank 1 and a live one as rank 2 (same
-    host), and rank 3 on another machine."""
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    host = socket.gethostname()
-    table = [{"host": host, "addresses": ["10.0.0.1"], "pid": 1},
-             {"host": host, "addresses": ["10.0.0.1"], "pid": dead.pid},
-             {"host": host, "addresses": ["10.0.0.1"], "pid": alive.pid},
-             {"host": "node2", "addresses": ["10.0.0.2"], "pid": 7}]
-    monkeypatch.setattr(du, "_PEERS", table)
-    yield table
-    alive.kill()
-    alive.wait()
-
-
-def test_the_lost_rank_is_named_by_address_and_by_which_local_process_ended(peers):
-    error = du.lost_rank_error(RuntimeError(_GLOO.format(ip="127.0.0.1")), "Run it again.")
-    assert isinstance(error, du.RankLostError)
-    assert str(error) == (f"rank 1 (host {peers[1]['host']}, pid {peers[1]['pid']}) stopped in the middle of the "
-                          "run; rank 0 lost its connection to it ([127.0.0.1]:5518: Connection reset by peer). "
-                          "Run it again.")
-    remote = du.lost_rank_error(RuntimeError(_GLOO.format(ip="10.0.0.2")), "")
-    assert str(remote).startswith("rank 3 (host node2, pid 7) stopped in the middle of the run")
-
-
-def test_only_lost_connections_are_taken_for_a_lost_rank(peers):
-    assert du.lost_rank_error(RuntimeError("CUDA out of memory"), "") is None
-    assert du.lost_rank_error(ValueError(_GLOO.format(ip="127.0.0.1")), "") is None
-    peers.clear()  # a single process
-    assert du.lost_rank_error(RuntimeError(_GLOO.format(ip="127.0.0.1")), "") is None

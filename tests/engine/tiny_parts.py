@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from vov3d.config import assert_and_infer_cfg, get_cfg, merge_overrides
+from vov3d.datasets.loader import TrainSampler
 from vov3d.models.registry import MODEL_REGISTRY
 from vov3d.utils import comm
 
@@ -105,10 +106,13 @@ class ClipDataset(Dataset):
 
 
 def fake_loader(n, batch, shuffle, seed=0, drop_last=True):
+    """Shuffled: the training sampler of the real loaders (resumable mid-epoch)."""
     ds = ClipDataset(n, seed=seed)
-    sampler = DistributedSampler(ds, shuffle=shuffle, seed=0, drop_last=drop_last) if comm.get_world_size() > 1 else None
-    return DataLoader(ds, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
-                      drop_last=drop_last)
+    if shuffle:
+        sampler = TrainSampler(n, comm.get_rank(), comm.get_world_size(), order_seed=0)
+    else:
+        sampler = DistributedSampler(ds, shuffle=False, drop_last=drop_last) if comm.get_world_size() > 1 else None
+    return DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=drop_last)
 
 
 def make_fake_trainer_class():
@@ -127,3 +131,24 @@ def make_fake_trainer_class():
             self.precise_loader = fake_loader(self.train_videos, batch, shuffle=True)
 
     return InMemoryTrainer
+
+
+def stoppable_training(cfg):
+    """A spawned process's share of a training job: the in-memory trainer with slow
+    iterations, stopped by the usual signals (tests of stopping a job of several processes)."""
+    import time
+
+    from vov3d.engine.preemption import StopSignals
+    from vov3d.engine.runtime import setup_process
+
+    setup_process(cfg)
+    with tiny_model_registered(), StopSignals() as stop:
+        trainer = make_fake_trainer_class()(cfg, stop)
+        forward = trainer.model.module.forward if hasattr(trainer.model, "module") else trainer.model.forward
+
+        def slow(x):
+            time.sleep(0.2)
+            return forward(x)
+
+        (trainer.model.module if hasattr(trainer.model, "module") else trainer.model).forward = slow
+        trainer.fit()

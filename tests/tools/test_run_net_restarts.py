@@ -9,17 +9,16 @@ a tiny model with dropout, so loader shuffling, augmentation and dropout all tak
 import errno
 import importlib.util
 import os
+import signal
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from tests.conftest import REPO_ROOT, metrics_records, tiny_toy_run
 from tests.engine.tiny_parts import tiny_cfg
+from tests.tools.toy_model import TOY_CFG, ResumeDropoutNet, toy_model_registered
 from vov3d.engine import train as train_module
 from vov3d.engine.schedule import lr_at_epoch
-from vov3d.models.registry import MODEL_REGISTRY
 from vov3d.utils import checkpoint_io as cu
 from vov3d.utils import files
 
@@ -41,46 +40,9 @@ class Killed(BaseException):
     """Stands for SIGKILL: not an Exception, so nothing on the way up handles it."""
 
 
-class ResumeDropoutNet(nn.Module):
-    """conv -> bn -> pool -> dropout -> linear: BN statistics, two optimizer groups and
-    dropout draws, the state a resumed run has to reproduce."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.conv = nn.Conv3d(3, 8, kernel_size=(2, 3, 3), padding=(0, 1, 1), bias=False)
-        self.bn = nn.BatchNorm3d(8)
-        self.head = nn.Module()
-        self.head.dropout = nn.Dropout(0.5)
-        self.head.projection = nn.Linear(8, cfg.MODEL.NUM_CLASSES)
-
-    def forward(self, x):
-        x = x[0] if isinstance(x, (list, tuple)) else x
-        x = F.relu(self.bn(self.conv(x))).mean(dim=(2, 3, 4))
-        logits = self.head.projection(self.head.dropout(x))
-        return logits if self.training else logits.softmax(dim=1)
-
-
-TOY_CFG = """
-TRAIN: {ENABLE: True, DATASET: kinetics, BATCH_SIZE: 2, EVAL_PERIOD: 1, CHECKPOINT_PERIOD: 1, AUTO_RESUME: True}
-TEST: {ENABLE: True, DATASET: kinetics, BATCH_SIZE: 2, NUM_ENSEMBLE_VIEWS: 1, NUM_SPATIAL_CROPS: 1,
-       SAVE_RESULTS_PATH: preds.pkl}
-DATA: {NUM_FRAMES: 4, SAMPLING_RATE: 4, TRAIN_JITTER_SCALES: [32, 40], TRAIN_CROP_SIZE: 32,
-       TEST_CROP_SIZE: 32, INPUT_CHANNEL_NUM: [3]}
-BN: {USE_PRECISE_STATS: True, NUM_BATCHES_PRECISE: 2}
-SOLVER: {BASE_LR: 0.05, LR_POLICY: cosine, MAX_EPOCH: 3, WARMUP_EPOCHS: 1.0, WARMUP_START_LR: 0.01}
-MODEL: {NUM_CLASSES: 2, MODEL_NAME: ResumeDropoutNet}
-DATA_LOADER: {NUM_WORKERS: 0, PIN_MEMORY: False}
-NUM_GPUS: 0
-RNG_SEED: 0
-LOG_PERIOD: 1
-LOG_MODEL_INFO: False
-"""
-
-
 @pytest.fixture(scope="module", autouse=True)
 def resume_dropout_net_registered():
-    with MODEL_REGISTRY.scoped():
-        MODEL_REGISTRY.register(ResumeDropoutNet)
+    with toy_model_registered():
         yield
 
 
@@ -261,3 +223,84 @@ def test_resume_at_epoch_boundary_reproduces_the_uninterrupted_run(toy, tmp_path
     assert [r["top1_err"] for r in metrics_records(whole, "val_epoch")][-1] == \
         [r["top1_err"] for r in metrics_records(resumed, "val_epoch")][-1]
     assert [r["epoch"] for r in metrics_records(resumed, "train_epoch")] == ["1/3", "2/3", "3/3"]
+
+
+# ------------------------------------------------------------------------------------
+# Stopped by a signal in the middle of an epoch == the uninterrupted run, bit for bit (CPU)
+# ------------------------------------------------------------------------------------
+def _signal_in_training_call(monkeypatch, call, signum=signal.SIGTERM):
+    """Deliver `signum` to this process during the `call`-th (0-based) training forward pass."""
+    forward, calls = ResumeDropoutNet.forward, []
+
+    def signalling(self, x):
+        if self.training and torch.is_grad_enabled():
+            if len(calls) == call:
+                os.kill(os.getpid(), signum)
+            calls.append(1)
+        return forward(self, x)
+
+    monkeypatch.setattr(ResumeDropoutNet, "forward", signalling)
+
+
+def _same_checkpoint(a_path, b_path):
+    a, b = torch.load(a_path, weights_only=True), torch.load(b_path, weights_only=True)
+    assert a["epoch"] == b["epoch"] and a["model_state"].keys() == b["model_state"].keys()
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+    opt_a, opt_b = a["optimizer_state"], b["optimizer_state"]
+    assert opt_a["param_groups"] == opt_b["param_groups"] and opt_a["state"].keys() == opt_b["state"].keys()
+    for index, entry in opt_a["state"].items():
+        assert torch.equal(entry["momentum_buffer"], opt_b["state"][index]["momentum_buffer"]), index
+    assert a["position"] == b["position"] == {"epoch": a["epoch"] + 1, "iteration": 0, "samples": 0,
+                                              "world_size": 1, "meter": {}}
+    assert a.keys() == b.keys()
+    if "ema_state" in a:
+        assert all(torch.equal(v, b["ema_state"][k]) for k, v in a["ema_state"].items())
+
+
+def _records(out, kind, *keys):
+    return [tuple(r[k] for k in keys) for r in metrics_records(out, kind)]
+
+
+# The 6th training forward pass is in epoch 2 of 4 loader batches: after its iteration 2 (one batch
+# per step), or, with 2 micro-batches per optimiser step, in its step 1 of 2.
+RECIPES = ["TRAIN.GRAD_ACCUMULATION_STEPS", "2", "MIXUP.ENABLE", "True", "MODEL.EMA.ENABLE", "True",
+           "MODEL.EMA.DECAY", "0.5"]
+
+
+@pytest.mark.parametrize("more,steps,done", [([], 4, 2), (["DATA_LOADER.NUM_WORKERS", "2"], 4, 2), (RECIPES, 2, 1)],
+                         ids=["in_process", "workers", "accumulation_mixup_ema"])
+def test_stopped_mid_epoch_resumes_exactly_where_it_stopped(toy, tmp_path, run_net, monkeypatch, capsys, more,
+                                                            steps, done):
+    # Augmentation (scale jitter, crops, flips, windows), shuffling, dropout and precise BN all take part;
+    # with workers, each batch comes from another process than in the uninterrupted run.
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    more = ["TEST.ENABLE", "False", *more]
+    assert run_net(_argv(toy, whole, *more)) == 0
+
+    with monkeypatch.context() as m:
+        _signal_in_training_call(m, 5)
+        assert run_net(_argv(toy, stopped, *more)) == 128 + signal.SIGTERM
+    mid = cu.checkpoint_path(str(stopped), 1, done)
+    assert _names(stopped) == ["checkpoint_epoch_00001.pyth", os.path.basename(mid)]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"run_net.py: Training stopped by SIGTERM in epoch 2/3 after iteration {done}/{steps}; saved {mid}. "
+                   "Run the same command again (TRAIN.AUTO_RESUME True) to continue from there."]
+    saved = torch.load(mid, weights_only=True)
+    assert saved["epoch"] == 0 and saved["position"]["epoch"] == 1 and saved["position"]["iteration"] == done
+    assert saved["position"]["samples"] == 8 // steps * done and saved["position"]["world_size"] == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the training
+
+    assert run_net(_argv(toy, stopped, *more)) == 0
+    log = _log_text(stopped)
+    assert f"Weights source: auto-resume from {mid} (finished epoch 1)" in log
+    assert f"Continuing epoch 2 of a run stopped after iteration {done}/{steps}." in log
+    # The mid-epoch file went once epoch 2 was saved; the rest is the uninterrupted run's.
+    assert _names(stopped) == _names(whole) == [f"checkpoint_epoch_0000{e}.pyth" for e in (1, 2, 3)]
+    for epoch in (2, 3):
+        _same_checkpoint(_ckpt(whole, epoch), _ckpt(stopped, epoch))
+    for kind, keys in (("train_iter", ("epoch", "iter", "lr", "loss", "top1_err")),
+                       ("train_epoch", ("epoch", "loss", "top1_err", "samples", "lr")),
+                       ("val_epoch", ("epoch", "top1_err"))):
+        assert _records(whole, kind, *keys) == _records(stopped, kind, *keys), kind
+    assert len(_records(stopped, "train_iter", "iter")) == 3 * steps  # each iteration recorded once

@@ -279,3 +279,44 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, mask):
         assert _mode(path) == _mode(plain), path
     assert text.read_text(encoding="utf-8") == "säved"
     assert sorted(os.listdir(tmp_path / "res")) == ["preds.json", "preds.pkl"]  # no temp file left
+
+
+# ------------------------------------------------------------------------------------
+# Mid-epoch checkpoints: named by epoch and iteration, ordered by how far the run got
+# ------------------------------------------------------------------------------------
+def test_mid_epoch_names_order_by_progress_not_by_name(tmp_path):
+    mid = cio.checkpoint_path(str(tmp_path), 3, 25)  # 25 iterations into the 4th epoch
+    assert os.path.basename(mid) == "checkpoint_epoch_00004_iter_000025.pyth"
+    assert cio.progress(mid) == (3, 25) and cio.is_mid_epoch(mid)
+    end = cio.checkpoint_path(str(tmp_path), 3)  # the 4th epoch finished: sorts before the mid file by name
+    assert cio.progress(end) == (4, 0) and not cio.is_mid_epoch(end)
+    for path in (end, mid, cio.checkpoint_path(str(tmp_path), 2), cio.checkpoint_path(str(tmp_path), 3, 7)):
+        cio.write_checkpoint(path, _state())
+    open(os.path.join(cio.checkpoint_dir(str(tmp_path)), ".checkpoint_epoch_00004_iter_000025.pyth.a.tmp"), "w").close()
+    assert [os.path.basename(p) for p in cio.list_checkpoints(str(tmp_path))] == [
+        "checkpoint_epoch_00003.pyth", "checkpoint_epoch_00004_iter_000007.pyth",
+        "checkpoint_epoch_00004_iter_000025.pyth", "checkpoint_epoch_00004.pyth"]
+    assert cio.newest_readable(str(tmp_path))[0] == end
+    assert cio.remove_stale_temp_files(str(tmp_path))  # a killed mid-epoch save is cleaned up too
+    with pytest.raises(ValueError, match="is not named like a checkpoint"):
+        cio.progress("model_final.pyth")
+
+
+def test_a_later_checkpoint_removes_the_mid_epoch_ones_before_it_and_keep_last_counts_epochs(tmp_path, caplog):
+    for epoch in range(3):
+        _saved(tmp_path, epoch)
+    first_mid = cio.checkpoint_path(str(tmp_path), 3, 2)
+    cio.write_checkpoint(first_mid, _state())
+    later_mid = cio.checkpoint_path(str(tmp_path), 3, 5)
+    cio.write_checkpoint(later_mid, _state())
+    with caplog.at_level(logging.INFO, logger="vov3d.utils.checkpoint_io"):
+        assert cio.prune_checkpoints(later_mid, keep_last=1) == [first_mid]  # epoch files stay for a mid save
+    assert f"Removed mid-epoch checkpoint {first_mid}: checkpoint_epoch_00004_iter_000005.pyth is newer." in caplog.text
+    end = _saved(tmp_path, 3)
+    assert [os.path.basename(p) for p in cio.prune_checkpoints(end, keep_last=2)] == [
+        "checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth", "checkpoint_epoch_00004_iter_000005.pyth"]
+    assert _names(tmp_path) == ["checkpoint_epoch_00003.pyth", "checkpoint_epoch_00004.pyth"]
+    # keep_last 0 keeps every epoch file, but never a mid-epoch file the run got past.
+    mid = cio.checkpoint_path(str(tmp_path), 4, 1)
+    cio.write_checkpoint(mid, _state())
+    assert cio.prune_checkpoints(_saved(tmp_path, 4), keep_last=0) == [mid]

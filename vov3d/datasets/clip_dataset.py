@@ -31,6 +31,7 @@ from yacs.config import CfgNode
 from vov3d.datasets import sampling, transform
 from vov3d.datasets.decoder import FrameBank
 from vov3d.datasets.failures import BAD_FILES_NAME, DataLoadError, FailureLog
+from vov3d.utils.seeding import sample_seed, seed_python_and_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.deterministic_val = split == "val" and cfg.DATA.DETERMINISTIC_VAL
         self.failures = FailureLog(cfg.OUTPUT_DIR)
         self._short_warned: Set[str] = set()  # per process: each worker starts with its own copy
+        self._sample_seeds: Optional[Tuple[int, int, str]] = None
         self.index = self.load_index(cfg, split)
         self._paths, self._labels = self.index.paths, self.index.labels
         self.class_names = self.index.class_names
@@ -126,9 +128,18 @@ class ClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._paths)
 
+    def seed_samples(self, rng_seed: int, epoch: int, stream: str) -> None:
+        """From now on (and in the workers of the next pass), make each train/val item with
+        Python's and numpy's generators seeded by (RNG_SEED, epoch, stream, index): its clip
+        then depends on nothing else, so a pass resumed mid-epoch gives the same batches."""
+        self._sample_seeds = (rng_seed, epoch, stream)
+
     def __getitem__(self, index: int):
         if self.split == "test":
             return self._test_item(index)
+        if self._sample_seeds is not None:
+            rng_seed, epoch, stream = self._sample_seeds
+            seed_python_and_numpy(sample_seed(rng_seed, epoch, stream, index))
         return self._clip_item(index)
 
     def get_view(self, video: int, view: int) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""The Checkpointer: what a run saves each checkpoint epoch, and which file training or
-testing starts from.
+"""The Checkpointer: what a run saves each checkpoint epoch (or when it is stopped mid-epoch),
+and which file training or testing starts from.
 
 It owns the output directory, the model, the optimizer, the AMP scaler and a table of extra
 "checkpointables": any object with state_dict() / load_state_dict(), registered by name,
@@ -19,9 +19,9 @@ from vov3d.engine import distributed as du
 from vov3d.engine.checkpoint_loading import load_for_finetune, load_for_resume, load_for_test
 from vov3d.engine.runtime import unwrap_model
 from vov3d.utils import comm
-from vov3d.utils.checkpoint_io import (CheckpointError, checkpoint_dir, checkpoint_path, list_checkpoints,
-                                       newest_readable, prune_checkpoints, read_checkpoint,
-                                       remove_stale_temp_files, write_checkpoint)
+from vov3d.utils.checkpoint_io import (CheckpointError, checkpoint_dir, checkpoint_path, is_mid_epoch,
+                                       list_checkpoints, newest_readable, progress, prune_checkpoints,
+                                       read_checkpoint, remove_stale_temp_files, write_checkpoint)
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,11 @@ class Checkpointer:
         self.checkpointables[name] = obj
 
     # -- saving ----------------------------------------------------------------------
-    def save(self, epoch: int) -> Optional[str]:
-        """Write the checkpoint of the 0-based `epoch` (global rank 0) and prune older ones.
+    def save(self, epoch: int, iteration: Optional[int] = None) -> Optional[str]:
+        """Write the checkpoint of the finished 0-based `epoch` (global rank 0) and prune
+        older ones; with `iteration`, a mid-epoch checkpoint of a run stopped after that
+        many iterations of `epoch` (its stored "epoch" is then the last finished one,
+        epoch - 1, as auto-resume expects; the extra checkpointables say where to go on).
 
         Called on every rank; a failure (e.g. a full disk) stops every rank with the same error.
         Returns the path on rank 0, None elsewhere.
@@ -112,7 +115,7 @@ class Checkpointer:
         path = error = None
         if comm.is_root_proc():
             try:
-                path = self._write(epoch)
+                path = self._write(epoch, iteration)
             except CheckpointError as e:
                 error = e
         error = du.broadcast_object(error)
@@ -120,9 +123,9 @@ class Checkpointer:
             raise error
         return path
 
-    def _write(self, epoch: int) -> str:
+    def _write(self, epoch: int, iteration: Optional[int]) -> str:
         state = {
-            "epoch": epoch,
+            "epoch": epoch if iteration is None else epoch - 1,
             "model_state": OrderedDict((k, v.detach().cpu()) for k, v in unwrap_model(self.model).state_dict().items()),
             "optimizer_state": self.optimizer.state_dict(),
             "cfg": self.cfg.dump(),
@@ -133,12 +136,11 @@ class Checkpointer:
             state["class_names"] = list(self.class_names)
         for name, obj in self.checkpointables.items():
             state[name] = obj.state_dict()
-        path = checkpoint_path(self.output_dir, epoch)
+        path = checkpoint_path(self.output_dir, epoch, iteration)
         size = write_checkpoint(path, state)
-        logger.info("Saved checkpoint %s (epoch %d, %d bytes).", path, epoch + 1, size)
-        keep_last = self.cfg.TRAIN.CHECKPOINT_KEEP_LAST
-        if keep_last > 0:
-            prune_checkpoints(path, keep_last)
+        where = f"epoch {epoch + 1}" + ("" if iteration is None else f", after iteration {iteration}")
+        logger.info("Saved checkpoint %s (%s, %d bytes).", path, where, size)
+        prune_checkpoints(path, self.cfg.TRAIN.CHECKPOINT_KEEP_LAST)
         return path
 
     # -- loading ---------------------------------------------------------------------
@@ -245,5 +247,8 @@ class Checkpointer:
                                   unsafe_setting="TEST.CHECKPOINT_UNSAFE_LOAD", source=source)
         epoch = load_for_test(path, self.model, cfg, source=source, obj=obj, class_names=self.class_names)
         logger.info("Testing weights from %s%s.", path, f" (epoch {epoch + 1})" if epoch is not None else "")
+        if source == "checkpoint" and is_mid_epoch(path):
+            logger.warning("!!! %s is a mid-epoch checkpoint: training was stopped inside epoch %d and has not "
+                           "finished. Testing it as the run's newest state. !!!", path, progress(path)[0] + 1)
         stored = obj.get("class_names")
         return Loaded(path, source, epoch, tuple(map(str, stored)) if isinstance(stored, (list, tuple)) else None)

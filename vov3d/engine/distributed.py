@@ -6,9 +6,12 @@ local rank) is vov3d/utils/comm.py's.
 
 Joining a tcp:// --init_method goes through `tcp_rendezvous`: rank 0 opens a TCPStore at the
 address, every rank registers there, and while some are missing the waiting ones say every
-minute which (with their --shard_id) until DIST_INIT_TIMEOUT. env:// (torchrun) keeps
-torchrun's own rendezvous, file:// PyTorch's. Once joined, every rank knows every other
-rank's host and pid, so a rank that dies mid-run can be named by the survivors.
+minute which (with their --shard_id) until DIST_INIT_TIMEOUT; the backend's connections
+between the ranks are bounded by it too. env:// (torchrun) keeps torchrun's own rendezvous,
+file:// PyTorch's. Before joining, the backend is pointed at the network interface that
+routes to the rendezvous host (engine/network.py). Once joined, every rank knows every
+other rank's host and pid, so a rank that dies or stops answering mid-run can be named by
+the survivors (engine/lost_ranks.py).
 """
 import datetime
 import logging
@@ -16,11 +19,13 @@ import os
 import re
 import socket
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 
+from vov3d.engine import lost_ranks, network
+from vov3d.engine.lost_ranks import short_list
 from vov3d.utils import comm
 from vov3d.utils.errors import UserError
 
@@ -32,17 +37,10 @@ WAIT_LOG_PERIOD_S = 60.0
 # Rendezvous joined by this process so far: run_net joins once per phase, and the keys of one
 # phase must never be mistaken for another's on a store that is still closing.
 _GENERATION = 0
-# Host, addresses and pid of every rank, in rank order, learned when joining.
-_PEERS: List[Dict[str, Any]] = []
 
 
 class RendezvousError(UserError, RuntimeError):
     """The processes of the job did not all join it in time."""
-
-
-class RankLostError(UserError, RuntimeError):
-    """Another process of the job stopped mid-run (killed, out of memory, its machine lost).
-    Not the user's doing, but reported the same way: one line saying what to do."""
 
 
 def _join_advice(rank: int, world_size: int, init_method: str, waited_s: float, setting: str,
@@ -62,13 +60,15 @@ def init_process_group(*, backend: str, init_method: str, world_size: int, rank:
     comm.set_local_layout(local_rank, local_size)
     print(f"[vov3d] rank {rank}/{world_size} local_rank {local_rank}/{local_size} host {socket.gethostname()} "
           f"pid {os.getpid()} backend {backend} init_method {init_method}", flush=True)
+    store_address = _store_address(init_method)
+    if store_address is not None:
+        network.choose_interface(backend, store_address[0], multi_machine=world_size > local_size)
     timeout = datetime.timedelta(seconds=timeout_s)
     if init_method.startswith("tcp://"):
         global _GENERATION
         _GENERATION += 1
         store = tcp_rendezvous(init_method, rank, world_size, local_size, init_timeout_s, _GENERATION)
-        store.set_timeout(timeout)
-        dist.init_process_group(backend=backend, store=store, world_size=world_size, rank=rank, timeout=timeout)
+        _connect_ranks(backend, store, rank, world_size, init_method, timeout_s, init_timeout_s)
     else:
         try:
             dist.init_process_group(backend=backend, init_method=init_method, world_size=world_size,
@@ -76,8 +76,49 @@ def init_process_group(*, backend: str, init_method: str, world_size: int, rank:
         except (RuntimeError, TimeoutError, ValueError) as e:
             raise RendezvousError(_join_advice(rank, world_size, init_method, timeout_s, "DIST_TIMEOUT",
                                                f"{type(e).__name__}: {e}")) from e
-    _PEERS[:] = all_gather_object({"host": socket.gethostname(), "addresses": _host_addresses(),
-                                   "pid": os.getpid()})
+    peer = {"host": socket.gethostname(), "addresses": _host_addresses(), "pid": os.getpid()}
+    # A tcp:// store lives in rank 0; torchrun's agent serves the env:// one.
+    owner = 0 if init_method.startswith("tcp://") else None
+    lost_ranks.record_peers(all_gather_object(peer), store_address, owner, timeout_s)
+
+
+def _store_address(init_method: str) -> Optional[Tuple[str, int]]:
+    """Where the job's store listens: the tcp:// address, or MASTER_ADDR:MASTER_PORT for env://."""
+    if init_method.startswith("tcp://"):
+        return _host_port(init_method)
+    if init_method.startswith("env://") and os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        return os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    return None
+
+
+def _connect_ranks(backend: str, store: dist.TCPStore, rank: int, world_size: int, init_method: str,
+                   timeout_s: float, init_timeout_s: float) -> None:
+    """Create the process group over the rendezvous store. Connecting the ranks to each other
+    waits up to DIST_INIT_TIMEOUT, the collectives afterwards up to DIST_TIMEOUT."""
+    connect = datetime.timedelta(seconds=min(init_timeout_s, timeout_s))
+    store.set_timeout(datetime.timedelta(seconds=timeout_s))
+    try:
+        dist.init_process_group(backend=backend, store=store, world_size=world_size, rank=rank, timeout=connect)
+    except RuntimeError as e:
+        offered = _PEER_ADDRESS.search(str(e))
+        where = f"the address another rank offered, {offered.group(0)}, " if offered else "another rank "
+        raise RendezvousError(
+            f"rank {rank} of {world_size} on {socket.gethostname()} met the others at '{init_method}' but could not "
+            f"connect to {where}within {connect.total_seconds():.0f} s ({_first_line(e)}). When that address is a "
+            "loopback one (127.x), the hostname of that machine resolves to loopback: set GLOO_SOCKET_IFNAME "
+            "(NCCL_SOCKET_IFNAME for NCCL) to the interface that reaches the other machines; otherwise check "
+            "the firewall between the machines.") from e
+    set_timeout = getattr(dist.distributed_c10d, "_set_pg_timeout", None)
+    if set_timeout is not None and connect.total_seconds() != timeout_s:
+        set_timeout(datetime.timedelta(seconds=timeout_s))
+
+
+_PEER_ADDRESS = re.compile(r"\[([0-9A-Fa-f.:]+)\]:(\d+)")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
 
 
 def destroy_process_group() -> None:
@@ -85,7 +126,7 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
     comm.set_local_layout(0, 1)
     _SYNC_BN_GROUPS.clear()
-    _PEERS.clear()
+    lost_ranks.forget_peers()
 
 
 # -- the tcp:// rendezvous -------------------------------------------------------------
@@ -176,80 +217,18 @@ def _listening(host: str, port: int) -> bool:
 def _missing(store: dist.TCPStore, prefix: str, world_size: int, local_size: int) -> str:
     ranks = [r for r in range(world_size) if not store.check([f"{prefix}/rank{r}"])]
     shards = sorted({r // local_size for r in ranks})
-    return (f"rank(s) {_short_list(ranks)} (--shard_id {_short_list(shards)}); start them with the same "
+    return (f"rank(s) {short_list(ranks)} (--shard_id {short_list(shards)}); start them with the same "
             "command, or check their --init_method and --num_shards")
 
 
-def _short_list(values: Sequence[int], limit: int = 8) -> str:
-    shown = ", ".join(map(str, values[:limit]))
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
-
-
-# -- a rank lost mid-run -------------------------------------------------------------------
-# gloo's words when a peer's connection breaks; it names the peer's address as [ip]:port.
-_LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
-_PEER_ADDRESS = re.compile(r"\[([0-9A-Fa-f.:]+)\]:(\d+)")
-
-
-def lost_rank_error(error: BaseException, advice: str) -> Optional[RankLostError]:
-    """A RankLostError naming the rank this one lost, when `error` is a collective that
-    failed because a peer went away; None for anything else."""
-    if not _PEERS or not isinstance(error, RuntimeError):
-        return None
-    text = str(error)
-    phrase = next((p for p in _LOST_PEER if p in text), None)
-    if phrase is None:
-        return None
-    match = _PEER_ADDRESS.search(text)
-    where = f"{match.group(0)}: {phrase}" if match else phrase
-    return RankLostError(f"{_who_was_at(match.group(1) if match else None)} stopped in the middle of the run; "
-                         f"rank {comm.get_rank()} lost its connection to it ({where}). {advice}")
-
-
-def _who_was_at(ip: Optional[str]) -> str:
-    """The rank (or ranks) that an address of a lost peer can belong to."""
-    me = comm.get_rank()
-    mine = _PEERS[me]
-    others = [(r, p) for r, p in enumerate(_PEERS) if r != me]
-    if ip is None:
-        candidates = others
-    elif ip.startswith("127.") or ip == "::1" or ip in mine["addresses"]:
-        candidates = [(r, p) for r, p in others if p["host"] == mine["host"]]
-    else:
-        candidates = [(r, p) for r, p in others if ip in p["addresses"]]
-    if all(p["host"] == mine["host"] for _, p in candidates):
-        candidates = [(r, p) for r, p in candidates if _process_gone(p["pid"])] or candidates
-    if len(candidates) == 1:
-        rank, peer = candidates[0]
-        return f"rank {rank} (host {peer['host']}, pid {peer['pid']})"
-    if candidates:
-        hosts = sorted({p["host"] for _, p in candidates})
-        return f"one of ranks {_short_list([r for r, _ in candidates])} (on {', '.join(hosts)})"
-    return f"the process at {ip}"
-
-
-def _process_gone(pid: int) -> bool:
-    """Whether process `pid` of this machine has ended (a zombie counts as ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            pass
-        return False
-
-
 def _host_addresses() -> List[str]:
+    """What this machine's hostname resolves to, and its addresses on every interface: the
+    address a peer's error names is one of them."""
     try:
-        return socket.gethostbyname_ex(socket.gethostname())[2]
+        named = socket.gethostbyname_ex(socket.gethostname())[2]
     except OSError:
-        return []
+        named = []
+    return list(dict.fromkeys(named + network.machine_addresses()))
 
 
 def sync_bn_group(num_sync_devices: int):

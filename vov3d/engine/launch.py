@@ -2,7 +2,8 @@
 
 Three ways in:
 * torchrun / SLURM-style `env://` (RANK, WORLD_SIZE, LOCAL_RANK set): run in this process
-  with that rank, no spawning;
+  with that rank, no spawning. The ranks meet near MASTER_ADDR:MASTER_PORT through vov3d's
+  tcp:// rendezvous, which names missing ranks and gives up after DIST_INIT_TIMEOUT;
 * NUM_GPUS > 1: spawn one process per GPU on this machine;
 * otherwise one process per machine (NUM_GPUS 0 or 1). A process group is created
   whenever the job has more than one process in total, so NUM_GPUS 1 x NUM_SHARDS 2
@@ -21,7 +22,9 @@ from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
 from vov3d.engine import preflight
+from vov3d.engine.lost_ranks import RankLostError, lost_rank_error
 from vov3d.engine.logging import append_to_log_file, log_to_file, write_startup_records
+from vov3d.engine.preemption import ForwardSignals, TrainingStopped
 from vov3d.utils import comm
 from vov3d.utils.errors import UserError, describe
 
@@ -40,6 +43,8 @@ def _owns_log_file(cfg: CfgNode) -> bool:
 
 def log_failure(exc: BaseException) -> None:
     """Put why the job died into OUTPUT_DIR/stdout.log, when this process writes it."""
+    if isinstance(exc, TrainingStopped):
+        return  # not a failure; the trainer logged where it stopped and what it saved
     if isinstance(exc, UserError):
         log_to_file(logging.ERROR, "%s", describe(exc))
     elif isinstance(exc, KeyboardInterrupt):
@@ -60,7 +65,7 @@ def _run(local_rank: int, local_size: int, rank: int, world_size: int, init_meth
     try:
         func(cfg)
     except BaseException as e:
-        lost = du.lost_rank_error(e, _resume_advice(cfg))
+        lost = lost_rank_error(e, _resume_advice(cfg))
         # Logged here, in the process that may keep stdout.log; nothing on the way up logs it again.
         log_failure(lost or e)
         if lost is not None:
@@ -105,7 +110,7 @@ def _reported_cause(reports: str) -> Optional[Tuple[int, UserError]]:
     for name in sorted(os.listdir(reports), key=lambda n: int(n.split(".")[0])):
         with open(os.path.join(reports, name), "rb") as f:
             found.append((int(name.split(".")[0]), pickle.load(f)))
-    causes = [item for item in found if not isinstance(item[1], du.RankLostError)] or found
+    causes = [item for item in found if not isinstance(item[1], RankLostError)] or found
     return causes[0] if causes else None
 
 
@@ -118,17 +123,38 @@ def spawn_processes(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], No
     """
     with tempfile.TemporaryDirectory(prefix="vov3d-spawn-") as reports:
         try:
-            torch.multiprocessing.spawn(_spawned_worker, nprocs=nprocs, daemon=False,
-                                        args=(nprocs, func, cfg, init_method, reports))
+            context = torch.multiprocessing.start_processes(
+                _spawned_worker, nprocs=nprocs, daemon=False, join=False, start_method="spawn",
+                args=(nprocs, func, cfg, init_method, reports))
+            with ForwardSignals(context.pids):
+                while not context.join():
+                    pass
         except ProcessException as e:
             local_rank, error = _reported_cause(reports) or (e.error_index, e)
             rank = cfg.SHARD_ID * nprocs + local_rank
+            if isinstance(error, TrainingStopped):
+                raise error from None
             if rank != 0:
                 append_to_log_file(cfg.OUTPUT_DIR, logging.ERROR, "Rank %d (local process %d) failed: %s", rank,
                                    local_rank, describe(error) if isinstance(error, UserError) else error)
             if error is e:
                 raise
             raise error from None
+
+
+def _env_init_method() -> str:
+    """Where the ranks of a torchrun / SLURM-style launch meet: vov3d's tcp:// rendezvous at
+    MASTER_ADDR:MASTER_PORT, or at the next port when torchrun's agent serves a store on
+    MASTER_PORT itself. That store outlives the worker groups it restarts, and a restarted
+    group can read the addresses the previous one left there and fail to connect; rank 0's
+    own store lives and dies with its group."""
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not (addr and port):
+        return "env://"  # torch names what is missing
+    port = int(port)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        port = port + 1 if port < 65535 else port - 1
+    return f"tcp://[{addr}]:{port}" if ":" in addr else f"tcp://{addr}:{port}"
 
 
 def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) -> None:
@@ -147,8 +173,8 @@ def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) 
         local_rank = int(os.environ["LOCAL_RANK"])
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
         # The group outlives this call: `run_net` launches train and then test in the same
-        # torchrun processes, and re-creating an env:// rendezvous on the same port races.
-        _run(local_rank, local_size, int(os.environ["RANK"]), world_size, "env://", func, cfg)
+        # torchrun processes, which need not meet again.
+        _run(local_rank, local_size, int(os.environ["RANK"]), world_size, _env_init_method(), func, cfg)
     elif cfg.NUM_GPUS > 1:
         spawn_processes(cfg, init_method, func, cfg.NUM_GPUS)
     else:

@@ -239,33 +239,42 @@ def log_json_stats(stats: Dict, logger: Optional[logging.Logger] = None) -> str:
     return line
 
 
-def drop_epoch_records_after(epoch: int) -> int:
+def drop_epoch_records_after(epoch: int, iteration: int = 0) -> int:
     """Remove from metrics.jsonl the records of training epochs after the 1-based `epoch`
-    (0: every epoch record), and a last line torn by a kill; returns how many went.
+    (0: every epoch record) but the `train_iter` records of the first `iteration`
+    iterations of the next one, and a last line torn by a kill; returns how many went.
 
-    A run resumed from the checkpoint of epoch E trains epoch E + 1 again; the records of a
-    killed attempt that had got past E (its checkpoint never landed) would otherwise stand
-    twice. Records without an epoch (test results) stay. The file is replaced atomically.
+    A run resumed from the checkpoint of epoch E (stopped `iteration` iterations into epoch
+    E + 1) trains the rest again; the records of a killed attempt that had got further
+    (its checkpoint never landed) would otherwise stand twice. Records without an epoch
+    (test results) stay. The file is replaced atomically.
     """
     path = _METRICS.path if _METRICS is not None else None
     if not (path and os.path.isfile(path)):
         return 0
     with open(path, encoding="utf-8") as f:
         lines = f.readlines()
-    kept = [line for line in lines if not _epoch_after(line, epoch)]
+    kept = [line for line in lines if not _after(line, epoch, iteration)]
     if kept and not kept[-1].endswith("\n"):
         kept.pop()  # torn by the kill: the next record would be glued to it
     if len(kept) != len(lines):
         write_atomic(path, lambda f: f.writelines(kept), binary=False, sync=True)
         logging.getLogger(__name__).info(
-            "Removed %d record(s) of epochs after %d from %s: that attempt stopped before their "
-            "checkpoint, and they are written again.", len(lines) - len(kept), epoch, path)
+            "Removed %d record(s) of epochs after %d%s from %s: that attempt stopped before their "
+            "checkpoint, and they are written again.", len(lines) - len(kept), epoch,
+            f" (iteration {iteration})" if iteration else "", path)
     return len(lines) - len(kept)
 
 
-def _epoch_after(line: str, epoch: int) -> bool:
+def _after(line: str, epoch: int, iteration: int) -> bool:
     try:
-        done = str(simplejson.loads(line).get("epoch", "")).split("/")[0]
+        record = simplejson.loads(line)
+        done = str(record.get("epoch", "")).split("/")[0]
+        it = str(record.get("iter", "")).split("/")[0]
     except (ValueError, AttributeError):
         return False  # not a record this function wrote: keep it as it is
-    return done.isdigit() and int(done) > epoch
+    if not done.isdigit() or int(done) <= epoch:
+        return False
+    kept_iteration = (int(done) == epoch + 1 and record.get("_type") == "train_iter" and it.isdigit()
+                      and int(it) <= iteration)
+    return not kept_iteration

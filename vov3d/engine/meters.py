@@ -122,6 +122,21 @@ class EpochMeter:
             self.lr = lr
         self.samples += mb_size
 
+    def totals(self) -> Dict[str, float]:
+        """The running sums the epoch record is made of (saved in a mid-epoch checkpoint)."""
+        out = {"samples": self.samples, "lr": self.lr}
+        for name in ("loss", "top1", "top5"):
+            meter = getattr(self, name)
+            out[f"{name}_total"], out[f"{name}_weight"] = meter.total, meter.weight
+        return out
+
+    def restore_totals(self, totals: Dict[str, float]) -> None:
+        """Continue an epoch from `totals()` of a run stopped part-way through it."""
+        self.samples, self.lr = int(totals["samples"]), float(totals["lr"])
+        for name in ("loss", "top1", "top5"):
+            meter = getattr(self, name)
+            meter.total, meter.weight = float(totals[f"{name}_total"]), float(totals[f"{name}_weight"])
+
     def _eta(self, cur_epoch: int, cur_iter: int) -> float:
         if self.kind == "train":
             remaining = self.max_epoch * self.iters - (cur_epoch * self.iters + cur_iter + 1)

@@ -2,7 +2,9 @@
 
 One epoch = optimiser steps (`TrainStep`: k micro-batches each, LR set per step at the
 fractional epoch), then on checkpoint/eval epochs: precise BN, the checkpoint (global rank 0,
-atomic), validation (of the weight EMA with MODEL.EMA.EVAL).
+atomic), validation (of the weight EMA with MODEL.EMA.EVAL). Asked to stop (SIGTERM,
+SIGUSR1, a scheduler's signal), every rank stops after the same step, a mid-epoch checkpoint
+is written and auto-resume continues from it exactly.
 """
 import logging
 import math
@@ -10,6 +12,8 @@ import os
 import sys
 from collections import deque
 from functools import partial
+from typing import Optional, Sequence
+
 import torch
 from yacs.config import CfgNode
 
@@ -24,15 +28,17 @@ from vov3d.engine.meters import EpochMeter, Timer, topks_correct
 from vov3d.engine.metrics import confusion_matrix, predicted_classes
 from vov3d.engine.mixup import MixUp
 from vov3d.engine.optimizer import construct_optimizer
+from vov3d.engine.position import TrainingPosition
+from vov3d.engine.preemption import STOP_SIGNALS, StopSignals, TrainingStopped, stopped_message
 from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
                                   unwrap_model)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.engine.train_step import TrainStep
 from vov3d.utils import comm
-from vov3d.utils.checkpoint_io import checkpoint_dir
+from vov3d.utils.checkpoint_io import checkpoint_dir, checkpoint_path
 from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
-from vov3d.utils.seeding import epoch_seed, seed_all
+from vov3d.utils.seeding import epoch_seed, iteration_seed, seed_all
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +68,10 @@ def _progress(loader, desc: str):
 
 
 class Trainer:
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: CfgNode, stop: Optional[StopSignals] = None):
+        """`stop`: the signals that ask this run to stop; None never stops it."""
         self.cfg = cfg
+        self.stop = stop
         prepare_checkpoint_dir(cfg)  # before the model is built: a refusal costs nothing
         self.device = device(cfg)
         self.input_step = InputStep(cfg, self.device)
@@ -82,10 +90,15 @@ class Trainer:
         self.checkpointer = Checkpointer(cfg, self.model, self.optimizer, self.scaler, self.class_names)
         if self.ema is not None:
             self.checkpointer.register(EMA_STATE, self.ema)
+        self.position = TrainingPosition()
+        self.checkpointer.register("position", self.position)
         self.start_epoch = self.checkpointer.resume_or_load("train").epoch + 1
         self._start_ema()
-        # Records of epochs a killed attempt ran past its last checkpoint are written again.
-        drop_epoch_records_after(self.start_epoch)
+        world = comm.get_world_size()
+        start_step = self.position.resume(self.start_epoch, world, per_process_batch(cfg, "train") * world
+                                          * self.step.micro_batches, self.steps_per_epoch)
+        # Records of steps a killed attempt ran past its last checkpoint are written again.
+        drop_epoch_records_after(self.start_epoch, start_step)
         self.writer = tensorboard_writer(cfg)
         self.train_meter = EpochMeter("train", self.steps_per_epoch, cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.val_meter = EpochMeter("val", max(len(self.val_loader), 1), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
@@ -158,25 +171,54 @@ class Trainer:
             save, evaluate = is_checkpoint_epoch(cfg, epoch), is_eval_epoch(cfg, epoch)
             if (save or evaluate) and cfg.BN.USE_PRECISE_STATS:
                 self.precise_bn(epoch)
+            self.position.start_epoch(epoch + 1, comm.get_world_size())
             if save:
                 self.checkpointer.save(epoch)
             if evaluate:
                 self.validate(epoch)
+            if self._stop_agreed():
+                self._stop(epoch, None, saved=save)
         # The test job that follows must find the last checkpoint written by rank 0.
         du.barrier()
         if self.writer is not None:
             self.writer.close()
 
     def seed_epoch(self, epoch: int) -> None:
-        """Everything random in the epoch (shuffle order, augmentation, dropout) then depends
-        on (RNG_SEED, epoch, rank) only, not on how many epochs this process has run, so a
-        run resumed at an epoch boundary repeats the uninterrupted run bit for bit."""
+        """Everything random in the epoch (shuffle order, augmentation, dropout, mixing) then
+        depends on (RNG_SEED, epoch, rank) and the step or sample only, not on how many epochs
+        or steps this process has run (see seed_step), so a run resumed at an epoch boundary
+        or in the middle of an epoch repeats the uninterrupted run bit for bit."""
         from vov3d.datasets.loader import set_epoch
 
+        if not self.position.resumes_in(epoch):
+            self.position.start_epoch(epoch, comm.get_world_size())
         seed_all(epoch_seed(self.cfg.RNG_SEED, epoch, comm.get_rank(), "process"))
-        set_epoch(self.train_loader, self.cfg.RNG_SEED, epoch)
+        set_epoch(self.train_loader, self.cfg.RNG_SEED, epoch, start=self.position.samples)
         if self.mixup is not None:
             self.mixup.seed(epoch_seed(self.cfg.RNG_SEED, epoch, comm.get_rank(), "mixup"))
+
+    def seed_step(self, epoch: int, step: int) -> None:
+        """This process's generators (dropout, drop-connect) and the mixing parameters of an
+        optimiser step depend on its place in the epoch only."""
+        rank = comm.get_rank()
+        seed_all(iteration_seed(self.cfg.RNG_SEED, epoch, rank, step))
+        if self.mixup is not None:
+            self.mixup.seed(iteration_seed(self.cfg.RNG_SEED, epoch, rank, step, "mixup"))
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank was asked to stop; a collective, so every rank asks at the same point."""
+        return self.stop is not None and du.any_rank(self.stop.requested, self.device)
+
+    def _stop(self, epoch: int, step: Optional[int], saved: bool = False) -> None:
+        """Save where the run is (after `step` optimiser steps of `epoch`; None: the epoch is
+        finished, `saved` already) on every rank, then raise TrainingStopped."""
+        if not saved:
+            self.checkpointer.save(epoch, step)
+        path = checkpoint_path(self.cfg.OUTPUT_DIR, epoch, step) if comm.is_root_proc() else None
+        message = stopped_message(self.stop.received, epoch, self.cfg.SOLVER.MAX_EPOCH, step,
+                                  self.steps_per_epoch, path)
+        logger.warning(message)
+        raise TrainingStopped(message, self.stop.received)
 
     def _check_loss(self, loss: torch.Tensor, epoch: int, it: int, lr: float) -> None:
         """Stop every rank together on a non-finite (or exploding) loss, before backward."""
@@ -201,9 +243,14 @@ class Trainer:
         cfg, meter, steps = self.cfg, self.train_meter, self.steps_per_epoch
         self.model.train()
         meter.reset()
+        first = self.position.iteration  # > 0 when a stopped run continues this epoch
+        if first:
+            meter.restore_totals(self.position.meter)
+        world = comm.get_world_size()
         failures = 0
         batches = iter(_progress(self.train_loader, f"epoch {epoch + 1}"))
-        for step in range(steps):
+        for step in range(first, steps):
+            self.seed_step(epoch, step)
             lr = lr_at_epoch(cfg, epoch + step / steps)
             set_lr(self.optimizer, lr)
             result = self.step.run(batches, partial(self._check_loss, epoch=epoch, it=step, lr=lr))
@@ -218,6 +265,10 @@ class Trainer:
             stats = meter.iter_stats(epoch, step)
             if stats is not None:
                 log_json_stats(stats)
+            self.position.advance(result.samples * world)
+            if self._stop_agreed():  # between two steps no gradient is pending
+                self.position.meter = meter.totals()
+                self._stop(epoch, step + 1)
         stats = meter.epoch_stats(epoch)
         stats["data_failures"] = int(du.all_reduce_sum([failures], self.device)[0])
         log_json_stats(stats)
@@ -237,9 +288,12 @@ class Trainer:
     def validate(self, epoch: int) -> None:
         """Exact error over the split: correct counts are summed over ranks at the end
         (ranks may hold different numbers of batches with the non-padding sampler)."""
+        from vov3d.datasets.loader import set_epoch
+
         meter, model = self.val_meter, self.eval_model
         model.eval()
         meter.reset()
+        set_epoch(self.val_loader, self.cfg.RNG_SEED, epoch, "val")  # random clips unless DETERMINISTIC_VAL
         correct1 = correct5 = seen = 0
         num_classes = self.cfg.MODEL.NUM_CLASSES
         confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.device)
@@ -299,12 +353,14 @@ class Trainer:
             net.train(was_training)
 
 
-def train(cfg: CfgNode) -> None:
-    """Entry point for `launch_job`: one process's share of the training job."""
+def train(cfg: CfgNode, stop_signals: Sequence[int] = STOP_SIGNALS) -> None:
+    """Entry point for `launch_job`: one process's share of the training job. While it
+    trains, `stop_signals` stop it cleanly after the next step (TrainingStopped)."""
     setup_process(cfg)
     logger.info("Train with config:\n%s", cfg.dump())
     _warn_unusable_test_path(cfg)
-    Trainer(cfg).fit()
+    with StopSignals(stop_signals) as stop:
+        Trainer(cfg, stop).fit()
 
 
 def _warn_unusable_test_path(cfg: CfgNode) -> None:

@@ -1,7 +1,10 @@
 """Checkpoint files: names, discovery, atomic writing, pruning and safe reading.
 
-A run keeps its checkpoints in OUTPUT_DIR/checkpoints/checkpoint_epoch_{epoch:05d}.pyth
-(1-based epoch). Files are read with `torch.load(weights_only=True)` after a CRC check;
+A run keeps its checkpoints in OUTPUT_DIR/checkpoints: checkpoint_epoch_{epoch:05d}.pyth
+after a finished (1-based) epoch, and checkpoint_epoch_{epoch:05d}_iter_{iter:06d}.pyth for
+a run stopped `iter` iterations into that epoch (a mid-epoch checkpoint, written when the
+job is asked to stop). Files are ordered by how far the run had got, not by name; a
+mid-epoch file is removed as soon as a later checkpoint is written. Files are read with `torch.load(weights_only=True)` after a CRC check;
 full unpickling (which runs code stored in the file) only for trusted files, when the
 caller's setting allows it. Everything here works on files and plain dicts, so models,
 tools and the engine share it.
@@ -24,9 +27,9 @@ from vov3d.utils.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
-_NAME_RE = re.compile(r"^checkpoint_epoch_(\d{5})\.pyth$")
+_NAME_RE = re.compile(r"^checkpoint_epoch_(\d{5})(?:_iter_(\d{6}))?\.pyth$")
 # The temporary name write_atomic gives a checkpoint while it is written.
-_TEMP_RE = re.compile(r"^\.checkpoint_epoch_\d{5}\.pyth\..*\.tmp$")
+_TEMP_RE = re.compile(r"^\.checkpoint_epoch_\d{5}(?:_iter_\d{6})?\.pyth\..*\.tmp$")
 # Errors that mean the device (or the user's share of it) is full.
 _FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 
@@ -46,9 +49,28 @@ def checkpoint_dir(output_dir: str) -> str:
     return os.path.join(output_dir, "checkpoints")
 
 
-def checkpoint_path(output_dir: str, epoch: int) -> str:
-    """File of the 0-based `epoch` just finished: checkpoint_epoch_{epoch+1:05d}.pyth."""
-    return os.path.join(checkpoint_dir(output_dir), f"checkpoint_epoch_{epoch + 1:05d}.pyth")
+def checkpoint_path(output_dir: str, epoch: int, iteration: Optional[int] = None) -> str:
+    """File of the 0-based `epoch` just finished: checkpoint_epoch_{epoch+1:05d}.pyth; with
+    `iteration`, of a run stopped after that many iterations of the 0-based `epoch`:
+    checkpoint_epoch_{epoch+1:05d}_iter_{iteration:06d}.pyth."""
+    name = f"checkpoint_epoch_{epoch + 1:05d}" + ("" if iteration is None else f"_iter_{iteration:06d}")
+    return os.path.join(checkpoint_dir(output_dir), name + ".pyth")
+
+
+def progress(path: str) -> Tuple[int, int]:
+    """How far the run of a checkpoint file had got, by its name: (finished epochs,
+    iterations into the next one). Orders files from oldest to newest."""
+    match = _NAME_RE.match(os.path.basename(path))
+    if match is None:
+        raise ValueError(f"'{path}' is not named like a checkpoint (checkpoint_epoch_NNNNN[_iter_NNNNNN].pyth).")
+    epoch, iteration = int(match.group(1)), match.group(2)
+    return (epoch, 0) if iteration is None else (epoch - 1, int(iteration))
+
+
+def is_mid_epoch(path: str) -> bool:
+    """Whether a checkpoint file holds a run stopped in the middle of an epoch."""
+    match = _NAME_RE.match(os.path.basename(path))
+    return bool(match and match.group(2) is not None)
 
 
 def _names(output_dir: str, pattern: "re.Pattern") -> List[str]:
@@ -59,8 +81,9 @@ def _names(output_dir: str, pattern: "re.Pattern") -> List[str]:
 
 
 def list_checkpoints(output_dir: str) -> List[str]:
-    """Complete epoch checkpoints, oldest first (temporary files never match the name)."""
-    return _names(output_dir, _NAME_RE)
+    """Complete checkpoints (epoch and mid-epoch), oldest first (temporary files never
+    match the name)."""
+    return sorted(_names(output_dir, _NAME_RE), key=lambda p: (progress(p), is_mid_epoch(p)))
 
 
 def remove_stale_temp_files(output_dir: str) -> List[str]:
@@ -112,18 +135,27 @@ def _free_bytes(path: str) -> str:
 
 
 def prune_checkpoints(saved: str, keep_last: int) -> List[str]:
-    """Delete all but the `keep_last` newest checkpoints up to and including `saved`.
+    """After writing `saved`: delete the mid-epoch checkpoints older than it (the run has
+    got past them) and, when `saved` ends an epoch and `keep_last` > 0, all but the
+    `keep_last` newest epoch checkpoints up to and including it.
 
-    Files named after a later epoch than `saved` are neither deleted nor counted: after a
+    Files of a later position than `saved` are neither deleted nor counted: after a
     fall-back past a broken newer file (or a run with a lowered MAX_EPOCH) they are not
     the run's newest good state, and counting them could delete the file just written.
     """
+    key = (progress(saved), is_mid_epoch(saved))
     older = [p for p in list_checkpoints(os.path.dirname(os.path.dirname(saved)))
-             if os.path.basename(p) < os.path.basename(saved)]
-    removed = older[:max(len(older) - (keep_last - 1), 0)]
+             if (progress(p), is_mid_epoch(p)) < key]
+    removed = [p for p in older if is_mid_epoch(p)]
+    epochs = [p for p in older if not is_mid_epoch(p)]
+    if keep_last > 0 and not is_mid_epoch(saved):
+        removed = [p for p in older if p in removed or p in epochs[:max(len(epochs) - (keep_last - 1), 0)]]
     for old in removed:
         os.remove(old)
-        logger.info("Removed old checkpoint %s (TRAIN.CHECKPOINT_KEEP_LAST %d).", old, keep_last)
+        if is_mid_epoch(old):
+            logger.info("Removed mid-epoch checkpoint %s: %s is newer.", old, os.path.basename(saved))
+        else:
+            logger.info("Removed old checkpoint %s (TRAIN.CHECKPOINT_KEEP_LAST %d).", old, keep_last)
     return removed
 
 
