@@ -7,7 +7,8 @@
 
 Frames are taken every DATA.SAMPLING_RATE-th frame at DATA.TARGET_FPS (e.g. every 6th of a
 30 fps video for X3D-S, the rate the weights were trained at), resized to a short side of
-DATA.TEST_CROP_SIZE, centre-cropped to it and normalised with DATA.MEAN/STD. An X3D config
+DATA.TEST_CROP_SIZE, centre-cropped to it and normalised by the input step of training and
+testing (DATA.MEAN/STD, DATA.REVERSE_INPUT_CHANNEL) on the model's device. An X3D config
 works too (CoX3D has X3D's weights). The first `delay` frames produce no output (warm-up);
 set the start-of-stream fill with COX3D.TEMPORAL_FILL and the head window with
 COX3D.TEMPORAL_WINDOW.
@@ -38,6 +39,7 @@ import torch
 from vov3d.config import ConfigError, load_config, parse_args
 from vov3d.demo.inputs import centre_crop, frame_input
 from vov3d.demo.sources import FileSource, FrameSampler
+from vov3d.engine.input_step import InputStep
 
 STREAMABLE = ("X3D", "CoX3D")
 
@@ -70,7 +72,7 @@ def format_topk(scores: torch.Tensor, names: List[str], k: int) -> str:
 
 
 def stream_video(model, cfg, args, names: List[str]) -> int:
-    device = next(model.parameters()).device
+    input_step = InputStep(cfg, next(model.parameters()).device)
     model.reset()
     print(f"{args.video}: streaming frames {cfg.DATA.SAMPLING_RATE} apart at "
           f"{cfg.DATA.TARGET_FPS} fps, {cfg.DATA.TEST_CROP_SIZE} px; first output after "
@@ -92,7 +94,7 @@ def stream_video(model, cfg, args, names: List[str]) -> int:
                 item = last  # co3d protocol: a short video repeats its last frame
             last = item
             seconds, frame = item
-            x = frame_input(centre_crop(frame, cfg.DATA.TEST_CROP_SIZE), cfg, device)
+            x = frame_input(centre_crop(frame, cfg.DATA.TEST_CROP_SIZE), input_step)
             tic = time.perf_counter()
             scores = model.forward_step(x)
             model_seconds += time.perf_counter() - tic

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from tests.datasets.conftest import make_cfg
 from vov3d.datasets import build_dataset
@@ -73,7 +74,7 @@ def test_test_split_never_substitutes(bad_root):
     for index in range(1, 5):
         inputs, label, returned, meta = dataset[index]
         assert (label, returned, meta["failed"]) == (1, index, 1) and meta["num_failures"] >= 1
-        assert inputs[0].shape == good[0][0].shape and not inputs[0].any()
+        assert inputs[0].shape == good[0][0].shape and inputs[0].dtype == torch.uint8 and not inputs[0].any()
 
 
 def test_bad_frames_and_folders(ss_roots, tmp_path):

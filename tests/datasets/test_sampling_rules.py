@@ -91,12 +91,13 @@ def test_flip_probability_and_shared_geometry():
     flips = 0
     for _ in range(400):
         clip = transform.train_crops(frames, (40, 40), 32, False, True, rng)
-        row = clip[:, 0, :, 0].astype(int)
+        assert clip.shape == (3, 4, 32, 32) and clip.dtype == np.uint8
+        row = clip[0, :, 0, :].astype(int)  # channel 0, every frame's first row
         assert (np.diff(row, axis=0) == 1).all()  # same crop and flip for every frame
         flips += row[0, 0] > row[0, -1]
     assert 160 < flips < 240
     no_flip = [transform.train_crops(frames, (40, 40), 32, False, False, rng) for _ in range(50)]
-    assert all(c[0, 0, 0, 0] < c[0, 0, -1, 0] for c in no_flip)
+    assert all(c[0, 0, 0, 0] < c[0, 0, 0, -1] for c in no_flip)
 
 
 @pytest.mark.parametrize("size", [80, 32, 37])
@@ -108,17 +109,6 @@ def test_uint8_resize_matches_torch_bilinear(size):
         mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
     assert ours.shape[:2] == sampling.short_side_shape(48, 64, size)
     assert np.abs(ours - reference).max() <= 1.0
-
-
-def test_normalize_order_and_channel_reversal():
-    clip = np.zeros((2, 3, 3, 3), dtype=np.uint8)
-    clip[..., 0], clip[..., 1], clip[..., 2] = 255, 0, 51  # "B", "G", "R" as OpenCV delivers
-    mean, std = [0.1, 0.2, 0.3], [0.5, 0.25, 0.2]
-    plain = transform.normalize(clip, mean, std, False)
-    assert plain.shape == (3, 2, 3, 3) and plain.dtype == torch.float32
-    assert torch.allclose(plain[:, 0, 0, 0], torch.tensor([(1 - .1) / .5, (0 - .2) / .25, (.2 - .3) / .2]))
-    # Normalise in loader order, then reverse the channel axis (the reference's order).
-    assert torch.allclose(transform.normalize(clip, mean, std, True), plain.flip(0))
 
 
 def test_inverse_uniform_jitter_is_the_rounded_reciprocal_of_each_draw():
@@ -146,3 +136,16 @@ def test_long_side_is_floored_not_rounded():
     frame = np.zeros((90, 160, 3), dtype=np.uint8)
     assert transform.resize_short_side(frame, 128).shape == (128, 227, 3)
     assert transform.resize_short_side(frame.transpose(1, 0, 2), 128).shape == (227, 128, 3)
+
+
+def test_frame_planes_resize_and_split_every_frame_of_a_video():
+    rng = np.random.RandomState(1)
+    planes = transform.FramePlanes(48, 64, 32)
+    for _ in range(2):  # buffers reused: each call gives that frame's planes
+        frame = rng.randint(0, 256, (48, 64, 3)).astype(np.uint8)
+        expected = transform.resize_short_side(frame, 32).transpose(2, 0, 1)
+        assert planes.shape == (32, 42) and np.array_equal(planes(frame), expected)
+    padded = rng.randint(0, 256, (32, 50, 3)).astype(np.uint8)[:, :42]  # rows longer than the frame
+    assert np.array_equal(transform.FramePlanes(32, 42, 32)(padded), padded.transpose(2, 0, 1))
+    with pytest.raises(ValueError, match="frames of one video differ in size: 64x40"):
+        planes(np.zeros((40, 64, 3), np.uint8))

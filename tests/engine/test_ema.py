@@ -8,6 +8,7 @@ from tests.conftest import metrics_records
 from tests.engine.tiny_parts import ClipDataset, TinyTestNet, make_fake_trainer_class, tiny_cfg
 from vov3d.engine.checkpointer import Checkpointer
 from vov3d.engine.ema import EMA_STATE, ModelEma
+from vov3d.engine.input_step import InputStep
 from vov3d.engine.runtime import setup_process, unwrap_model
 from vov3d.utils import checkpoint_io as cu
 
@@ -104,6 +105,7 @@ def test_validation_scores_the_average_unless_eval_is_off(tmp_path, monkeypatch)
 
     monkeypatch.setattr(TinyTestNet, "forward", recording)
     clips, labels = ClipDataset(8, seed=1).clips, ClipDataset(8, seed=1).labels
+    clips = InputStep(tiny_cfg(tmp_path), torch.device("cpu")).clips(clips)  # what the model sees
     for name, eval_ema in (("ema", "True"), ("live", "False")):
         out = tmp_path / name
         evaluated.clear()
@@ -158,7 +160,7 @@ def test_precise_bn_gives_the_average_the_statistics_of_its_own_weights(tmp_path
     trainer = _fit(cfg)
     ema = trainer.ema.module
     with torch.no_grad():
-        feats = ema.conv(ClipDataset(16).clips)
+        feats = ema.conv(InputStep(cfg, torch.device("cpu")).clips(ClipDataset(16).clips))
     assert torch.allclose(ema.bn.running_mean, feats.mean(dim=(0, 2, 3, 4)), atol=1e-5)
     assert not torch.allclose(ema.bn.running_mean, trainer.model.bn.running_mean, atol=1e-4)
     assert torch.equal(_latest(tmp_path)[EMA_STATE]["bn.running_mean"], ema.bn.running_mean)

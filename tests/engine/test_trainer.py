@@ -12,6 +12,7 @@ from tests.engine.tiny_parts import ClipDataset, TinyTestNet, make_fake_trainer_
 from tests.utils import broken_files as broken
 from vov3d.engine import train as train_module
 from vov3d.engine.checkpointer import Checkpointer, Loaded, NoCheckpointError
+from vov3d.engine.input_step import InputStep
 from vov3d.engine.meters import VideoEnsembleMeter
 from vov3d.engine.runtime import setup_process
 from vov3d.engine.test import run_views, save_results
@@ -56,9 +57,10 @@ def test_training_epochs_checkpoints_logs_and_precise_bn(tmp_path):
     val = next(r for r in records if r["_type"] == "val_epoch")
     assert val["samples"] == 8 and 0.0 <= val["top1_err"] <= 100.0
 
-    # Precise BN: the running mean is the exact mean of the BN input over all 16 clips.
+    # Precise BN: the running mean is the exact mean of the BN input over all 16 clips, as
+    # the input step normalises them.
     model = trainer.model
-    clips = ClipDataset(16).clips
+    clips = InputStep(cfg, torch.device("cpu")).clips(ClipDataset(16).clips)
     with torch.no_grad():
         feats = model.conv(clips)
     assert torch.allclose(model.bn.running_mean, feats.mean(dim=(0, 2, 3, 4)), atol=1e-5)
@@ -127,8 +129,8 @@ def test_multi_view_forward_chunks_ensembles_and_saves(tmp_path):
     for r in results:
         meter.add(*r[:4])
         assert r[4].tolist() == [-1] * len(r[0])  # the loader did not say how long the videos are
-    with torch.no_grad():
-        expected = model(ds.clips[6:12]).max(dim=0).values  # video 1, all 6 views in one forward
+    with torch.no_grad():  # video 1, all 6 views normalised and forwarded at once
+        expected = model(InputStep(cfg, torch.device("cpu")).clips(ds.clips[6:12])).max(dim=0).values
     assert torch.allclose(meter.preds[1], expected, atol=1e-6)
     assert meter.failed_indices() == [3] and torch.equal(meter.preds[3], torch.zeros(4))
     metrics = meter.finalize()

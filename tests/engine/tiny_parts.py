@@ -84,13 +84,15 @@ def tiny_model_registered():
 
 
 class ClipDataset(Dataset):
-    """Deterministic clips whose label is readable from the mean of one channel."""
+    """Deterministic uint8 clips, as the real datasets return them, whose label is readable
+    from the mean of one channel."""
 
     def __init__(self, n, frames=2, size=8, seed=0):
         g = torch.Generator().manual_seed(seed)
         self.labels = torch.arange(n) % NUM_CLASSES
-        self.clips = torch.randn(n, 3, frames, size, size, generator=g)
-        self.clips[:, 0] += self.labels.view(-1, 1, 1, 1).float()
+        clips = 30 * torch.randn(n, 3, frames, size, size, generator=g) + 70
+        clips[:, 0] += 50 * self.labels.view(-1, 1, 1, 1).float()
+        self.clips = clips.round().clamp(0, 255).to(torch.uint8)
         self.num_videos = n
 
     def __len__(self):

@@ -8,14 +8,19 @@ sampling, CENTRE_CLIP = deterministic centre (val with DATA.DETERMINISTIC_VAL), 
 temporal test view i of num_clips.
 
 Items (one per video in every split):
-  train/val: ([float32 [3, T, crop, crop]], label, index, {"num_failures"})
-  test:      ([float32 [K, 3, T, crop, crop]], label, video, {"failed", "num_failures",
+  train/val: ([uint8 [3, T, crop, crop]], label, index, {"num_failures"})
+  test:      ([uint8 [K, 3, T, crop, crop]], label, video, {"failed", "num_failures",
              "video_frames"}),
              K = NUM_ENSEMBLE_VIEWS * NUM_SPATIAL_CROPS, view v = temporal * crops + spatial.
+Clips are uint8 in the loader's channel order (`channel_order`): a quarter of the bytes of
+float32 through the workers, shared memory, pinned memory and the host-to-device copy. The
+engine's input step converts, normalises and applies DATA.REVERSE_INPUT_CHANNEL on the
+model's device.
 """
 import logging
 import os
 import random
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Set, Tuple
 
@@ -56,7 +61,8 @@ class VideoIndex:
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    # Channel order of the decoded frames ("rgb" or "bgr"); REVERSE_INPUT_CHANNEL flips it.
+    # Channel order of the decoded frames and of the clips ("rgb" or "bgr"); the input step
+    # reverses it when DATA.REVERSE_INPUT_CHANNEL is set.
     channel_order = "rgb"
     # Class names in label order when the list files give them (stored in checkpoints so
     # a model is never tested against a different label order).
@@ -137,8 +143,8 @@ class ClipDataset(torch.utils.data.Dataset):
         return self._clip_item(index)
 
     def get_view(self, video: int, view: int) -> torch.Tensor:
-        """View `view` of test video `video` decoded on its own, the reference way (one decode
-        per view); equals `self[video][0][0][view]` for deterministic sampling."""
+        """View `view` of test video `video` (uint8 [3, T, H, W]) decoded on its own, one
+        decode per view; equals `self[video][0][0][view]` for deterministic sampling."""
         temporal, spatial = sampling.view_indices(view, self.num_spatial_crops)
         bank = self._read_clips(video, [(temporal, self.num_temporal_views)])
         return self._views(bank, [(0, spatial)])[0]
@@ -173,7 +179,7 @@ class ClipDataset(torch.utils.data.Dataset):
                                        crop=self.cfg.DATA.TRAIN_CROP_SIZE)[0]
                 else:
                     bank = self._read_clips(index, [(TRAIN_CLIP, 1)])
-                    clip = self._train_clip(bank.clip(0))
+                    clip = torch.from_numpy(self._train_clip(bank.clip(0)))
                 self._warn_if_still(index, bank)
                 return [clip], self._labels[index], index, {"num_failures": failures}
             except Exception as error:
@@ -214,7 +220,7 @@ class ClipDataset(torch.utils.data.Dataset):
             attempts -= 1
             try:
                 bank = self._read_clips(video, clips)
-                inputs = torch.stack(self._views(bank, views))
+                inputs = self._views(bank, views)
                 self._warn_if_still(video, bank)
                 return [inputs], self._labels[video], video, {"failed": 0, "num_failures": failures,
                                                                "video_frames": bank.video_frames}
@@ -225,7 +231,7 @@ class ClipDataset(torch.utils.data.Dataset):
                     break
         # Never another video's data: the engine counts this video as failed.
         crop = self.cfg.DATA.TEST_CROP_SIZE
-        empty = torch.zeros(self.num_views, 3, self.cfg.DATA.NUM_FRAMES, crop, crop)
+        empty = torch.zeros(self.num_views, 3, self.cfg.DATA.NUM_FRAMES, crop, crop, dtype=torch.uint8)
         return [empty], self._labels[video], video, {"failed": 1, "num_failures": failures, "video_frames": 0}
 
     def _warn_if_still(self, index: int, bank: FrameBank) -> None:
@@ -238,32 +244,35 @@ class ClipDataset(torch.utils.data.Dataset):
                            "(not an image renamed, or a truncated download)?", path, bank.video_frames)
 
     # ------------------------------------------------------------------ spatial
-    def _train_clip(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+    def _train_clip(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         data = self.cfg.DATA
-        clip = transform.train_crops(frames, tuple(data.TRAIN_JITTER_SCALES), data.TRAIN_CROP_SIZE,
+        return transform.train_crops(frames, tuple(data.TRAIN_JITTER_SCALES), data.TRAIN_CROP_SIZE,
                                      data.INV_UNIFORM_SAMPLE, data.RANDOM_FLIP)
-        return self._normalize(clip)
 
     def _views(self, bank: FrameBank, views: Sequence[Tuple[int, int]], resize: int = None,
-               crop: int = None) -> List[torch.Tensor]:
-        """Deterministic views (clip number, spatial index) of a frame bank: every distinct
-        frame is resized once, then each view is cropped from its clip's frames."""
+               crop: int = None) -> torch.Tensor:
+        """Deterministic views (clip number, spatial index) of a frame bank, uint8
+        [len(views), 3, T, crop, crop], written frame by frame into one output: every
+        distinct frame is resized and split into channel planes once, and its crops are
+        copied to every (view, time) slot that shows it while it is in the cache."""
         data = self.cfg.DATA
         if resize is None:
             resize, crop = sampling.test_resize_and_crop(data.TEST_CROP_SIZE,
                                                          data.TRAIN_JITTER_SCALES[0],
                                                          self.num_spatial_crops)
-        resized = {key: transform.resize_short_side(frame, resize)
-                   for key, frame in bank.frames.items()}
-        height, width = next(iter(resized.values())).shape[:2]
-        out = []
-        for clip_number, spatial in views:
-            y, x = sampling.uniform_crop_offsets(
-                height, width, crop, sampling.spatial_index(spatial, self.num_spatial_crops))
-            frames = [resized[key] for key in bank.clips[clip_number]]
-            out.append(self._normalize(transform.stack_crop(frames, y, x, crop)))
-        return out
-
-    def _normalize(self, clip: np.ndarray) -> torch.Tensor:
-        data = self.cfg.DATA
-        return transform.normalize(clip, data.MEAN, data.STD, data.REVERSE_INPUT_CHANNEL)
+        slots = defaultdict(list)
+        for v, (clip_number, _) in enumerate(views):
+            for t, key in enumerate(bank.clips[clip_number]):
+                slots[key].append((v, t))
+        first = next(iter(bank.frames.values()))
+        planes = transform.FramePlanes(first.shape[0], first.shape[1], resize)
+        corners = [sampling.uniform_crop_offsets(planes.shape[0], planes.shape[1], crop,
+                                                 sampling.spatial_index(spatial, self.num_spatial_crops))
+                   for _, spatial in views]
+        out = np.empty((len(views), 3, len(bank.clips[0]), crop, crop), dtype=np.uint8)
+        for key, frame in bank.frames.items():
+            frame_planes = planes(frame)
+            for v, t in slots[key]:
+                y, x = corners[v]
+                out[v, :, t] = frame_planes[:, y:y + crop, x:x + crop]
+        return torch.from_numpy(out)

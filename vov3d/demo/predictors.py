@@ -24,6 +24,7 @@ from vov3d.config.errors import ConfigError
 from vov3d.datasets import sampling
 from vov3d.demo.inputs import centre_crop, clip_input, frame_input
 from vov3d.demo.sources import Frame, FrameSampler
+from vov3d.engine.input_step import InputStep
 
 
 @dataclass
@@ -48,6 +49,7 @@ class ClipPredictor:
         data, demo = cfg.DATA, cfg.DEMO
         self.model, self.cfg = model, cfg
         self.device = next(model.parameters()).device
+        self.input_step = InputStep(cfg, self.device)
         size = sampling.clip_size(data.NUM_FRAMES, data.SAMPLING_RATE, fps, data.TARGET_FPS)
         self.span = max(int(round(size)), 1)
         if demo.BUFFER_SIZE >= self.span:
@@ -96,7 +98,7 @@ class ClipPredictor:
 
     @torch.no_grad()
     def run(self, job: Job) -> Optional[Prediction]:
-        scores = self.model(clip_input(job.inputs, self.cfg, self.device))
+        scores = self.model(clip_input(job.inputs, self.input_step))
         self.predicted_windows += 1
         return Prediction(job.frame.index, job.frame.seconds, job.window, scores[0].float().cpu())
 
@@ -107,6 +109,7 @@ class StreamPredictor:
     def __init__(self, model: torch.nn.Module, cfg: CfgNode, fps: float):
         self.model, self.cfg = model, cfg
         self.device = next(model.parameters()).device
+        self.input_step = InputStep(cfg, self.device)
         self.sampler = FrameSampler(cfg.DATA.SAMPLING_RATE, fps, cfg.DATA.TARGET_FPS)
         self.fed = 0
         model.reset()
@@ -125,7 +128,7 @@ class StreamPredictor:
 
     @torch.no_grad()
     def run(self, job: Job) -> Optional[Prediction]:
-        scores = self.model.forward_step(frame_input(job.inputs[0], self.cfg, self.device))
+        scores = self.model.forward_step(frame_input(job.inputs[0], self.input_step))
         self.fed += 1
         if scores is None:
             return None

@@ -13,11 +13,12 @@ from yacs.config import CfgNode
 from vov3d.engine import distributed as du
 from vov3d.engine.checkpointer import Checkpointer
 from vov3d.engine.evaluation import report_test
+from vov3d.engine.input_step import InputStep
 from vov3d.engine.logging import log_json_stats
 from vov3d.engine.meters import Timer, VideoEnsembleMeter, format_eta
 from vov3d.engine.metrics import ensemble_views, subset_hits, view_subsets
 from vov3d.engine.preflight import results_path
-from vov3d.engine.runtime import device, prepare_model, setup_process, to_device
+from vov3d.engine.runtime import device, prepare_model, setup_process
 from vov3d.utils import comm
 from vov3d.utils.files import write_atomic
 from vov3d.utils.processes import per_process_batch
@@ -25,9 +26,10 @@ from vov3d.utils.processes import per_process_batch
 logger = logging.getLogger(__name__)
 
 
-def forward_views(model: torch.nn.Module, clips: torch.Tensor, chunk: int, dev: torch.device) -> torch.Tensor:
-    """Eval-mode probabilities of [N, 3, T, H, W] clips, `chunk` clips per forward; [N, C] on the CPU."""
-    out = [model([to_device(clips[i:i + chunk], dev)]).float().cpu() for i in range(0, clips.shape[0], chunk)]
+def forward_views(model: torch.nn.Module, clips: torch.Tensor, chunk: int, input_step: InputStep) -> torch.Tensor:
+    """Eval-mode probabilities of uint8 [N, 3, T, H, W] clips, `chunk` clips per forward (each
+    normalised on the device just before it); [N, C] on the CPU."""
+    out = [model(input_step.inputs([clips[i:i + chunk]])).float().cpu() for i in range(0, clips.shape[0], chunk)]
     return torch.cat(out)
 
 
@@ -51,7 +53,7 @@ def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.
     """This rank's per-video results: (indices, ensembled probs, labels, failed, frames held
     by each video, top-1/top-5 hits of every view subset) per batch."""
     model.eval()
-    dev = device(cfg)
+    input_step = InputStep(cfg, device(cfg))
     chunk = per_process_batch(cfg, "test")
     subsets = view_subsets(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS)
     results = []
@@ -64,7 +66,9 @@ def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.
         video_probs = torch.zeros(batch, cfg.MODEL.NUM_CLASSES)
         hits = torch.zeros(batch, len(subsets), 2, dtype=torch.bool)
         if len(ok):
-            view_probs = forward_views(model, views[ok].flatten(0, 1), chunk, dev).reshape(len(ok), k, -1)
+            # All readable (the usual case): slices of the (pinned) batch, no gathered copy.
+            clips = views if len(ok) == batch else views[ok]
+            view_probs = forward_views(model, clips.flatten(0, 1), chunk, input_step).reshape(len(ok), k, -1)
             video_probs[ok] = ensemble_views(view_probs, cfg.TEST.ENSEMBLE_METHOD)
             hits[ok] = subset_hits(view_probs, labels[ok], subsets, cfg.TEST.ENSEMBLE_METHOD)
         results.append((index.long().cpu(), video_probs, labels.long().cpu(), failed, _video_frames(meta, batch),

@@ -21,6 +21,7 @@ from vov3d.engine import distributed as du
 from vov3d.engine.checkpointer import Checkpointer, prepare_checkpoint_dir
 from vov3d.engine.ema import EMA_STATE, ModelEma
 from vov3d.engine.evaluation import report_validation
+from vov3d.engine.input_step import InputStep
 from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
 from vov3d.engine.losses import get_loss_func
 from vov3d.engine.meters import EpochMeter, Timer, topks_correct
@@ -30,7 +31,7 @@ from vov3d.engine.optimizer import construct_optimizer
 from vov3d.engine.position import TrainingPosition
 from vov3d.engine.preemption import STOP_SIGNALS, StopSignals, TrainingStopped, stopped_message
 from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
-                                  to_device, unwrap_model)
+                                  unwrap_model)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.engine.train_step import TrainStep
 from vov3d.utils import comm
@@ -73,6 +74,7 @@ class Trainer:
         self.stop = stop
         prepare_checkpoint_dir(cfg)  # before the model is built: a refusal costs nothing
         self.device = device(cfg)
+        self.input_step = InputStep(cfg, self.device)
         self.model = prepare_model(cfg, train=True)
         self.optimizer = construct_optimizer(self.model, cfg)
         self.amp = bool(cfg.TRAIN.MIXED_PRECISION and cfg.NUM_GPUS > 0)
@@ -82,7 +84,7 @@ class Trainer:
         self.mixup = MixUp.from_cfg(cfg)
         self.ema = ModelEma(self.model, cfg.MODEL.EMA.DECAY) if cfg.MODEL.EMA.ENABLE else None
         self.step = TrainStep(cfg, self.model, self.optimizer, self.scaler, get_loss_func(cfg.MODEL.LOSS_FUNC),
-                              self.device, self.amp, self.mixup, self.ema)
+                              self.input_step, self.amp, self.mixup, self.ema)
         self.build_loaders()
         self.steps_per_epoch = self.step.steps_per_epoch(len(self.train_loader))
         self.checkpointer = Checkpointer(cfg, self.model, self.optimizer, self.scaler, self.class_names)
@@ -299,7 +301,7 @@ class Trainer:
         for it, (inputs, labels, _, _) in enumerate(_progress(self.val_loader, "val")):
             dt_data = data_timer.seconds()
             net_timer = Timer()
-            inputs, labels = to_device(inputs, self.device), to_device(labels, self.device)
+            inputs, labels = self.input_step.batch(inputs, labels)
             preds = model(inputs)
             c1, c5 = (float(c) for c in topks_correct(preds, labels, (1, 5)))
             correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + labels.shape[0]
@@ -343,7 +345,7 @@ class Trainer:
             if net is None:
                 continue
             set_epoch(self.precise_loader, self.cfg.RNG_SEED, epoch, "precise_bn")
-            inputs = (to_device(batch[0], self.device) for batch in self.precise_loader)
+            inputs = (self.input_step.inputs(batch[0]) for batch in self.precise_loader)
             logger.info("Precise BN: recomputing the BN statistics%s over %d training batches.", name, num)
             was_training = net.training
             net.train()

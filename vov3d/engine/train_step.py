@@ -1,8 +1,8 @@
 """One optimiser step of training over TRAIN.GRAD_ACCUMULATION_STEPS (k) micro-batches.
 
-Each micro-batch goes to the device, through the training batch transform (mixup / label
-smoothing), forward, loss and backward; then the gradients are clipped, and the AMP scaler,
-the optimiser and the weight EMA step once. Each micro-batch loss is divided by k, so the
+Each micro-batch goes through the input step (to the device, normalised), the training
+batch transform (mixup / label smoothing), forward, loss and backward; then the gradients
+are clipped, and the AMP scaler, the optimiser and the weight EMA step once. Each micro-batch loss is divided by k, so the
 summed gradients are those of the mean loss over all k micro-batches: for a model without
 batch statistics, k micro-batches of b clips give the step one batch of k*b clips gives.
 Under DDP only the last micro-batch all-reduces the gradients (the others run in no_sync).
@@ -19,10 +19,10 @@ from yacs.config import CfgNode
 
 from vov3d.config.errors import ConfigError
 from vov3d.engine.ema import ModelEma
+from vov3d.engine.input_step import InputStep
 from vov3d.engine.meters import Timer, topks_correct
 from vov3d.engine.mixup import MixedBatch, MixUp
 from vov3d.engine.optimizer import clip_gradients
-from vov3d.engine.runtime import to_device
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,11 @@ def _hard_labels(labels: torch.Tensor) -> torch.Tensor:
 
 class TrainStep:
     def __init__(self, cfg: CfgNode, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler,
-                 loss_fn: Callable, device: torch.device, amp: bool, mixup: Optional[MixUp] = None,
+                 loss_fn: Callable, input_step: InputStep, amp: bool, mixup: Optional[MixUp] = None,
                  ema: Optional[ModelEma] = None):
         self.cfg = cfg
         self.model, self.optimizer, self.scaler, self.loss_fn = model, optimizer, scaler, loss_fn
-        self.device, self.amp = device, amp
+        self.input_step, self.device, self.amp = input_step, input_step.device, amp
         self.mixup, self.ema = mixup, ema
         self.micro_batches = cfg.TRAIN.GRAD_ACCUMULATION_STEPS
         self.pending = 0  # micro-batches whose gradients wait for the optimiser
@@ -83,7 +83,7 @@ class TrainStep:
         return self.model.no_sync()
 
     def _transform(self, inputs, labels) -> MixedBatch:
-        inputs, labels = to_device(inputs, self.device), to_device(labels, self.device)
+        inputs, labels = self.input_step.batch(inputs, labels)
         if self.mixup is None:
             return MixedBatch(inputs, labels, _hard_labels(labels))
         return self.mixup(inputs, labels)

@@ -18,8 +18,9 @@ import torch
 from yacs.config import CfgNode
 
 from vov3d.engine.checkpointer import Checkpointer
+from vov3d.engine.input_step import InputStep
 from vov3d.engine.metrics import evaluate
-from vov3d.engine.runtime import device, prepare_model, setup_process, tensorboard_writer, to_device
+from vov3d.engine.runtime import device, prepare_model, setup_process, tensorboard_writer
 from vov3d.utils import comm
 from vov3d.utils.processes import per_process_batch
 
@@ -70,13 +71,13 @@ def visualize(cfg: CfgNode) -> None:
         plot_saved_predictions(cfg, writer, known)
     vis = ModelVisualizer(cfg, model, writer, names, known, getattr(dataset, "channel_order", "rgb"))
     vis.write_weights()
-    dev, first = device(cfg), 0
+    input_step, first = InputStep(cfg, device(cfg)), 0
     logger.info("Model visualisation of %d test videos (one centre clip each).", dataset.num_videos)
     for inputs, labels, _, meta in loader:
         clips = (inputs[0] if isinstance(inputs, (list, tuple)) else inputs)[:, 0]
         ok = ~meta["failed"].bool().reshape(-1)
         if ok.any():
-            vis.write_batch(to_device(clips[ok], dev), labels[ok], first)
+            vis.write_batch(input_step.clips(clips[ok]), labels[ok], first)
         first += len(labels)
     vis.log_wrong_classes()
     writer.close()
@@ -114,12 +115,10 @@ def gradcam_video(cfg: CfgNode, checkpoint: str, video: str, out: str, label: Op
 
 
 def model_input(cfg: CfgNode, frames, dev: torch.device) -> torch.Tensor:
-    """uint8 RGB frames [T, H, W, 3] -> the model input [1, 3, T, H, W], normalised as the
-    loaders normalise."""
-    from vov3d.datasets.transform import normalize
-
-    data = cfg.DATA
-    return normalize(frames, data.MEAN, data.STD, data.REVERSE_INPUT_CHANNEL)[None].to(dev)
+    """uint8 RGB frames [T, H, W, 3] -> the model input [1, 3, T, H, W] on `dev`, through the
+    input step of training and testing."""
+    clip = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous()
+    return InputStep(cfg, dev).clips(clip[None])
 
 
 def class_index(label: str, names: Sequence[str]) -> int:

@@ -22,7 +22,7 @@ class VideoInputError(UserError):
 def display_frames(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                    reverse_channels: bool = False, channel_order: str = "rgb") -> np.ndarray:
     """A normalised model input [3, T, H, W] back to uint8 RGB frames [T, H, W, 3] (the
-    inverse of datasets.transform.normalize)."""
+    inverse of the engine's input step)."""
     mean_t = torch.tensor(mean, dtype=torch.float32)
     std_t = torch.tensor(std, dtype=torch.float32)
     if reverse_channels:
