@@ -1,13 +1,12 @@
 """tools/export_model.py: a checkpoint to a checked file with its metadata; every bad input
 refused in one line before anything is traced or written."""
-import importlib.util
 import os
 import sys
 
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, import_tool
 from tests.export.export_helpers import FAMILIES, NAMES, family_cfg
 from vov3d.export.formats import read_metadata
 from vov3d.models import build_model
@@ -17,10 +16,7 @@ TOOL = os.path.join(REPO_ROOT, "tools", "export_model.py")
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("export_model", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_tool("export_model")
 
 
 def argv(family, *extra):
