@@ -71,7 +71,8 @@ def test_bad_input_is_refused_before_tracing(tool, tmp_path, x3d_checkpoint, cap
     wide = tmp_path / "wide.pyth"
     model = build_model(family_cfg("X3D", "X3D.DIM_C5", "96"))
     torch.save({"model_state": model.state_dict()}, wide)
-    refused(1, f"CheckpointError: testing needs every weight, but '{wide}' does not provide 2: head.lin_5.weight "
+    refused(1, f"CheckpointError: testing needs exactly this model's weights, but 2 tensors of '{wide}' do not "
+            "fit: head.lin_5.weight "
             "(checkpoint [96, 432, 1, 1, 1], model [2048, 432, 1, 1, 1])", "--format", "torchscript",
             "--checkpoint", str(wide))
     refused(2, f"--out '{tmp_path / 'no' / 'model.pt'}': the folder {tmp_path / 'no'} does not exist",

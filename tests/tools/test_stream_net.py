@@ -145,7 +145,8 @@ def test_a_checkpoint_of_another_architecture_gives_one_line(tool, video, tmp_pa
     assert len(lines) == 1 and "frame " not in captured.out
     line = lines[0]
     # Testing's one-line summary: the file, then every tensor that does not fit, with shapes.
-    assert line.startswith(f"stream_net.py: testing needs every weight, but '{ckpt}' does not provide 3: "
+    assert line.startswith(f"stream_net.py: testing needs exactly this model's weights, but 3 tensors of '{ckpt}' do not "
+                           "fit: "
                            "head.lin_5.weight (checkpoint [96, 432, 1, 1, 1], model [64, 432, 1, 1, 1]), ")
     assert "head.projection.weight (checkpoint [5, 96], model [7, 64])" in line
     assert "Error(s) in loading state_dict" not in line and "Check MODEL.NUM_CLASSES" in line
