@@ -23,6 +23,7 @@ from yacs.config import CfgNode
 from vov3d.datasets import sampling, transform
 from vov3d.datasets.decoder import FrameBank
 from vov3d.datasets.failures import BAD_FILES_NAME, DataLoadError, FailureLog
+from vov3d.utils.threads import budget_for
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.num_spatial_crops = cfg.TEST.NUM_SPATIAL_CROPS if split == "test" else 1
         self.deterministic_val = split == "val" and cfg.DATA.DETERMINISTIC_VAL
         self.failures = FailureLog(cfg.OUTPUT_DIR)
+        self.decode_threads = budget_for(cfg).decode_threads  # FFmpeg threads per video
         self._paths: List[str] = []
         self._labels: List[int] = []
         self._load_index()

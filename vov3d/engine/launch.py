@@ -20,6 +20,7 @@ from vov3d.config.merge import ConfigError
 from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_to_file
 from vov3d.utils.processes import per_process_batch
+from vov3d.utils.threads import budget_for
 
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -62,6 +63,14 @@ def check_process_batches(cfg: CfgNode) -> None:
                 per_process_batch(cfg, split)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+
+
+def check_thread_settings(cfg: CfgNode) -> None:
+    """A malformed OMP_NUM_THREADS / MKL_NUM_THREADS stops the job before any work."""
+    try:
+        budget_for(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def prepare_output_dir(cfg: CfgNode) -> None:
@@ -159,11 +168,12 @@ def _spawned_worker(local_rank: int, func: Callable, cfg: CfgNode, init_method: 
 def launch_job(cfg: CfgNode, init_method: str, func: Callable[[CfgNode], None]) -> None:
     """Run `func(cfg)` on every process of the job described by cfg (or by torchrun).
 
-    Devices, batch split and OUTPUT_DIR are checked first, so a wrong setting costs no
+    Devices, batch split, thread settings and OUTPUT_DIR are checked first, so a wrong setting costs no
     model build and leaves no OUTPUT_DIR behind.
     """
     check_devices(cfg)
     check_process_batches(cfg)
+    check_thread_settings(cfg)
     prepare_output_dir(cfg)
     if launched_by_torchrun():
         world_size = int(os.environ["WORLD_SIZE"])

@@ -11,16 +11,19 @@ from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
 from vov3d.engine.logging import log_to_file, setup_logging
+from vov3d.utils.threads import apply_budget, budget_for
 
 logger = logging.getLogger(__name__)
 
 
 def setup_process(cfg: CfgNode) -> None:
-    """Same seed on every rank (identical initial weights), logging by process role."""
+    """Same seed on every rank (identical initial weights), logging by process role, the
+    process's thread budget."""
     np.random.seed(cfg.RNG_SEED)
     torch.manual_seed(cfg.RNG_SEED)
     random.seed(cfg.RNG_SEED)
     setup_logging(cfg.OUTPUT_DIR, is_master=du.is_master_proc(), is_root=du.is_root_proc())
+    apply_budget(budget_for(cfg))
     if du.is_master_proc():
         from vov3d.config.load import config_warnings
 
