@@ -26,6 +26,7 @@ from vov3d.datasets.failures import DataLoadError
 from vov3d.datasets.lists import ListFormatError
 from vov3d.datasets.loader import construct_loader, shuffle_dataset
 from vov3d.engine.launch import quoted_exception
+from vov3d.utils.threads import apply_worker_budget
 
 
 class LoaderSetupError(ValueError):
@@ -187,7 +188,9 @@ def main(argv=None) -> int:
                       add_arguments=add_tool_arguments)
     cfg = load_config(args)
     cfg.defrost()
-    torch.set_num_threads(1)
+    # This process loads as one loader worker does (one thread); the loaders' workers set
+    # their own budget.
+    apply_worker_budget()
     random.seed(cfg.RNG_SEED)
     np.random.seed(cfg.RNG_SEED)
     try:

@@ -22,6 +22,13 @@ def main(argv=None) -> int:
         return 2
     from vov3d.models import build_model
     from vov3d.models.complexity import complexity_summary, format_complexity
+    from vov3d.utils.threads import apply_budget, tool_budget
+
+    try:
+        apply_budget(tool_budget(), log=False)  # fvcore's counts run a real forward pass
+    except ValueError as e:
+        print(f"model_summary.py: {e}", file=sys.stderr)
+        return 2
 
     try:
         model = build_model(cfg)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from vov3d.config import ConfigError, load_config, parse_args
+from vov3d.utils.threads import apply_budget, tool_budget
 
 STREAMABLE = ("X3D", "CoX3D")
 
@@ -49,7 +50,8 @@ def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predict-at", type=int, default=-1,
                         help="print only the output at this sampled frame (0-based)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (0 = torch's default; 1 is fastest on a busy CPU)")
+                        help="torch threads (0 = the thread budget: OMP_NUM_THREADS, else the usable "
+                             "cores; 1 is fastest on a busy CPU)")
 
 
 def read_labels(path: str, num_classes: int) -> List[str]:
@@ -230,8 +232,11 @@ def main(argv=None) -> int:
         return 2
     if cfg.NUM_GPUS > 0 and torch.cuda.is_available():
         model = model.cuda()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    try:
+        apply_budget(tool_budget(args.threads), log=False)
+    except ValueError as e:
+        print(f"stream_net.py: {e}", file=sys.stderr)
+        return 2
     try:
         if args.labels:  # a bad --labels file is reported before the checkpoint is read
             read_labels(args.labels, cfg.MODEL.NUM_CLASSES)
