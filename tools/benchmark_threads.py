@@ -4,7 +4,7 @@ CPU-bound processes, and print one table:
 
     python tools/benchmark_threads.py --cfg configs/Toy/vov3d_M_toy.yaml [--data DIR]
         [--threads torch,budget,1,2] [--wait default,passive] [--workers 0,1,2]
-        [--competitors 0,1,2] [--steps 6] [--warmup 2] [--repeats 1] [KEY VALUE ...]
+        [--competitors 0,1,2] [--steps 6] [--warmup-seconds 6] [--repeats 1] [KEY VALUE ...]
 
 A step is one training iteration as the trainer runs it: the next batch from the train
 loader (real videos, --workers loader workers), forward, loss, backward, optimizer step.
@@ -13,12 +13,15 @@ before torch starts its threads; the competing processes (`while True: pass`, on
 each) are started before the cell and stopped after it.
 
 Threads: "torch" = torch's default, one thread per core, as before the thread budget;
-"budget" = vov3d's budget for the config (what run_net applies); N = OMP_NUM_THREADS=N.
-Wait: "default" = the OpenMP runtime's default; "passive" = OMP_WAIT_POLICY=PASSIVE.
-Cells report the median step time (seconds) of --steps steps after --warmup, the median
-over --repeats runs (interleaved, so slow phases of a shared machine spread over all
-cells), and its ratio to the same policy on an idle machine. Without --data a toy dataset
-is generated into a temporary folder.
+"budget" = vov3d's budget for the config, following the load between batches as run_net
+does; N = OMP_NUM_THREADS=N. Wait: "default" = the OpenMP runtime's default; "passive" =
+OMP_WAIT_POLICY=PASSIVE; a number N = GOMP_SPINCOUNT=N (how long a GNU OpenMP thread
+spins before it sleeps). Cells report the median step time (seconds) of --steps steps
+after --warmup-seconds of untimed steps (at least one; the budget's governor decides
+every 2 s), the median over --repeats runs (interleaved, so slow phases of a shared
+machine spread over all cells), the ratio to the same policy on an idle machine, and the
+torch threads at the end of the cell. Without --data a toy dataset is generated into a
+temporary folder.
 """
 import argparse
 import itertools
@@ -61,14 +64,16 @@ def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="", help="toy dataset folder (default: generate one)")
     parser.add_argument("--threads", type=comma_list(thread_choice), default="torch,budget,1,2",
                         help="thread policies: torch, budget or a number (OMP_NUM_THREADS)")
-    parser.add_argument("--wait", type=comma_list(str, lambda v: v in ("default", "passive")),
-                        default="default,passive", help="OpenMP wait policies: default, passive")
+    parser.add_argument("--wait", type=comma_list(str, lambda v: v in ("default", "passive") or v.isdigit()),
+                        default="default,passive",
+                        help="OpenMP wait policies: default, passive, or a number N (GOMP_SPINCOUNT=N)")
     parser.add_argument("--workers", type=comma_list(int, lambda v: v >= 0), default="0,1,2",
                         help="DATA_LOADER.NUM_WORKERS values")
     parser.add_argument("--competitors", type=comma_list(int, lambda v: v >= 0), default="0,1,2",
                         help="numbers of competing CPU-bound processes")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per cell")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--warmup-seconds", type=float, default=6.0,
+                        help="untimed steps first, for at least this long (at least one step)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of every cell")
     parser.add_argument("--cell", default="", help=argparse.SUPPRESS)  # internal: one cell
 
@@ -76,14 +81,14 @@ def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------
 # One cell, in its own process
 # ----------------------------------------------------------------------------------------
-def run_cell(cfg, threads: str, steps: int, warmup: int) -> Dict[str, object]:
+def run_cell(cfg, threads: str, steps: int, warmup_seconds: float) -> Dict[str, object]:
     import torch
 
     from vov3d.datasets.loader import construct_loader, shuffle_dataset
     from vov3d.engine.losses import get_loss_func
     from vov3d.engine.optimizer import construct_optimizer
     from vov3d.models import build_model
-    from vov3d.utils.threads import apply_budget, budget_for
+    from vov3d.utils.threads import apply_budget, budget_for, governed
 
     if threads != "torch":
         apply_budget(budget_for(cfg), log=False)
@@ -95,37 +100,43 @@ def run_cell(cfg, threads: str, steps: int, warmup: int) -> Dict[str, object]:
     loader = construct_loader(cfg, "train")
     epoch, batches = 0, iter(())
     times: List[float] = []
-    for _ in range(warmup + steps):
+    warm_until = None
+    while len(times) < steps:
         start = time.perf_counter()
         try:
             inputs, labels = next(batches)[:2]
         except StopIteration:
             shuffle_dataset(loader, epoch)
-            epoch, batches = epoch + 1, iter(loader)
+            epoch, batches = epoch + 1, governed(loader)
             inputs, labels = next(batches)[:2]
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model(inputs), labels).backward()
         optimizer.step()
-        times.append(time.perf_counter() - start)
-    timed = times[warmup:]
-    return {"median": statistics.median(timed), "threads": torch.get_num_threads()}
+        end = time.perf_counter()
+        if warm_until is None:
+            warm_until = start + warmup_seconds
+        if end >= warm_until:
+            times.append(end - start)
+    return {"median": statistics.median(times), "threads": torch.get_num_threads()}
 
 
 def cell_env(threads: str, wait: str) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     if threads.isdigit():
         env["OMP_NUM_THREADS"] = threads
     if wait == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    elif wait.isdigit():
+        env["GOMP_SPINCOUNT"] = wait
     return env
 
 
 def measure(policy: Policy, competitors: int, args, data: str) -> Dict[str, object]:
     threads, wait, workers = policy
     command = [sys.executable, os.path.abspath(__file__), "--cfg", args.cfg_file, "--cell", threads,
-               "--steps", str(args.steps), "--warmup", str(args.warmup)]
+               "--steps", str(args.steps), "--warmup-seconds", str(args.warmup_seconds)]
     command += list(args.opts) + ["DATA.PATH_TO_DATA_DIR", data, "DATA.PATH_PREFIX", data,
                                   "DATA_LOADER.NUM_WORKERS", str(workers), "NUM_GPUS", "0"]
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(competitors)]
@@ -145,7 +156,7 @@ def measure(policy: Policy, competitors: int, args, data: str) -> Dict[str, obje
 # ----------------------------------------------------------------------------------------
 def format_table(policies: List[Policy], competitors: List[int],
                  results: Dict[Tuple[Policy, int], List[dict]]) -> str:
-    head = ["threads", "wait", "workers", "torch threads"]
+    head = ["threads", "wait", "workers", "torch threads at end"]
     head += ["idle s" if c == 0 else f"+{c} busy s (x idle)" for c in competitors]
     rows = []
     for policy in policies:
@@ -171,8 +182,9 @@ def make_data(folder: str) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv, "Time the training step under thread policies, idle and busy.",
                       distributed=False, add_arguments=add_tool_arguments)
-    if args.steps < 1 or args.warmup < 0 or args.repeats < 1:
-        print("benchmark_threads.py: --steps and --repeats must be >= 1, --warmup >= 0.", file=sys.stderr)
+    if args.steps < 1 or args.warmup_seconds < 0 or args.repeats < 1:
+        print("benchmark_threads.py: --steps and --repeats must be >= 1, --warmup-seconds >= 0.",
+              file=sys.stderr)
         return 2
     try:
         cfg = load_config(args)
@@ -180,7 +192,7 @@ def main(argv=None) -> int:
         print(f"benchmark_threads.py: config error: {e}", file=sys.stderr)
         return 2
     if args.cell:
-        print(json.dumps(run_cell(cfg, args.cell, args.steps, args.warmup)))
+        print(json.dumps(run_cell(cfg, args.cell, args.steps, args.warmup_seconds)))
         return 0
     policies = list(itertools.product(args.threads, args.wait, args.workers))
     with tempfile.TemporaryDirectory() as scratch:
@@ -189,12 +201,15 @@ def main(argv=None) -> int:
         for _ in range(args.repeats):
             for competitors in args.competitors:
                 for policy in policies:
-                    results.setdefault((policy, competitors), []).append(
-                        measure(policy, competitors, args, data))
+                    result = measure(policy, competitors, args, data)
+                    results.setdefault((policy, competitors), []).append(result)
+                    print(f"threads {policy[0]}, wait {policy[1]}, {policy[2]} worker(s), {competitors} "
+                          f"competitor(s): {result['median']:.3f} s", file=sys.stderr, flush=True)
     load = os.getloadavg()
     print(f"{cfg.MODEL.MODEL_NAME} from {args.cfg_file}, batch {cfg.TRAIN.BATCH_SIZE}, "
           f"{cfg.DATA.NUM_FRAMES}x{cfg.DATA.TRAIN_CROP_SIZE}^2; {len(os.sched_getaffinity(0))} usable cores; "
-          f"median step of {args.steps} after {args.warmup} warm-up, median of {args.repeats} run(s); "
+          f"median step of {args.steps} after {args.warmup_seconds:g} s of warm-up, median of {args.repeats} "
+          f"run(s); "
           f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(format_table(policies, args.competitors, results))
     return 0

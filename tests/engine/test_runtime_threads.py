@@ -8,13 +8,15 @@ from vov3d.config import ConfigError
 from vov3d.engine import launch
 from vov3d.engine.logging import setup_logging
 from vov3d.engine.runtime import setup_process
-from vov3d.utils import threads
+from vov3d.utils import thread_governor, threads
 
 
 @pytest.fixture
 def budget_state(monkeypatch):
-    """Fresh 'already logged' memory; the test process's one thread restored afterwards."""
+    """Fresh 'already logged' memory, no load counters (a fixed budget) unless a test gives
+    some; the test process's one thread restored afterwards."""
     monkeypatch.setattr(threads, "_logged", set())
+    monkeypatch.setattr(thread_governor, "read_load", lambda cpus: None)
     for key in threads.ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     saved = torch.get_num_threads(), cv2.getNumThreads()
@@ -37,6 +39,16 @@ def test_setup_applies_the_budget_and_logs_it_once(tmp_path, budget_state):
     assert ("Threads: 3 usable core(s), 1 process(es) on this machine, 1 loader worker(s) each -> "
             "2 intra-op thread(s) per process, 1 per loader worker, 1 per video decode "
             "(main threads set by cores).") in log
+
+
+def test_with_load_counters_the_log_says_the_threads_follow_the_load(tmp_path, budget_state):
+    budget_state.setattr(threads, "usable_cores", lambda: 4)
+    budget_state.setattr(thread_governor, "read_load",
+                         lambda cpus: thread_governor.LoadSample(0.0, 0.0, 0, 100))
+    setup_process(tiny_cfg(tmp_path, "DATA_LOADER.NUM_WORKERS", "2"))
+    assert torch.get_num_threads() == 2
+    assert ("-> 2 intra-op thread(s) per process (1 to 4 as the machine's load allows), 1 per loader "
+            "worker") in (tmp_path / "stdout.log").read_text()
 
 
 def test_the_environment_wins(tmp_path, budget_state):

@@ -34,6 +34,8 @@ def test_main_threads(cores, procs, workers, env, main, source):
     assert (budget.main_threads, budget.source) == (main, source)
     assert (budget.cores, budget.processes, budget.workers) == (cores, procs, workers)
     assert budget.worker_threads == 1 and budget.decode_threads == 1
+    assert budget.share == max(1, cores // procs)
+    assert budget.adaptive == (source == "cores" and budget.share > 1)
 
 
 @pytest.mark.parametrize("cores, procs, workers, decode", [

@@ -23,6 +23,7 @@ from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.engine.test import results_path
 from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
+from vov3d.utils.threads import governed
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,8 @@ class Trainer:
         iters = len(self.train_loader)
         failures = 0
         data_timer = Timer()
-        for it, (inputs, labels, _, meta) in enumerate(_progress(self.train_loader, f"epoch {epoch + 1}")):
+        batches = governed(_progress(self.train_loader, f"epoch {epoch + 1}"))
+        for it, (inputs, labels, _, meta) in enumerate(batches):
             dt_data = data_timer.seconds()
             net_timer = Timer()
             inputs, labels = to_device(inputs, self.device), to_device(labels, self.device)
@@ -283,7 +285,7 @@ class Trainer:
         meter.reset()
         correct1 = correct5 = seen = 0
         data_timer = Timer()
-        for it, (inputs, labels, _, _) in enumerate(_progress(self.val_loader, "val")):
+        for it, (inputs, labels, _, _) in enumerate(governed(_progress(self.val_loader, "val"))):
             dt_data = data_timer.seconds()
             net_timer = Timer()
             inputs, labels = to_device(inputs, self.device), to_device(labels, self.device)

@@ -6,16 +6,19 @@ cores (loader workers, other processes of the job, other jobs), every operation 
 its slowest, descheduled thread. So each process of a job gets an equal share of the cores
 it may use (its affinity mask), its loader workers one thread each, and the main process
 the rest of its share. OMP_NUM_THREADS (else MKL_NUM_THREADS) in the environment sets the
-main process's threads instead, as it would for any OpenMP program.
+main process's threads instead, as it would for any OpenMP program. Without such a variable
+the main process's threads then follow the machine's load between one and its share
+(thread_governor.py), between batches of the loops that iterate `governed(loader)`.
 """
 import dataclasses
 import logging
 import os
-from typing import Mapping, Optional, Tuple
+from typing import FrozenSet, Iterable, Iterator, Mapping, Optional, Tuple
 
 from yacs.config import CfgNode
 
 from vov3d.utils.processes import processes_per_machine
+from vov3d.utils.thread_governor import ThreadGovernor
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,8 @@ class ThreadBudget:
     cores: int            # cores this process may run on
     processes: int        # processes of the job on this machine
     workers: int          # loader workers of each process
-    main_threads: int     # intra-op threads of each process
+    share: int            # cores of each process (the most intra-op threads it may get)
+    main_threads: int     # intra-op threads of each process at the start
     decode_threads: int   # FFmpeg threads per decoded video (in a worker, or the main process)
     source: str           # what set main_threads: "cores", or "OMP_NUM_THREADS=4"
 
@@ -35,20 +39,32 @@ class ThreadBudget:
     # the number of workers, not from threads inside each.
     worker_threads = 1
 
-    def describe(self) -> str:
+    @property
+    def adaptive(self) -> bool:
+        """Whether the main threads may follow the machine's load (no user setting)."""
+        return self.source == "cores" and self.share > 1
+
+    def describe(self, governed: bool = False) -> str:
+        main = f"{self.main_threads} intra-op thread(s) per process"
+        if governed:
+            main += f" (1 to {self.share} as the machine's load allows)"
         return (f"Threads: {self.cores} usable core(s), {self.processes} process(es) on this "
-                f"machine, {self.workers} loader worker(s) each -> {self.main_threads} intra-op "
-                f"thread(s) per process, {self.worker_threads} per loader worker, "
-                f"{self.decode_threads} per video decode (main threads set by {self.source}).")
+                f"machine, {self.workers} loader worker(s) each -> {main}, {self.worker_threads} "
+                f"per loader worker, {self.decode_threads} per video decode (main threads set by "
+                f"{self.source}).")
+
+
+def usable_cpus() -> FrozenSet[int]:
+    """The CPUs this process may run on: its affinity mask (taskset, cgroups cpusets, SLURM),
+    which os.cpu_count() ignores."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        return frozenset(range(os.cpu_count() or 1))
 
 
 def usable_cores() -> int:
-    """Cores this process may run on: its affinity mask (taskset, cgroups cpusets, SLURM),
-    which os.cpu_count() ignores."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
-        return os.cpu_count() or 1
+    return len(usable_cpus())
 
 
 def threads_from_env(environ: Mapping[str, str]) -> Optional[Tuple[str, int]]:
@@ -83,7 +99,7 @@ def plan_threads(cores: int, processes: int, workers: int, environ: Mapping[str,
     # FFmpeg frame/slice threads only when asked for (DATA_LOADER.ENABLE_MULTI_THREAD_DECODE),
     # and then each worker's part of the share.
     decode = max(1, share // max(workers, 1)) if multi_thread_decode else 1
-    return ThreadBudget(cores, processes, workers, main, decode, source)
+    return ThreadBudget(cores, processes, workers, share, main, decode, source)
 
 
 def budget_for(cfg: CfgNode, environ: Optional[Mapping[str, str]] = None) -> ThreadBudget:
@@ -98,7 +114,8 @@ def tool_budget(threads: int = 0, environ: Optional[Mapping[str, str]] = None) -
     cores, unless `threads` (the tool's --threads flag; 0 = not given) or the environment
     says otherwise."""
     if threads > 0:
-        return ThreadBudget(usable_cores(), 1, 0, threads, 1, "--threads")
+        cores = usable_cores()
+        return ThreadBudget(cores, 1, 0, cores, threads, 1, "--threads")
     return plan_threads(usable_cores(), 1, 0, os.environ if environ is None else environ)
 
 
@@ -114,16 +131,33 @@ def set_process_threads(threads: int) -> None:
 
 
 _logged = set()
+_governor: Optional[ThreadGovernor] = None
 
 
-def apply_budget(budget: ThreadBudget, log: bool = True) -> None:
-    """Set this (main) process's threads; log the budget the first time it is applied."""
+def apply_budget(budget: ThreadBudget, log: bool = True, adapt: bool = True) -> None:
+    """Set this (main) process's threads and, when `adapt` and the budget allows it, let
+    them follow the machine's load from now on; log the budget the first time."""
+    global _governor
     set_process_threads(budget.main_threads)
+    _governor = None
+    if adapt and budget.adaptive:
+        governor = ThreadGovernor(budget.main_threads, budget.share, usable_cpus(), set_process_threads)
+        _governor = governor if governor.active else None
     if log and budget not in _logged:
         _logged.add(budget)
-        logger.info("%s", budget.describe())
+        logger.info("%s", budget.describe(governed=_governor is not None))
+
+
+def governed(batches: Iterable) -> Iterator:
+    """The items of `batches`; before each, this process's threads may follow the load."""
+    for batch in batches:
+        if _governor is not None:
+            _governor.tick()
+        yield batch
 
 
 def apply_worker_budget() -> None:
     """Inside a loader worker: one thread for torch and OpenCV."""
+    global _governor
+    _governor = None  # a forked worker must not steer threads it does not have
     set_process_threads(ThreadBudget.worker_threads)
