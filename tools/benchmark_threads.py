@@ -156,15 +156,19 @@ def measure(policy: Policy, competitors: int, args, data: str) -> Dict[str, obje
 # ----------------------------------------------------------------------------------------
 def format_table(policies: List[Policy], competitors: List[int],
                  results: Dict[Tuple[Policy, int], List[dict]]) -> str:
-    head = ["threads", "wait", "workers", "torch threads at end"]
-    head += ["idle s" if c == 0 else f"+{c} busy s (x idle)" for c in competitors]
+    """One row per policy; a cell per number of competitors: median step seconds, its ratio
+    to the same policy idle, and the torch threads at the end of the cell (of every run)."""
+    head = ["threads", "wait", "workers"] + ["idle" if c == 0 else f"+{c} busy" for c in competitors]
     rows = []
     for policy in policies:
         idle = statistics.median(r["median"] for r in results[(policy, 0)]) if 0 in competitors else None
-        cells = [policy[0], policy[1], str(policy[2]), str(results[(policy, competitors[0])][0]["threads"])]
+        cells = [policy[0], policy[1], str(policy[2])]
         for c in competitors:
-            value = statistics.median(r["median"] for r in results[(policy, c)])
-            cells.append(f"{value:.3f}" if c == 0 or idle is None else f"{value:.3f} ({value / idle:.1f}x)")
+            runs = results[(policy, c)]
+            value = statistics.median(r["median"] for r in runs)
+            ratio = "" if c == 0 or idle is None else f", {value / idle:.1f}x"
+            threads = "/".join(str(t) for t in sorted({r["threads"] for r in runs}))
+            cells.append(f"{value:.3f} s{ratio}, {threads} thr")
         rows.append(cells)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths)), "-+-".join("-" * w for w in widths)]
@@ -195,6 +199,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_cell(cfg, args.cell, args.steps, args.warmup_seconds)))
         return 0
     policies = list(itertools.product(args.threads, args.wait, args.workers))
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch:
         data = os.path.abspath(args.data) if args.data else make_data(scratch)
         results: Dict[Tuple[Policy, int], List[dict]] = {}
@@ -205,12 +210,10 @@ def main(argv=None) -> int:
                     results.setdefault((policy, competitors), []).append(result)
                     print(f"threads {policy[0]}, wait {policy[1]}, {policy[2]} worker(s), {competitors} "
                           f"competitor(s): {result['median']:.3f} s", file=sys.stderr, flush=True)
-    load = os.getloadavg()
     print(f"{cfg.MODEL.MODEL_NAME} from {args.cfg_file}, batch {cfg.TRAIN.BATCH_SIZE}, "
           f"{cfg.DATA.NUM_FRAMES}x{cfg.DATA.TRAIN_CROP_SIZE}^2; {len(os.sched_getaffinity(0))} usable cores; "
           f"median step of {args.steps} after {args.warmup_seconds:g} s of warm-up, median of {args.repeats} "
-          f"run(s); "
-          f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+          f"run(s); 1-minute load average {load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     print(format_table(policies, args.competitors, results))
     return 0
 

@@ -44,16 +44,16 @@ def _spinners_of(pid):
     return found
 
 
-def test_format_table_gives_medians_and_ratios_to_idle():
+def test_format_table_gives_medians_ratios_to_idle_and_threads():
     tool = _tool()
-    policy = ("1", "default", 0)
-    results = {(policy, 0): [{"median": 0.5, "threads": 1}, {"median": 0.3, "threads": 1},
-                             {"median": 0.4, "threads": 1}],
-               (policy, 1): [{"median": 1.0, "threads": 1}]}
+    policy = ("budget", "default", 1)
+    results = {(policy, 0): [{"median": 0.5, "threads": 2}, {"median": 0.3, "threads": 2},
+                             {"median": 0.4, "threads": 2}],
+               (policy, 1): [{"median": 1.0, "threads": 1}, {"median": 1.2, "threads": 2}]}
     lines = tool.format_table([policy], [0, 1], results).splitlines()
-    assert [c.strip() for c in lines[0].split("|")] == ["threads", "wait", "workers", "torch threads at end",
-                                                         "idle s", "+1 busy s (x idle)"]
-    assert [c.strip() for c in lines[2].split("|")] == ["1", "default", "0", "1", "0.400", "1.000 (2.5x)"]
+    assert [c.strip() for c in lines[0].split("|")] == ["threads", "wait", "workers", "idle", "+1 busy"]
+    assert [c.strip() for c in lines[2].split("|")] == ["budget", "default", "1", "0.400 s, 2 thr",
+                                                         "1.100 s, 2.8x, 1/2 thr"]
 
 
 def test_cells_run_in_fresh_processes_with_their_threads(tmp_path, capsys):
@@ -66,12 +66,13 @@ def test_cells_run_in_fresh_processes_with_their_threads(tmp_path, capsys):
     assert "X3D from" in lines[0] and "batch 4" in lines[0]
     rows = [[c.strip() for c in line.split("|")] for line in lines[3:]]
     assert [r[:3] for r in rows] == [["1", "default", "0"], ["budget", "default", "0"]]
-    assert rows[0][3] == "1"  # OMP_NUM_THREADS=1 reached the cell
-    assert 1 <= int(rows[1][3]) <= plan_threads(usable_cores(), 1, 0, {}).share  # the load decides
+    assert rows[0][3].endswith(", 1 thr") and rows[0][4].endswith(", 1 thr")  # OMP_NUM_THREADS=1 reached the cells
+    share = plan_threads(usable_cores(), 1, 0, {}).share
+    assert 1 <= int(rows[1][4].split(", ")[-1].split()[0]) <= share  # the load decides
     for row in rows:
-        idle, busy = float(row[4]), row[5]
-        assert idle > 0 and busy.endswith("x)")
-        assert float(busy.split()[1][1:-2]) == pytest.approx(float(busy.split()[0]) / idle, abs=0.051)
+        idle = float(row[3].split()[0])
+        busy, ratio, _ = row[4].split(", ")
+        assert idle > 0 and float(ratio[:-1]) == pytest.approx(float(busy.split()[0]) / idle, abs=0.051)
 
 
 def test_bad_flags_are_refused(capsys):
