@@ -10,8 +10,10 @@ the governor reads two kernel counters:
 * CPU pressure (/proc/pressure/cpu, "some"): the share of the time in which a runnable
   task waited for a CPU. Above HIGH_PRESSURE the process halves its threads.
 * the idle time of the cores this process may use (/proc/stat). When at least IDLE_CORE
-  of a core stayed idle, with little pressure, for two intervals in a row, the process
-  takes the idle cores back, up to its share.
+  of a core stayed idle, with little pressure, for two readings in a row, the process
+  takes the idle cores back, up to its share. If the added threads meet pressure within
+  a few readings, the next attempt waits twice as many idle readings (up to a minute), so
+  a job whose own loader workers come and go does not swing between the two.
 
 Without these counters (not Linux, or a kernel without pressure stall information) the
 threads stay where the budget put them.
@@ -27,6 +29,9 @@ INTERVAL = 2.0        # seconds between decisions
 HIGH_PRESSURE = 0.3   # tasks waited for a CPU this share of the time: too many threads
 LOW_PRESSURE = 0.15   # below this (and with an idle core) threads may be added
 IDLE_CORE = 0.75      # "an idle core": loader workers and the process's own Python use the rest
+FIRST_PATIENCE = 2    # idle readings in a row before threads are added ...
+MAX_PATIENCE = 32     # ... doubled, up to this, each time added threads met pressure
+RECENT = 3            # within this many readings of being added
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,9 @@ class ThreadGovernor:
         self._read = read or (lambda cpus_: read_load(cpus_))
         self._clock = clock or (lambda: monotonic())
         self._last = self._read(cpus) if ceiling > 1 else None
-        self._was_idle = False
+        self._idle_streak = 0            # consecutive idle intervals
+        self._patience = FIRST_PATIENCE  # idle intervals needed before adding threads
+        self._since_raise = RECENT + 1   # intervals since threads were last added
         self._reported = set()
 
     @property
@@ -80,35 +87,40 @@ class ThreadGovernor:
         if now is None or now.seconds <= self._last.seconds:
             return
         before, self._last = self._last, now
-        target = self.decide(before, now)
-        if target != self.threads:
-            self._report(target, before, now)
-            self.threads = target
-            self._set_threads(target)
-
-    def decide(self, before: LoadSample, now: LoadSample) -> int:
         span = now.seconds - before.seconds
         pressure = (now.waiting - before.waiting) / span
         idle_cores = len(self.cpus) * (now.idle - before.idle) / max(now.total - before.total, 1)
+        target = self._decide(pressure, idle_cores)
+        if target != self.threads:
+            self._report(target, pressure, idle_cores, span)
+            self.threads = target
+            self._set_threads(target)
+
+    def _decide(self, pressure: float, idle_cores: float) -> int:
+        self._since_raise += 1
         idle = pressure < LOW_PRESSURE and idle_cores >= IDLE_CORE
-        was_idle, self._was_idle = self._was_idle, idle
+        self._idle_streak = self._idle_streak + 1 if idle else 0
         if self.threads > 1 and pressure > HIGH_PRESSURE:
+            if self._since_raise <= RECENT:
+                # The cores that looked idle were not free for long (this job's own loader
+                # workers, or a neighbour between bursts): wait longer before the next try.
+                self._patience = min(2 * self._patience, MAX_PATIENCE)
             return max(1, self.threads // 2)
-        if self.threads < self.ceiling and idle and was_idle:
+        if self.threads < self.ceiling and self._idle_streak >= self._patience:
+            self._idle_streak, self._since_raise = 0, 0
             return min(self.ceiling, self.threads + max(1, int(idle_cores + 1 - IDLE_CORE)))
         return self.threads
 
-    def _report(self, target: int, before: LoadSample, now: LoadSample) -> None:
+    def _report(self, target: int, pressure: float, idle_cores: float, span: float) -> None:
         """The first change in each direction at INFO level, the others at DEBUG."""
-        span = now.seconds - before.seconds
-        if target < self.threads:
-            why = (f"runnable tasks waited for a CPU {100 * (now.waiting - before.waiting) / span:.0f}% "
-                   f"of the last {span:.1f} s (other processes want these cores)")
+        fewer = target < self.threads
+        if fewer:
+            why = (f"runnable tasks waited for a CPU {100 * pressure:.0f}% of the last {span:.1f} s "
+                   "(other processes want these cores)")
         else:
-            idle_cores = len(self.cpus) * (now.idle - before.idle) / max(now.total - before.total, 1)
-            why = f"{idle_cores:.1f} usable core(s) idle over the last {span:.1f} s and the interval before"
-        direction = target < self.threads
-        level = logging.DEBUG if direction in self._reported else logging.INFO
-        more = "" if direction in self._reported else "; further changes are logged at DEBUG level"
-        self._reported.add(direction)
+            why = (f"{idle_cores:.1f} usable core(s) idle over the last {span:.1f} s, idle for "
+                   f"{self._patience} readings in a row")
+        level = logging.DEBUG if fewer in self._reported else logging.INFO
+        more = "" if fewer in self._reported else "; further changes are logged at DEBUG level"
+        self._reported.add(fewer)
         logger.log(level, "Threads: %d -> %d intra-op threads: %s%s.", self.threads, target, why, more)

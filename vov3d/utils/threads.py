@@ -64,6 +64,7 @@ def usable_cpus() -> FrozenSet[int]:
 
 
 def usable_cores() -> int:
+    """How many CPUs this process may run on."""
     return len(usable_cpus())
 
 
@@ -134,13 +135,13 @@ _logged = set()
 _governor: Optional[ThreadGovernor] = None
 
 
-def apply_budget(budget: ThreadBudget, log: bool = True, adapt: bool = True) -> None:
-    """Set this (main) process's threads and, when `adapt` and the budget allows it, let
-    them follow the machine's load from now on; log the budget the first time."""
+def apply_budget(budget: ThreadBudget, log: bool = True) -> None:
+    """Set this (main) process's threads and, when the budget allows it, let them follow
+    the machine's load in `governed` loops from now on; log the budget the first time."""
     global _governor
     set_process_threads(budget.main_threads)
     _governor = None
-    if adapt and budget.adaptive:
+    if budget.adaptive:
         governor = ThreadGovernor(budget.main_threads, budget.share, usable_cpus(), set_process_threads)
         _governor = governor if governor.active else None
     if log and budget not in _logged:
