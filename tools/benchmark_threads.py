@@ -3,7 +3,7 @@
 CPU-bound processes, and print one table:
 
     python tools/benchmark_threads.py --cfg configs/Toy/vov3d_M_toy.yaml [--data DIR]
-        [--threads torch,budget,1,2] [--wait default,passive] [--workers 0,1,2]
+        [--threads torch,budget,1] [--wait default,passive] [--workers 0,1,2]
         [--competitors 0,1,2] [--steps 6] [--warmup-seconds 6] [--repeats 1] [KEY VALUE ...]
 
 A step is one training iteration as the trainer runs it: the next batch from the train
@@ -62,13 +62,13 @@ def thread_choice(text: str) -> str:
 
 def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="", help="toy dataset folder (default: generate one)")
-    parser.add_argument("--threads", type=comma_list(thread_choice), default="torch,budget,1,2",
+    parser.add_argument("--threads", type=comma_list(thread_choice), default="torch,budget,1",
                         help="thread policies: torch, budget or a number (OMP_NUM_THREADS)")
     parser.add_argument("--wait", type=comma_list(str, lambda v: v in ("default", "passive") or v.isdigit()),
-                        default="default,passive",
+                        default="default",
                         help="OpenMP wait policies: default, passive, or a number N (GOMP_SPINCOUNT=N)")
-    parser.add_argument("--workers", type=comma_list(int, lambda v: v >= 0), default="0,1,2",
-                        help="DATA_LOADER.NUM_WORKERS values")
+    parser.add_argument("--workers", type=comma_list(int, lambda v: v >= 0), default=None,
+                        help="DATA_LOADER.NUM_WORKERS values (default: the config's)")
     parser.add_argument("--competitors", type=comma_list(int, lambda v: v >= 0), default="0,1,2",
                         help="numbers of competing CPU-bound processes")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per cell")
@@ -198,7 +198,8 @@ def main(argv=None) -> int:
     if args.cell:
         print(json.dumps(run_cell(cfg, args.cell, args.steps, args.warmup_seconds)))
         return 0
-    policies = list(itertools.product(args.threads, args.wait, args.workers))
+    workers = args.workers if args.workers is not None else [cfg.DATA_LOADER.NUM_WORKERS]
+    policies = list(itertools.product(args.threads, args.wait, workers))
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch:
         data = os.path.abspath(args.data) if args.data else make_data(scratch)
