@@ -22,9 +22,15 @@ setup(
         "PyYAML>=5.4",
         "simplejson",
         "tensorboard",
+        "matplotlib",
         "psutil",
         "tqdm",
         "pillow",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"], "gpu": ["torchvision"]},
+    # export: ONNX files (torch's exporter needs onnxscript) and ONNX Runtime to check and run
+    # them; TorchScript and torch.export need nothing beyond torch.
+    # cluster: tools/submit_net.py (SLURM through submitit); nothing else imports it.
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"], "gpu": ["torchvision"],
+                    "export": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2"],
+                    "cluster": ["submitit>=1.5"]},
 )

@@ -1,6 +1,7 @@
 """Tests run on one CPU thread with tiny inputs so the suite fits 2 cores."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -63,3 +64,26 @@ def metrics_records(out, kind: str):
     """The JSON stats records of one `_type` a run wrote to OUTPUT_DIR/metrics.jsonl."""
     with open(os.path.join(str(out), "metrics.jsonl")) as f:
         return [r for r in map(json.loads, f) if r.get("_type") == kind]
+
+
+@pytest.fixture
+def frozen():
+    """Make a file or folder unwritable, also for root: `chattr +i` (root ignores permission
+    bits), or chmod for other users."""
+    frozen_paths = []
+    as_root = os.geteuid() == 0
+
+    def freeze(path):
+        if as_root:
+            if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)]).returncode:
+                pytest.skip("running as root and `chattr +i` is not available here")
+        else:
+            os.chmod(path, 0o555 if os.path.isdir(path) else 0o444)
+        frozen_paths.append(path)
+
+    yield freeze
+    for path in frozen_paths:
+        if as_root:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)

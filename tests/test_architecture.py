@@ -1,4 +1,5 @@
-"""Imports point one way: tools -> engine -> (models, datasets) -> config -> utils."""
+"""Imports point one way: tools -> (demo, export) -> engine -> visualization -> (models, datasets) ->
+config -> utils."""
 import ast
 import os
 
@@ -12,7 +13,11 @@ ALLOWED = {
     "utils": {"utils"},
     "models": {"models", "config", "utils"},
     "datasets": {"datasets", "config", "utils"},
-    "engine": {"engine", "models", "datasets", "config", "utils"},
+    "visualization": {"visualization", "models", "datasets", "config", "utils"},
+    "engine": {"engine", "visualization", "models", "datasets", "config", "utils"},
+    # Applications of a trained model, beside each other: neither imports the other.
+    "demo": {"demo", "engine", "visualization", "models", "datasets", "config", "utils"},
+    "export": {"export", "engine", "models", "config", "utils"},
 }
 
 

@@ -15,12 +15,20 @@ clip of the clip forward (X3D) against seconds per frame of `forward_step` in st
 the speed-up of one frame over one clip, for each batch size. A stream step is hundreds of
 small ops: on a CPU shared with other jobs use --threads 1 (with more, each op's threads
 wait for one another; measured 100x slower per frame under contention).
+With --runtime eager onnxruntime torchscript (any of them): inference only, batch 1 (the
+first --batch-sizes), in each runtime: milliseconds per clip (mode clip, NUM_FRAMES x
+TRAIN_CROP_SIZE^2) or, in mode stream, per clip of the X3D clip graph and per frame of CoX3D's
+per-frame step (exported as tools/export_model.py does; the same graph every frame). Each
+row is the median of --runs after --warmup, with its speed-up over eager; on a shared CPU
+compare rows of one run only (the runtimes are timed in turns, one call of each per round).
 A mode is a function `(model, cfg, args) -> rows`; add one to MODES to time another way
 of running a model.
 """
 import argparse
+import os
 import statistics
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, List
 
@@ -132,6 +140,89 @@ def stream_mode(model: torch.nn.Module, cfg, args) -> List[Dict[str, object]]:
 
 
 MODES: Dict[str, Callable] = {"clip": clip_mode, "stream": stream_mode}
+RUNTIMES = ("eager", "onnxruntime", "torchscript")
+_RUNTIME_FORMAT = {"onnxruntime": "onnx", "torchscript": "torchscript"}
+
+
+def runtime_runner(graph, runtime: str, folder: str):
+    """`inputs -> outputs` (numpy) for `graph` in `runtime`; the export formats' own loaders."""
+    import numpy as np
+
+    from vov3d.export.formats import export_graph, load_runner
+
+    if runtime == "eager":
+        def run(inputs):
+            with torch.no_grad():
+                out = graph.module(*[torch.from_numpy(np.asarray(x)) for x in inputs])
+            return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+        return run
+    fmt = _RUNTIME_FORMAT[runtime]
+    path = os.path.join(folder, f"{graph.mode}.{fmt}")
+    export_graph(graph, path, fmt, dynamic_batch=False)
+    return load_runner(path, fmt, threads=torch.get_num_threads())
+
+
+def one_eval(graph, run) -> Callable[[], None]:
+    """A call that runs one clip, or one stream step after the warm-up (state threaded)."""
+    inputs = [x.numpy() for x in graph.example]
+    if graph.mode == "clip":
+        return lambda: run(inputs)
+    frames = [torch.randn(graph.example[0].shape).numpy() for _ in range(8)]
+    state = inputs[1:]
+    for t in range(graph.module.model.delay):
+        state = run([frames[t % 8], *state])[2:]
+    position = [0]
+
+    def step():
+        state[:] = run([frames[position[0] % 8], *state])[2:]
+        position[0] += 1
+
+    return step
+
+
+def interleaved_medians(calls: Dict[str, Callable[[], None]], warmup: int, runs: int) -> Dict[str, float]:
+    """Median seconds of each call, timed in turns (one of each per round), so that a
+    neighbour's load on a shared CPU weighs on every runtime alike."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: Dict[str, List[float]] = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def runtime_rows(model: torch.nn.Module, cfg, args) -> List[Dict[str, object]]:
+    from vov3d.export.graphs import clip_graph, step_graph
+    from vov3d.models.cox3d import CoX3D
+    from vov3d.models.x3d import X3D
+
+    crop, names = cfg.DATA.TRAIN_CROP_SIZE, [str(i) for i in range(cfg.MODEL.NUM_CLASSES)]
+    batch = args.batch_sizes[0]
+    graphs = [clip_graph(model.eval(), cfg, names, batch, crop)]
+    if args.mode == "stream":
+        if not isinstance(model, CoX3D):
+            if type(model) is not X3D:
+                raise ConfigError(f"--mode stream needs MODEL.MODEL_NAME CoX3D or X3D, got "
+                                  f"{cfg.MODEL.MODEL_NAME!r}.")
+            weights, model = model.state_dict(), CoX3D(cfg)
+            model.load_state_dict(weights)
+        graphs = [clip_graph(model.eval(), cfg, names, batch, crop), step_graph(model, cfg, names, batch, crop)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vov3d-benchmark-") as folder:
+        for graph in graphs:
+            calls = {rt: one_eval(graph, runtime_runner(graph, rt, folder)) for rt in args.runtime}
+            seconds = interleaved_medians(calls, args.warmup, args.runs)
+            eager = seconds.get("eager")
+            for runtime in args.runtime:
+                rows.append({"graph": "clip" if graph.mode == "clip" else "frame (CoX3D step)",
+                             "input": "x".join(map(str, graph.example[0].shape)), "runtime": runtime,
+                             "ms/eval": seconds[runtime] * 1e3,
+                             "vs eager": f"{eager / seconds[runtime]:.2f}x" if eager else "-"})
+    return rows
 
 
 def format_table(rows: List[Dict[str, object]]) -> str:
@@ -149,8 +240,11 @@ def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads (0 = the thread budget: OMP_NUM_THREADS, else the usable cores)")
     parser.add_argument("--mode", choices=sorted(MODES), default="clip")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--runs", type=int, default=5, help="timed runs (the median is reported)")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    parser.add_argument("--runtime", nargs="+", choices=RUNTIMES, default=None,
+                        help="time inference in these runtimes (exported files for onnxruntime and "
+                             "torchscript) instead of eager forward/backward")
 
 
 def main(argv=None) -> int:
@@ -163,7 +257,9 @@ def main(argv=None) -> int:
     args.opts = list(args.opts) + ["NUM_GPUS", "0"]
     try:
         cfg = load_config(args)
+        from vov3d.engine.preflight import check_registered_names
         from vov3d.models import build_model
+        check_registered_names(cfg, datasets=False)
         model = build_model(cfg)
     except ConfigError as e:
         print(f"benchmark_model.py: config error: {e}", file=sys.stderr)
@@ -174,11 +270,19 @@ def main(argv=None) -> int:
         print(f"benchmark_model.py: {e}", file=sys.stderr)
         return 2
     apply_budget(budget, log=False)
+    from vov3d.utils.errors import UserError, describe
+
     try:
-        rows = MODES[args.mode](model, cfg, args)
+        if args.runtime and "onnxruntime" in args.runtime:
+            from vov3d.export.formats import require_onnx
+            require_onnx()
+        rows = runtime_rows(model, cfg, args) if args.runtime else MODES[args.mode](model, cfg, args)
     except ConfigError as e:
         print(f"benchmark_model.py: config error: {e}", file=sys.stderr)
         return 2
+    except UserError as e:
+        print(f"benchmark_model.py: {describe(e)}", file=sys.stderr)
+        return 1
     print(f"{cfg.MODEL.MODEL_NAME} from {args.cfg_file}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads (set by {budget.source}); median of {args.runs} runs after {args.warmup} warm-up")
     print(format_table(rows))

@@ -6,8 +6,9 @@ CPU-bound processes, and print one table:
         [--threads torch,budget,1] [--wait default,passive] [--workers 0,1,2]
         [--competitors 0,1,2] [--steps 6] [--warmup-seconds 6] [--repeats 1] [KEY VALUE ...]
 
-A step is one training iteration as the trainer runs it: the next batch from the train
-loader (real videos, --workers loader workers), forward, loss, backward, optimizer step.
+A step is one optimiser step as the trainer runs it (engine/train_step.py): the next
+batch from the train loader (real videos, --workers loader workers), the input step,
+forward, loss, backward, optimiser step.
 Each cell runs in a fresh process, so that OMP_NUM_THREADS and OMP_WAIT_POLICY take effect
 before torch starts its threads; the competing processes (`while True: pass`, one core
 each) are started before the cell and stopped after it.
@@ -84,9 +85,12 @@ def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cell(cfg, threads: str, steps: int, warmup_seconds: float) -> Dict[str, object]:
     import torch
 
-    from vov3d.datasets.loader import construct_loader, shuffle_dataset
+    from vov3d.datasets.loader import construct_loader, set_epoch
+    from vov3d.engine.input_step import InputStep
     from vov3d.engine.losses import get_loss_func
+    from vov3d.engine.mixup import MixUp
     from vov3d.engine.optimizer import construct_optimizer
+    from vov3d.engine.train_step import TrainStep
     from vov3d.models import build_model
     from vov3d.utils.threads import apply_budget, budget_for, governed
 
@@ -96,28 +100,26 @@ def run_cell(cfg, threads: str, steps: int, warmup_seconds: float) -> Dict[str, 
     model = build_model(cfg)
     model.train()
     optimizer = construct_optimizer(model, cfg)
-    loss_fn = get_loss_func(cfg.MODEL.LOSS_FUNC)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    step = TrainStep(cfg, model, optimizer, scaler, get_loss_func(cfg.MODEL.LOSS_FUNC),
+                     InputStep(cfg, torch.device("cpu")), amp=False, mixup=MixUp.from_cfg(cfg))
     loader = construct_loader(cfg, "train")
-    epoch, batches = 0, iter(())
+    per_epoch = step.steps_per_epoch(len(loader))
     times: List[float] = []
     warm_until = None
-    while len(times) < steps:
-        start = time.perf_counter()
-        try:
-            inputs, labels = next(batches)[:2]
-        except StopIteration:
-            shuffle_dataset(loader, epoch)
-            epoch, batches = epoch + 1, governed(loader)
-            inputs, labels = next(batches)[:2]
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(inputs), labels).backward()
-        optimizer.step()
-        end = time.perf_counter()
-        if warm_until is None:
-            warm_until = start + warmup_seconds
-        if end >= warm_until:
-            times.append(end - start)
-    return {"median": statistics.median(times), "threads": torch.get_num_threads()}
+    for epoch in itertools.count():
+        set_epoch(loader, cfg.RNG_SEED, epoch)
+        batches = governed(loader)
+        for _ in range(per_epoch):
+            start = time.perf_counter()
+            step.run(batches, lambda loss: None)
+            end = time.perf_counter()
+            if warm_until is None:
+                warm_until = start + warmup_seconds
+            if end >= warm_until:
+                times.append(end - start)
+            if len(times) == steps:
+                return {"median": statistics.median(times), "threads": torch.get_num_threads()}
 
 
 def cell_env(threads: str, wait: str) -> Dict[str, str]:

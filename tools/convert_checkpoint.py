@@ -12,7 +12,6 @@ makes the tool exit with status 1 and write nothing (unless --drop-unmapped /
 TRAIN/TEST.CHECKPOINT_FILE_PATH load, written atomically.
 """
 import argparse
-import pickle
 import sys
 
 import torch
@@ -20,8 +19,8 @@ from yacs.config import CfgNode
 
 from vov3d.config import ConfigError, get_cfg, merge_file, merge_overrides
 from vov3d.models.csn_convert import (SOURCE_BN_EPS, SOURCES, check_against_model,
-                                      convert_csn_state_dict, infer_csn_layout,
-                                      unwrap_state_dict)
+                                      convert_csn_state_dict, infer_csn_layout)
+from vov3d.utils.checkpoint_io import CheckpointError, read_checkpoint
 from vov3d.utils.files import write_atomic
 
 # Input normalisation the published weights expect (DATA.MEAN / DATA.STD).
@@ -80,19 +79,15 @@ def _report(title: str, items, limit: int = 50) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        checkpoint = torch.load(args.input, map_location="cpu", weights_only=not args.unsafe_load)
-    except FileNotFoundError:
-        print(f"convert_checkpoint.py: input not found: '{args.input}'.", file=sys.stderr)
-        return 2
-    except pickle.UnpicklingError as e:
-        print(f"convert_checkpoint.py: {args.input} holds objects other than tensors and plain "
-              f"containers ({str(e).splitlines()[0]}). If you trust the file, rerun with "
-              "--unsafe-load.", file=sys.stderr)
+        checkpoint = read_checkpoint(args.input, unsafe=args.unsafe_load, unsafe_setting="--unsafe-load",
+                                     source="input")
+    except CheckpointError as e:
+        print(f"convert_checkpoint.py: {e}", file=sys.stderr)
         return 2
     try:
-        conversion = convert_csn_state_dict(unwrap_state_dict(checkpoint), args.source)
+        conversion = convert_csn_state_dict(checkpoint, args.source, args.input)
         cfg = _model_config(args, conversion.state_dict)
-    except (ValueError, ConfigError) as e:
+    except (ValueError, ConfigError, CheckpointError) as e:
         print(f"convert_checkpoint.py: {args.input}: {e}", file=sys.stderr)
         return 1
 

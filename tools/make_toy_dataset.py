@@ -25,7 +25,9 @@ Formats:
   ssv2      DIR/something-something-v2-{labels,train,validation}.json, frame lists
             DIR/{train,val}.csv, JPEG frames DIR/frames/<id>/<id>_%06d.jpg and the
             videos DIR/videos/<id>.webm (vp9)
-All formats also write DIR/classes.json (class names in label order).
+All formats also write DIR/classes.json (class names in label order). --demo-video PATH also
+writes PATH: the first evaluation video of every class back to back (h264), an input for
+tools/demo_net.py (`make demo-video`).
 The same --seed gives the same decoded frames (and, with the pinned encoder, the same bytes).
 """
 import argparse
@@ -132,8 +134,12 @@ def write_video(path: str, frames: np.ndarray, codec: str = "h264", gop: int = 1
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
         if codec in ("h264", "libx264"):
-            # One thread keeps the bitstream identical from run to run.
-            stream.options = {"crf": "16", "preset": "veryfast", "threads": "1"}
+            # With its own threads (FFmpeg's generic "threads" option does not reach them) or its
+            # lookahead rate control, x264 gave other bytes for the same frames in the second of
+            # two datasets built in one process; one thread and no lookahead make it repeatable.
+            stream.options = {"crf": "16", "preset": "veryfast",
+                              "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0:"
+                                             "rc-lookahead=0:mbtree=0:weightp=0"}
         else:
             stream.options = {"deadline": "realtime", "crf": "10", "b": "0", "threads": "1"}
         for frame in frames:
@@ -178,14 +184,16 @@ def make_split_plan(num_classes: int, per_split: Dict[str, int],
 
 def generate(out: str, num_classes: int = 6, videos_per_class: int = 40, eval_per_class: int = 10,
              num_frames: int = 32, width: int = 80, height: int = 64, seed: int = 0,
-             fmt: str = "kinetics", gop: int = 12) -> Dict[str, int]:
-    """Write the dataset; returns the number of videos per split."""
+             fmt: str = "kinetics", gop: int = 12, demo_video: str = "") -> Dict[str, int]:
+    """Write the dataset (and `demo_video`, if given); returns the number of videos per split."""
     if not 2 <= num_classes <= len(CLASSES):
         raise ValueError(f"--classes must be in [2, {len(CLASSES)}], got {num_classes}.")
     if width % 2 or height % 2:
         raise ValueError(f"--size must be even for yuv420p video, got {width}x{height}.")
     if num_frames < 4:
         raise ValueError(f"--frames must be >= 4, got {num_frames}.")
+    if fmt not in ("kinetics", "ssv1", "ssv2"):
+        raise ValueError(f"unknown --format {fmt!r}; expected kinetics, ssv1 or ssv2.")
     os.makedirs(out, exist_ok=True)
     per_split = {"train": videos_per_class, "val": eval_per_class, "test": eval_per_class}
     if fmt != "kinetics":
@@ -193,28 +201,37 @@ def generate(out: str, num_classes: int = 6, videos_per_class: int = 40, eval_pe
         per_split["test"] = 0
     plan = make_split_plan(num_classes, per_split, seed)
     rows: Dict[str, List[Tuple[str, int, List[str]]]] = {s: [] for s in SPLITS}
+    demo_split = "test" if per_split["test"] else "val"
+    demo_parts: Dict[int, np.ndarray] = {}
     for number, (split, label, video_seed) in enumerate(plan):
         params = sample_params(label, num_frames, height, width, np.random.default_rng(video_seed))
         frames = render_video(params, height, width)
         video_id = f"{number + 1:05d}" if fmt != "kinetics" else f"{split}_{number:05d}"
-        frame_paths: List[str] = []
-        if fmt == "kinetics":
-            os.makedirs(os.path.join(out, "videos"), exist_ok=True)
-            write_video(os.path.join(out, "videos", video_id + ".mp4"), frames, "h264", gop)
-        elif fmt == "ssv1":
-            names = write_jpegs(os.path.join(out, "frames", video_id), frames, "%05d.jpg")
-            frame_paths = [f"{video_id}/{name}" for name in names]
-        elif fmt == "ssv2":
-            names = write_jpegs(os.path.join(out, "frames", video_id), frames,
-                                video_id + "_%06d.jpg")
-            frame_paths = [f"{video_id}/{name}" for name in names]
-            os.makedirs(os.path.join(out, "videos"), exist_ok=True)
-            write_video(os.path.join(out, "videos", video_id + ".webm"), frames, "libvpx-vp9", gop)
-        else:
-            raise ValueError(f"unknown --format {fmt!r}; expected kinetics, ssv1 or ssv2.")
-        rows[split].append((video_id, label, frame_paths))
+        rows[split].append((video_id, label, write_sample(out, fmt, video_id, frames, gop)))
+        if split == demo_split:
+            demo_parts.setdefault(label, frames)
+    write_lists(out, fmt, list(CLASSES[:num_classes]), rows)
+    if demo_video:
+        write_video(demo_video, np.concatenate([demo_parts[label] for label in sorted(demo_parts)]), "h264", gop)
+    return {split: len(rows[split]) for split in SPLITS}
 
-    names = list(CLASSES[:num_classes])
+
+def write_sample(out: str, fmt: str, video_id: str, frames: np.ndarray, gop: int) -> List[str]:
+    """Write one video in the dataset's layout; returns its frame paths (frame datasets)."""
+    if fmt == "kinetics":
+        os.makedirs(os.path.join(out, "videos"), exist_ok=True)
+        write_video(os.path.join(out, "videos", video_id + ".mp4"), frames, "h264", gop)
+        return []
+    pattern = "%05d.jpg" if fmt == "ssv1" else video_id + "_%06d.jpg"
+    names = write_jpegs(os.path.join(out, "frames", video_id), frames, pattern)
+    if fmt == "ssv2":
+        os.makedirs(os.path.join(out, "videos"), exist_ok=True)
+        write_video(os.path.join(out, "videos", video_id + ".webm"), frames, "libvpx-vp9", gop)
+    return [f"{video_id}/{name}" for name in names]
+
+
+def write_lists(out: str, fmt: str, names: List[str], rows: Dict[str, List[Tuple[str, int, List[str]]]]) -> None:
+    """classes.json and the split lists in the dataset's own format."""
     with open(os.path.join(out, "classes.json"), "w") as f:
         json.dump(names, f, indent=1)
     if fmt == "kinetics":
@@ -222,27 +239,25 @@ def generate(out: str, num_classes: int = 6, videos_per_class: int = 40, eval_pe
             with open(os.path.join(out, f"{split}.csv"), "w") as f:
                 for video_id, label, _ in rows[split]:
                     f.write(f"videos/{video_id}.mp4 {label}\n")
-    elif fmt == "ssv1":
+        return
+    if fmt == "ssv1":
         with open(os.path.join(out, "something-something-v1-labels.csv"), "w") as f:
             f.writelines(name + "\n" for name in names)
-        for split, official in (("train", "train"), ("val", "validation")):
-            with open(os.path.join(out, f"something-something-v1-{official}.csv"), "w") as f:
-                f.writelines(f"{vid};{names[label]}\n" for vid, label, _ in rows[split])
-            write_frame_list(os.path.join(out, f"{split}.csv"),
-                             [(vid, paths) for vid, _, paths in rows[split]])
     else:
-        labels = {TEMPLATES[i].replace("[", "").replace("]", ""): str(i) for i in range(num_classes)}
+        labels = {TEMPLATES[i].replace("[", "").replace("]", ""): str(i) for i in range(len(names))}
         with open(os.path.join(out, "something-something-v2-labels.json"), "w") as f:
             json.dump(labels, f, indent=1)
-        for split, official in (("train", "train"), ("val", "validation")):
+    for split, official in (("train", "train"), ("val", "validation")):
+        if fmt == "ssv1":
+            with open(os.path.join(out, f"something-something-v1-{official}.csv"), "w") as f:
+                f.writelines(f"{vid};{names[label]}\n" for vid, label, _ in rows[split])
+        else:
             entries = [{"id": vid, "label": TEMPLATES[label].replace("[Something]", "a box"),
                         "template": TEMPLATES[label], "placeholders": ["a box"]}
                        for vid, label, _ in rows[split]]
             with open(os.path.join(out, f"something-something-v2-{official}.json"), "w") as f:
                 json.dump(entries, f, indent=1)
-            write_frame_list(os.path.join(out, f"{split}.csv"),
-                             [(vid, paths) for vid, _, paths in rows[split]])
-    return {split: len(rows[split]) for split in SPLITS}
+        write_frame_list(os.path.join(out, f"{split}.csv"), [(vid, paths) for vid, _, paths in rows[split]])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -258,6 +273,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gop", type=int, default=12, help="keyframe interval in frames")
     parser.add_argument("--format", default="kinetics", choices=("kinetics", "ssv1", "ssv2"))
+    parser.add_argument("--demo-video", default="",
+                        help="also write this video: one evaluation video of every class, back to back")
     return parser.parse_args(argv)
 
 
@@ -268,7 +285,7 @@ def main(argv=None) -> None:
     except ValueError:
         sys.exit(f"--size must look like 40x32 (W x H), got {args.size!r}.")
     counts = generate(args.out, args.classes, args.videos_per_class, args.eval_per_class,
-                      args.frames, width, height, args.seed, args.format, args.gop)
+                      args.frames, width, height, args.seed, args.format, args.gop, args.demo_video)
     print(f"wrote {args.format} toy dataset to {args.out}: "
           + ", ".join(f"{split} {n}" for split, n in counts.items() if n)
           + f" videos; {args.classes} classes; {args.frames} frames of {width}x{height} at {FPS} fps")

@@ -20,6 +20,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"model_summary.py: config error: {e}", file=sys.stderr)
         return 2
+    from vov3d.engine.preflight import check_registered_names
     from vov3d.models import build_model
     from vov3d.models.complexity import complexity_summary, format_complexity
     from vov3d.utils.threads import apply_budget, tool_budget
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
         return 2
 
     try:
+        check_registered_names(cfg, datasets=False)
         model = build_model(cfg)
     except ConfigError as e:
         print(f"model_summary.py: config error: {e}", file=sys.stderr)

@@ -24,10 +24,10 @@ def ramp_frames(num_frames: int, height: int = 48, width: int = 64) -> np.ndarra
 
 
 def frame_numbers(clip) -> np.ndarray:
-    """Source frame index of every frame of a normalised [3, T, H, W] ramp clip (default
-    MEAN/STD), from its mean grey level."""
-    grey = clip.mean(dim=(0, 2, 3)).numpy() * 0.225 + 0.45
-    return np.round(grey * 255 / GRAY_STEP).astype(int)
+    """Source frame index of every frame of a uint8 [3, T, H, W] ramp clip, from its mean
+    grey level."""
+    grey = clip.double().mean(dim=(0, 2, 3)).numpy()
+    return np.round(grey / GRAY_STEP).astype(int)
 
 
 @pytest.fixture(scope="session")

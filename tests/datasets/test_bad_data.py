@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from tests.datasets.conftest import make_cfg
 from vov3d.datasets import build_dataset
@@ -73,7 +74,7 @@ def test_test_split_never_substitutes(bad_root):
     for index in range(1, 5):
         inputs, label, returned, meta = dataset[index]
         assert (label, returned, meta["failed"]) == (1, index, 1) and meta["num_failures"] >= 1
-        assert inputs[0].shape == good[0][0].shape and not inputs[0].any()
+        assert inputs[0].shape == good[0][0].shape and inputs[0].dtype == torch.uint8 and not inputs[0].any()
 
 
 def test_bad_frames_and_folders(ss_roots, tmp_path):
@@ -104,6 +105,41 @@ def test_malformed_video_list(tmp_path, line, message):
     (tmp_path / "train.csv").write_text(f"good.mp4 0\n{line}\n")
     with pytest.raises(ListFormatError, match=message):
         build_dataset("kinetics", make_cfg(tmp_path), "train")
+
+
+def test_list_files_that_are_not_utf8_are_named_with_their_line(ss_roots, tmp_path):
+    # Latin-1 "é" (0xe9) where UTF-8 is expected, on the third line.
+    (tmp_path / "train.csv").write_bytes(b"a.mp4 0\nb.mp4 1\ncaf\xe9.mp4 2\n")
+    with pytest.raises(ListFormatError, match=r"train.csv:3: not UTF-8 text \(byte 0xe9 at column 4\); "
+                                              r"save the file as UTF-8"):
+        build_dataset("kinetics", make_cfg(tmp_path), "train")
+    v1 = tmp_path / "v1"
+    shutil.copytree(ss_roots["ssv1"], v1)
+    labels = v1 / "something-something-v1-labels.csv"
+    labels.write_bytes(labels.read_bytes().replace(b"\n", b" \xff\n", 1))
+    with pytest.raises(ListFormatError, match=r"v1-labels.csv:1: not UTF-8 text \(byte 0xff"):
+        build_dataset("ssv1", make_cfg(v1, "MODEL.NUM_CLASSES", "2"), "train")
+    v2 = tmp_path / "v2"
+    shutil.copytree(ss_roots["ssv2"], v2)
+    (v2 / "something-something-v2-train.json").write_bytes(b'[\n {"id": "1",\n  "template": "\xe9"}]')
+    with pytest.raises(ListFormatError, match=r"v2-train.json:3: not UTF-8 text \(byte 0xe9 at column 16\)"):
+        build_dataset("ssv2", make_cfg(v2, "MODEL.NUM_CLASSES", "2"), "train")
+
+
+def test_an_image_renamed_as_a_video_is_named_once_per_file(tmp_path, kinetics_root, caplog):
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((48, 64, 3), 90, np.uint8))
+    shutil.copy(tmp_path / "photo.jpg", tmp_path / "photo.mp4")
+    shutil.copy(kinetics_root / "long.mp4", tmp_path / "long.mp4")
+    (tmp_path / "test.csv").write_text("photo.mp4 0\nlong.mp4 1\n")
+    test = build_dataset("kinetics", make_cfg(tmp_path, "TEST.NUM_ENSEMBLE_VIEWS", "2"), "test")
+    with caplog.at_level(logging.WARNING):
+        items = [test[0], test[0], test[1]]
+    assert [item[3]["video_frames"] for item in items] == [1, 1, 40]
+    assert [item[3]["failed"] for item in items] == [0, 0, 0]  # it decodes: only the warning tells
+    warnings = [r.getMessage() for r in caplog.records if "frame(s)" in r.getMessage()]
+    assert warnings == [f"{tmp_path / 'photo.mp4'} holds 1 frame(s): every clip of it is one still image. Is it "
+                        "really a video (not an image renamed, or a truncated download)?"]
 
 
 def test_missing_split_file_names_file_and_split(tmp_path):

@@ -38,8 +38,8 @@ def test_set(kinetics_root):
 def test_test_item_layout_and_reference_indices(test_set, kinetics_root):
     inputs, label, index, meta = test_set[0]
     assert len(inputs) == 1 and inputs[0].shape == (30, 3, 8, 32, 32)
-    assert inputs[0].dtype == torch.float32
-    assert (label, index, meta) == (0, 0, {"failed": 0, "num_failures": 0})
+    assert inputs[0].dtype == torch.uint8  # normalised on the device by the input step
+    assert (label, index, meta) == (0, 0, {"failed": 0, "num_failures": 0, "video_frames": 40})  # long.mp4
     assert test_set.num_views == 30 and test_set.num_videos == 3 and len(test_set) == 3
     path = test_set.video_path(0)
     for view in range(30):

@@ -3,9 +3,9 @@ downloads, AVI/MKV, odd sizes): every Kinetics clip holds the source frames a fu
 give, or the file fails with a DecodeError that names it.
 
 Two references, both computed on a full decode of the file:
-  pts rule   - the selective-decoding rule of framework.md 2.6/2.7 (window in pts from the
+  pts rule   - PySlowFast's selective-decoding rule (window in pts from the
                stream's start time, timebase duration / frames), for files whose metadata holds;
-  index rule - window on the real decoded frame count (framework.md 2.7), for files decoded
+  index rule - window on the real decoded frame count, for files decoded
                whole: no frame count (MKV), untrustworthy pts (h264 in AVI), or metadata that
                promises frames the file does not have (truncated downloads).
 """
@@ -230,9 +230,10 @@ def test_all_test_views_hold_the_reference_frames(test_set, root, name):
     index = list(VARIANTS).index(name)
     rule = VARIANTS[name]
     inputs, _, _, meta = test_set[index]
-    assert meta == {"failed": 0, "num_failures": 0}
-    assert inputs[0].shape == (VIEWS * CROPS, 3, NUM_FRAMES, 32, 32)
     path = root / name
+    # The frames the clips were drawn over, as the reference rule counts them.
+    assert meta == {"failed": 0, "num_failures": 0, "video_frames": rule_count(path, rule)}
+    assert inputs[0].shape == (VIEWS * CROPS, 3, NUM_FRAMES, 32, 32)
     delta = max(rule_count(path, rule) - clip_size(path), 0)
     for view in range(VIEWS * CROPS):
         temporal, _ = sampling.view_indices(view, CROPS)

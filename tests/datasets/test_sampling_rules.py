@@ -1,4 +1,6 @@
-"""Sampling rules of framework.md 2.7-2.9 and 4.3 against hand-computed values."""
+"""Temporal, segment, spatial and test-view sampling rules against hand-computed values."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -89,12 +91,13 @@ def test_flip_probability_and_shared_geometry():
     flips = 0
     for _ in range(400):
         clip = transform.train_crops(frames, (40, 40), 32, False, True, rng)
-        row = clip[:, 0, :, 0].astype(int)
+        assert clip.shape == (3, 4, 32, 32) and clip.dtype == np.uint8
+        row = clip[0, :, 0, :].astype(int)  # channel 0, every frame's first row
         assert (np.diff(row, axis=0) == 1).all()  # same crop and flip for every frame
         flips += row[0, 0] > row[0, -1]
     assert 160 < flips < 240
     no_flip = [transform.train_crops(frames, (40, 40), 32, False, False, rng) for _ in range(50)]
-    assert all(c[0, 0, 0, 0] < c[0, 0, -1, 0] for c in no_flip)
+    assert all(c[0, 0, 0, 0] < c[0, 0, 0, -1] for c in no_flip)
 
 
 @pytest.mark.parametrize("size", [80, 32, 37])
@@ -108,12 +111,41 @@ def test_uint8_resize_matches_torch_bilinear(size):
     assert np.abs(ours - reference).max() <= 1.0
 
 
-def test_normalize_order_and_channel_reversal():
-    clip = np.zeros((2, 3, 3, 3), dtype=np.uint8)
-    clip[..., 0], clip[..., 1], clip[..., 2] = 255, 0, 51  # "B", "G", "R" as OpenCV delivers
-    mean, std = [0.1, 0.2, 0.3], [0.5, 0.25, 0.2]
-    plain = transform.normalize(clip, mean, std, False)
-    assert plain.shape == (3, 2, 3, 3) and plain.dtype == torch.float32
-    assert torch.allclose(plain[:, 0, 0, 0], torch.tensor([(1 - .1) / .5, (0 - .2) / .25, (.2 - .3) / .2]))
-    # Normalise in loader order, then reverse the channel axis (the reference's order).
-    assert torch.allclose(transform.normalize(clip, mean, std, True), plain.flip(0))
+def test_inverse_uniform_jitter_is_the_rounded_reciprocal_of_each_draw():
+    # The inverse-uniform scale: u ~ U(1/max, 1/min), size = round(1/u). Truncating 1/u instead
+    # shifts the mean by only 0.5 px, too little for a distribution check to notice.
+    rng, reference = np.random.RandomState(7), np.random.RandomState(7)
+    sizes = [sampling.jitter_size(182, 228, True, rng) for _ in range(60)]
+    reciprocals = [1.0 / reference.uniform(1.0 / 228, 1.0 / 182) for _ in range(60)]
+    assert sizes == [int(round(r)) for r in reciprocals]
+    # The draws include reciprocals with a fractional part >= 0.5, where rounding and
+    # truncation disagree; without them the comparison above would prove nothing.
+    assert any(r - math.floor(r) >= 0.5 for r in reciprocals)
+    # The plain rule: size = round(U(min, max)).
+    rng, reference = np.random.RandomState(3), np.random.RandomState(3)
+    plain = [sampling.jitter_size(256, 320, False, rng) for _ in range(60)]
+    assert plain == [int(round(reference.uniform(256, 320))) for _ in range(60)]
+
+
+def test_long_side_is_floored_not_rounded():
+    # The long side becomes floor(long / short * size), as in the references; 160 / 90 * 128 =
+    # 227.6 and 150 / 100 * 37 = 55.5 are the cases where rounding would differ.
+    assert sampling.short_side_shape(90, 160, 128) == (128, 227)
+    assert sampling.short_side_shape(160, 90, 128) == (227, 128)
+    assert sampling.short_side_shape(100, 150, 37) == (37, 55)
+    frame = np.zeros((90, 160, 3), dtype=np.uint8)
+    assert transform.resize_short_side(frame, 128).shape == (128, 227, 3)
+    assert transform.resize_short_side(frame.transpose(1, 0, 2), 128).shape == (227, 128, 3)
+
+
+def test_frame_planes_resize_and_split_every_frame_of_a_video():
+    rng = np.random.RandomState(1)
+    planes = transform.FramePlanes(48, 64, 32)
+    for _ in range(2):  # buffers reused: each call gives that frame's planes
+        frame = rng.randint(0, 256, (48, 64, 3)).astype(np.uint8)
+        expected = transform.resize_short_side(frame, 32).transpose(2, 0, 1)
+        assert planes.shape == (32, 42) and np.array_equal(planes(frame), expected)
+    padded = rng.randint(0, 256, (32, 50, 3)).astype(np.uint8)[:, :42]  # rows longer than the frame
+    assert np.array_equal(transform.FramePlanes(32, 42, 32)(padded), padded.transpose(2, 0, 1))
+    with pytest.raises(ValueError, match="frames of one video differ in size: 64x40"):
+        planes(np.zeros((40, 64, 3), np.uint8))

@@ -8,6 +8,7 @@ import torch
 
 from tests.datasets.conftest import make_cfg
 from vov3d.datasets import build_dataset
+from vov3d.engine.input_step import InputStep
 
 L = 37
 SPREAD = [[1, 5, 10, 15, 19, 23, 28, 33], [3, 8, 13, 17, 21, 26, 31, 35]]
@@ -23,8 +24,14 @@ def colour_ramp(num_frames):
     return frames
 
 
+def model_input(dataset, clip):
+    """What the model sees of a dataset's uint8 clip: the input step's output under the
+    dataset's config (RGB when DATA.REVERSE_INPUT_CHANNEL reverses OpenCV's BGR)."""
+    return InputStep(dataset.cfg, torch.device("cpu")).clips(clip)
+
+
 def red_numbers(clip):
-    """Frame index from channel 0 of a [3, T, H, W] clip that is RGB."""
+    """Frame index from channel 0 of a normalised [3, T, H, W] clip that is RGB."""
     red = clip[0].mean(dim=(1, 2)).numpy() * 0.225 + 0.45
     return np.round(red * 255 / 6).astype(int).tolist()
 
@@ -63,20 +70,20 @@ def test_spread_views_and_decode_once(ramp_ssv2, source):
     inputs, label, index, meta = dataset[1]
     assert inputs[0].shape == (6, 3, 8, 32, 32) and (label, index) == (1, 1) and meta["failed"] == 0
     for view in range(6):
-        assert red_numbers(inputs[0][view]) == SPREAD[view // 3], view
+        assert red_numbers(model_input(dataset, inputs[0][view])) == SPREAD[view // 3], view
         assert torch.equal(dataset.get_view(1, view), inputs[0][view])
 
 
 def test_midpoint_and_random_test_modes(ramp_ssv2):
     prefix = ramp_ssv2 / "frames"
     mid = build_dataset("ssv2", ss_cfg(ramp_ssv2, prefix, "DATA.SEGMENT_TEST_SAMPLING", "midpoint"), "test")
-    assert all(red_numbers(view) == MIDPOINT for view in mid[0][0][0])
+    assert all(red_numbers(view) == MIDPOINT for view in model_input(mid, mid[0][0][0]))
     one = build_dataset("ssv2", ss_cfg(ramp_ssv2, prefix, "TEST.NUM_ENSEMBLE_VIEWS", "1",
                                        "TEST.NUM_SPATIAL_CROPS", "1"), "test")
-    assert red_numbers(one[0][0][0][0]) == MIDPOINT
+    assert red_numbers(model_input(one, one[0][0][0][0])) == MIDPOINT
     rnd = build_dataset("ssv2", ss_cfg(ramp_ssv2, prefix, "DATA.SEGMENT_TEST_SAMPLING", "random"), "test")
     np.random.seed(0)
-    views = [red_numbers(v) for v in rnd[0][0][0]]
+    views = [red_numbers(v) for v in model_input(rnd, rnd[0][0][0])]
     assert len({tuple(v) for v in views}) > 1  # every view (even crops) draws its own frames
     assert all(s <= i <= e for v in views for i, s, e in zip(v, STARTS, ENDS))
 
@@ -85,21 +92,25 @@ def test_train_range_and_val_midpoint(ramp_ssv2):
     prefix = ramp_ssv2 / "frames"
     train = build_dataset("ssv2", ss_cfg(ramp_ssv2, prefix), "train")
     np.random.seed(1)
-    draws = np.array([red_numbers(train[0][0][0]) for _ in range(30)])
+    draws = np.array([red_numbers(model_input(train, train[0][0][0])) for _ in range(30)])
     assert (draws >= STARTS).all() and (draws <= ENDS).all() and len({tuple(d) for d in draws}) > 1
     assert train[0][0][0].shape == (3, 8, 32, 32)
     val = build_dataset("ssv2", ss_cfg(ramp_ssv2, prefix), "val")
-    assert red_numbers(val[0][0][0]) == MIDPOINT
+    assert red_numbers(model_input(val, val[0][0][0])) == MIDPOINT
 
 
 def test_channel_order_flag_reverses_loader_order(ramp_ssv2):
     prefix = ramp_ssv2 / "frames"
-    rgb = build_dataset("ssv2", ss_cfg(ramp_ssv2, prefix), "test")[0][0][0]
-    bgr = build_dataset("ssv2", ss_cfg(ramp_ssv2, prefix, "DATA.REVERSE_INPUT_CHANNEL", "False"),
-                        "test")[0][0][0]
+    flagged = build_dataset("ssv2", ss_cfg(ramp_ssv2, prefix), "test")
+    plain = build_dataset("ssv2", ss_cfg(ramp_ssv2, prefix, "DATA.REVERSE_INPUT_CHANNEL", "False"), "test")
+    clips = flagged[0][0][0]
+    # The flag leaves items in the loader's (BGR) order, with red in channel 2.
+    assert torch.equal(clips, plain[0][0][0])
+    assert np.round(clips[0, 2].double().mean(dim=(1, 2)).numpy() / 6).astype(int).tolist() == SPREAD[0]
+    rgb, bgr = model_input(flagged, clips), model_input(plain, clips)
     assert torch.equal(rgb, bgr.flip(1))
     # Without the flag channel 0 is blue (255 - 6 j): OpenCV delivers BGR.
-    assert red_numbers(bgr[0]) != SPREAD[0]
+    assert red_numbers(rgb[0]) == SPREAD[0] and red_numbers(bgr[0]) != SPREAD[0]
 
 
 @pytest.mark.parametrize("fmt", ["ssv1", "ssv2"])
@@ -118,10 +129,12 @@ def test_toy_copies_load(ss_roots, fmt):
 
 def test_ssv2_webm_matches_frames(ss_roots):
     root = ss_roots["ssv2"]
-    frames = build_dataset("ssv2", ss_cfg(root, root / "frames"), "test")[0][0][0]
+    frames_set = build_dataset("ssv2", ss_cfg(root, root / "frames"), "test")
+    frames = frames_set[0][0][0]
     video = build_dataset("ssv2", ss_cfg(root, root / "videos", "DATA.SSV2_VIDEO_EXT", ".webm"),
                           "test")[0][0][0]
     # Same frames through JPEG vs vp9: equal up to compression noise.
+    frames, video = model_input(frames_set, frames), model_input(frames_set, video)
     assert (frames - video).abs().mean() < 0.1
 
 

@@ -20,3 +20,12 @@ def test_losses_agree_on_hard_labels_and_accept_soft_targets():
                           F.binary_cross_entropy(logits.sigmoid(), onehot))
     with pytest.raises(NotImplementedError, match="MODEL.LOSS_FUNC"):
         get_loss_func("focal")
+
+
+def test_cross_entropy_takes_class_distributions_like_soft_cross_entropy():
+    logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(0)).double()
+    targets = torch.softmax(torch.randn(4, 5, generator=torch.Generator().manual_seed(1)), 1)  # float32
+    expected = -(targets.double() * logits.log_softmax(1)).sum(1).mean()
+    for name in ("cross_entropy", "soft_cross_entropy"):
+        loss = get_loss_func(name)(logits, targets)
+        assert loss.dtype == torch.float64 and torch.allclose(loss, expected, rtol=0, atol=1e-12), name

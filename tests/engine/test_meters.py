@@ -79,3 +79,23 @@ def test_all_failed_names_count_first_paths_and_where_to_look():
     # Without names the count alone; the hint stays.
     bare = _all_failed(VideoEnsembleMeter(2, 2))
     assert "every test video failed to load (2 of 2)" in bare and "DATA.PATH_PREFIX" in bare
+
+
+def test_topk_ties_count_exactly_k_classes():
+    # Correct at k if the label is among the k highest scores, ties broken by torch.topk, so a tie never makes more than k classes "correct" (all-equal scores,
+    # e.g. a collapsed model, must not score 100 % top-1).
+    preds = torch.full((4, 4), 0.25)
+    labels = torch.arange(4)
+    assert [int(c) for c in topks_correct(preds, labels, (1, 2, 4))] == [1, 2, 4]
+    partial = torch.tensor([[0.4, 0.4, 0.2], [0.4, 0.4, 0.2]])
+    assert int(topks_correct(partial, torch.tensor([0, 1]), (1,))[0]) == 1
+
+
+def test_a_video_twice_in_one_batch_is_refused_before_anything_is_stored():
+    # Each video is counted once. A duplicate inside one gathered batch (e.g.
+    # a padding sampler) must not silently overwrite or double-count.
+    meter = VideoEnsembleMeter(num_videos=3, num_classes=2)
+    with pytest.raises(RuntimeError, match="twice"):
+        meter.add(torch.tensor([1, 1]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+                  torch.tensor([0, 1]), torch.tensor([0, 0]))
+    assert not meter.seen.any() and not meter.preds.any()

@@ -79,3 +79,35 @@ def test_gradient_clipping_by_value_and_norm():
     norm = clip_gradients([p], _cfg("SOLVER.CLIP_GRAD_L2NORM", "1.0"))
     assert abs(norm - 5.0) < 1e-6
     assert torch.allclose(p.grad, torch.tensor([0.6, -0.8, 0.0, 0.0]), atol=1e-5)
+
+
+class BnNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 4, 1)
+        self.bn = nn.BatchNorm3d(4)
+
+
+def test_sgd_takes_momentum_dampening_and_nesterov_from_the_config():
+    # SGD(momentum=MOMENTUM, dampening=DAMPENING, nesterov=NESTEROV), as in PySlowFast.
+    opt = construct_optimizer(BnNet(), _cfg("SOLVER.MOMENTUM", "0.8", "SOLVER.DAMPENING", "0.1",
+                                            "SOLVER.NESTEROV", "False", "SOLVER.BASE_LR", "0.3"))
+    assert isinstance(opt, torch.optim.SGD)
+    for group in opt.param_groups:
+        assert (group["momentum"], group["dampening"], group["nesterov"], group["lr"]) == (0.8, 0.1, False, 0.3)
+
+
+def test_bn_group_uses_bn_weight_decay():
+    # Parameters whose names contain "bn" get BN.WEIGHT_DECAY (0.0 by default, so a
+    # non-default value is needed to tell it from a hard-coded zero).
+    model = BnNet()
+    groups = param_groups(model, _cfg("BN.WEIGHT_DECAY", "1e-4", "SOLVER.WEIGHT_DECAY", "5e-5"))
+    wd = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert {n: wd[id(p)] for n, p in model.named_parameters()} == {
+        "conv.weight": 5e-5, "conv.bias": 5e-5, "bn.weight": 1e-4, "bn.bias": 1e-4}
+
+
+def test_adam_betas():
+    # PySlowFast's adam uses betas (0.9, 0.999).
+    opt = construct_optimizer(BnNet(), _cfg("SOLVER.OPTIMIZING_METHOD", "adam"))
+    assert all(g["betas"] == (0.9, 0.999) for g in opt.param_groups)

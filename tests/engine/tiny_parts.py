@@ -1,5 +1,8 @@
-"""A tiny registered model and an in-memory loader that follow the engine's contracts,
-so the loops can be tested without the real models and datasets."""
+"""A tiny model and an in-memory loader that follow the engine's contracts, so the loops
+can be tested without the real models and datasets. The model is registered only inside
+`tiny_model_registered()` (tests/engine/conftest.py holds it open for every engine test)."""
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -7,8 +10,9 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from vov3d.config import assert_and_infer_cfg, get_cfg, merge_overrides
-from vov3d.engine import distributed as du
+from vov3d.datasets.loader import TrainSampler
 from vov3d.models.registry import MODEL_REGISTRY
+from vov3d.utils import comm
 
 NUM_CLASSES = 4
 
@@ -28,7 +32,6 @@ def tiny_cfg(output_dir, *overrides):
     return cfg
 
 
-@MODEL_REGISTRY.register()
 class TinyTestNet(nn.Module):
     """conv -> bn -> pool -> head.projection; eval mode returns softmax like the real heads.
 
@@ -66,14 +69,30 @@ class TinyTestNet(nn.Module):
         return logits.softmax(dim=1)
 
 
+class OtherTinyNet(TinyTestNet):
+    """Another experiment's model: TinyTestNet's tensors under another name."""
+
+
+@contextlib.contextmanager
+def tiny_model_registered():
+    """TinyTestNet (and OtherTinyNet) are in the model registry (for MODEL.MODEL_NAME) while
+    the block runs."""
+    with MODEL_REGISTRY.scoped():
+        MODEL_REGISTRY.register(TinyTestNet)
+        MODEL_REGISTRY.register(OtherTinyNet)
+        yield
+
+
 class ClipDataset(Dataset):
-    """Deterministic clips whose label is readable from the mean of one channel."""
+    """Deterministic uint8 clips, as the real datasets return them, whose label is readable
+    from the mean of one channel."""
 
     def __init__(self, n, frames=2, size=8, seed=0):
         g = torch.Generator().manual_seed(seed)
         self.labels = torch.arange(n) % NUM_CLASSES
-        self.clips = torch.randn(n, 3, frames, size, size, generator=g)
-        self.clips[:, 0] += self.labels.view(-1, 1, 1, 1).float()
+        clips = 30 * torch.randn(n, 3, frames, size, size, generator=g) + 70
+        clips[:, 0] += 50 * self.labels.view(-1, 1, 1, 1).float()
+        self.clips = clips.round().clamp(0, 255).to(torch.uint8)
         self.num_videos = n
 
     def __len__(self):
@@ -87,10 +106,13 @@ class ClipDataset(Dataset):
 
 
 def fake_loader(n, batch, shuffle, seed=0, drop_last=True):
+    """Shuffled: the training sampler of the real loaders (resumable mid-epoch)."""
     ds = ClipDataset(n, seed=seed)
-    sampler = DistributedSampler(ds, shuffle=shuffle, seed=0, drop_last=drop_last) if du.get_world_size() > 1 else None
-    return DataLoader(ds, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
-                      drop_last=drop_last)
+    if shuffle:
+        sampler = TrainSampler(n, comm.get_rank(), comm.get_world_size(), order_seed=0)
+    else:
+        sampler = DistributedSampler(ds, shuffle=False, drop_last=drop_last) if comm.get_world_size() > 1 else None
+    return DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=drop_last)
 
 
 def make_fake_trainer_class():
@@ -108,8 +130,25 @@ def make_fake_trainer_class():
             self.val_loader = fake_loader(self.val_videos, batch, shuffle=False, seed=1, drop_last=False)
             self.precise_loader = fake_loader(self.train_videos, batch, shuffle=True)
 
-        def shuffle(self, epoch):
-            if isinstance(self.train_loader.sampler, DistributedSampler):
-                self.train_loader.sampler.set_epoch(epoch)
-
     return InMemoryTrainer
+
+
+def stoppable_training(cfg):
+    """A spawned process's share of a training job: the in-memory trainer with slow
+    iterations, stopped by the usual signals (tests of stopping a job of several processes)."""
+    import time
+
+    from vov3d.engine.preemption import StopSignals
+    from vov3d.engine.runtime import setup_process
+
+    setup_process(cfg)
+    with tiny_model_registered(), StopSignals() as stop:
+        trainer = make_fake_trainer_class()(cfg, stop)
+        forward = trainer.model.module.forward if hasattr(trainer.model, "module") else trainer.model.forward
+
+        def slow(x):
+            time.sleep(0.2)
+            return forward(x)
+
+        (trainer.model.module if hasattr(trainer.model, "module") else trainer.model).forward = slow
+        trainer.fit()

@@ -1,9 +1,10 @@
-"""MODEL.FROZEN_BN / BN.FROZEN_AFFINE act on every model built by build_model."""
+"""Batch norm in every model: the reference eps and momentum, and MODEL.FROZEN_BN /
+BN.FROZEN_AFFINE acting on every model built by build_model."""
 import pytest
 import torch
 import torch.nn as nn
 
-from tests.models.model_helpers import small_cfg
+from tests.models.model_helpers import model_cfg, small_cfg
 from vov3d.config import ConfigError, assert_and_infer_cfg, merge_overrides
 from vov3d.models import build_model
 
@@ -39,3 +40,24 @@ def test_affine_freeze_needs_frozen_statistics():
     merge_overrides(cfg, ["BN.FROZEN_AFFINE", "True", "MODEL.FROZEN_BN", "False"])
     with pytest.raises(ConfigError, match="BN.FROZEN_AFFINE"):
         assert_and_infer_cfg(cfg)
+
+
+@pytest.mark.parametrize("model_name,group,values,eps", [
+    ("X3D", "X3D", {"WIDTH_FACTOR": 2.0, "DEPTH_FACTOR": 0.5, "BOTTLENECK_FACTOR": 2.25}, 1e-5),
+    ("CoX3D", "X3D", {"WIDTH_FACTOR": 2.0, "DEPTH_FACTOR": 0.5, "BOTTLENECK_FACTOR": 2.25}, 1e-5),
+    ("VoV3D", "VOV3D", {"DEPTH": 31, "INNER_CH": 16, "TRANS_FUNC": "t_osa_2plus1_transform"}, 1e-5),
+    ("SEVNet", "SEVNET", {"GROUP_WIDTH": 4}, 1e-5),
+    ("CSN", "CSN", {"DEPTH": 50, "BN_EPS": 1e-3}, 1e-3),
+])
+def test_every_bn_has_the_reference_eps_and_momentum(model_name, group, values, eps):
+    cfg = model_cfg(model_name, 10, 8, 64, group, values)
+    if model_name in ("X3D", "CoX3D"):
+        cfg.RESNET.TRANS_FUNC = "x3d_transform"
+    cfg.DATA.INPUT_CHANNEL_NUM = [3]
+    with torch.device("meta"):
+        model = build_model(cfg)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert bns
+    for m in bns:
+        assert type(m) is nn.BatchNorm3d
+        assert (m.eps, m.momentum, m.affine, m.track_running_stats) == (eps, 0.1, True, True)

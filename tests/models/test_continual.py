@@ -1,4 +1,6 @@
-"""Continual operators against their clip counterparts (float64, exact up to rounding)."""
+"""Continual operators against their clip counterparts (float64, exact up to rounding), and
+the functional contract: frames stepped before an operator's stream starts (negative
+positions) change nothing."""
 import itertools
 
 import pytest
@@ -29,8 +31,23 @@ def causal_conv(conv, x, fill):
                     (0,) + tuple(conv.padding[1:]), conv.dilation, conv.groups)
 
 
-def run_steps(op, x):
-    return [op(x[:, :, t:t + 1]) for t in range(x.shape[2])]
+def run_steps(op, x, start=0):
+    """Step the frames of clip `x` one by one from the initial state, the operator's stream
+    starting at frame `start`; None where there is no stream output (yet)."""
+    state = op.init_state(x[:, :, :1])
+    outs = []
+    for t in range(x.shape[2]):
+        y, state = op.step(x[:, :, t:t + 1], state, torch.tensor(t - start))
+        assert len(state) == op.num_states
+        outs.append(y if t - start >= op.delay else None)
+    return outs
+
+
+def late_start(op, x, lead=3):
+    """The same stream after `lead` unrelated frames stepped at negative positions."""
+    torch.manual_seed(99)
+    noise = torch.randn(x.shape[:2] + (lead,) + x.shape[3:], dtype=x.dtype) * 5 + 3
+    return run_steps(op, torch.cat([noise, x], dim=2), start=lead)[lead:]
 
 
 @pytest.mark.parametrize("k,same,depthwise,stride,fill", [
@@ -60,11 +77,10 @@ def test_conv_steps_equal_front_padded_clip_conv(k, same, depthwise, stride, fil
         n = 9 - delay - pad_t
         assert (got[:, :, :n] - full[:, :, :n]).abs().max() < TOL
 
-    # Chunks of any length continue the same stream.
-    op.reset()
-    chunks = [op(x[:, :, a:b]) for a, b in ((0, 1), (1, 4), (4, 5), (5, 9))]
-    got_chunks = torch.cat([o for o in chunks if o is not None], dim=2)
-    assert (got_chunks - want).abs().max() < TOL
+    # Frames before the operator's stream starts leave its state (and fill) untouched.
+    late = late_start(op, x)
+    assert all(o is None for o in late[:delay])
+    assert (torch.cat(late[delay:], dim=2) - want).abs().max() < TOL
 
 
 def test_conv_fill_only_affects_the_transient():
@@ -95,11 +111,11 @@ def test_delay_line():
     outs = run_steps(line, x)
     assert outs[0] is None and outs[1] is None
     assert [o.item() for o in outs[2:]] == [0.0, 1.0, 2.0, 3.0, 4.0]
-    line.reset()
-    assert line(x[:, :, :1]) is None
-    assert line(x[:, :, 1:5]).flatten().tolist() == [0.0, 1.0, 2.0]
-    assert line(x[:, :, 5:]).flatten().tolist() == [3.0, 4.0]
-    assert DelayLine(0)(x) is x
+    late = late_start(line, x)
+    assert late[0] is None and late[1] is None
+    assert [o.item() for o in late[2:]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert DelayLine(0).num_states == 0
+    assert DelayLine(0).step(x, [], torch.tensor(0))[0] is x
 
 
 def test_sliding_average_equals_avgpool():
@@ -113,10 +129,9 @@ def test_sliding_average_equals_avgpool():
         got = torch.cat(outs[window - 1:], dim=2)
         want = nn.AvgPool3d((window, 1, 1), stride=1)(x)
         assert (got - want).abs().max() < TOL
-        op.reset()
-        got_chunk = torch.cat([o for o in (op(x[:, :, :2]), op(x[:, :, 2:])) if o is not None], 2)
-        assert (got_chunk - want).abs().max() < TOL
-    assert SlidingTemporalAverage(3)(x[:, :, :2]) is None
+        got_late = torch.cat(late_start(op, x)[window - 1:], dim=2)
+        assert (got_late - want).abs().max() < TOL
+    assert run_steps(SlidingTemporalAverage(3), x[:, :, :2]) == [None, None]
 
 
 def test_frame_se_is_the_clip_se_on_one_frame():
@@ -126,7 +141,7 @@ def test_frame_se_is_the_clip_se_on_one_frame():
     nn.init.normal_(se.fc2.bias)
     x = torch.randn(2, 16, 5, 3, 4, dtype=torch.float64)
     op = ContinualSE(se, "frame")
-    got = op(x)
+    got = torch.cat(run_steps(op, x), dim=2)
     want = torch.cat([se(x[:, :, t:t + 1]) for t in range(5)], dim=2)
     assert (got - want).abs().max() < TOL
     # Not the clip-wide squeeze.
@@ -147,10 +162,12 @@ def test_window_se_squeezes_the_last_frames():
     # The squeeze of a full window is the clip SE's squeeze of that window.
     assert (got[:, :, -1:] - se(x[:, :, -window:])[:, :, -1:]).abs().max() < TOL
     squeeze = WindowSqueeze(window)
-    chunked = torch.cat([squeeze(x[:, :, :4]), squeeze(x[:, :, 4:])], dim=2)
-    squeeze.reset()
     stepped = torch.cat(run_steps(squeeze, x), dim=2)
-    assert (chunked - stepped).abs().max() < TOL
+    late = torch.cat(late_start(squeeze, x), dim=2)
+    assert (late - stepped).abs().max() < TOL
+    # The squeeze of frame t is the mean of the frame means in its window.
+    means = x.mean(dim=(3, 4), keepdim=True)
+    assert (stepped[:, :, 1:2] - means[:, :, :2].mean(dim=2, keepdim=True)).abs().max() < TOL
     with pytest.raises(ValueError, match="scope"):
         ContinualSE(se, "clip")
 
@@ -168,12 +185,10 @@ def test_delayed_residual_matches_front_padded_clip_residual(projection):
 
     conv = ContinualConv3d(branch)
     line = DelayLine(conv.delay)
-    outs = []
-    for t in range(8):
-        frame = x[:, :, t:t + 1]
-        s, b = line(skip(frame)), conv(frame)
-        assert (s is None) == (b is None)
-        outs.append(None if b is None else F.relu(s + b))
+    assert line.delay == conv.delay == 1
+    skips, branches = run_steps(line, skip(x)), run_steps(conv, x)
+    assert [s is None for s in skips] == [b is None for b in branches]
+    outs = [None if b is None else F.relu(s + b) for s, b in zip(skips, branches)]
     assert outs[0] is None
     got = torch.cat(outs[1:], dim=2)
     want = F.relu(skip(x)[:, :, :7] + causal_conv(branch, x, "zeros"))

@@ -392,3 +392,38 @@ def test_inference_mode_and_no_autograd_state():
     last = model.forward_step(frames[:, :, -1], logits=True)  # grad mode switched mid-stream
     assert not last.requires_grad
     assert (torch.cat([first, last[:, :, None]], dim=2) - want).abs().max() < F64_TOL
+
+
+# ---------------------------------------------------------------- (e) the functional step
+
+def test_stream_step_is_a_pure_function_of_frame_and_state():
+    model = tiny_model(window=3, scope="window")
+    names = model.stream_state_names()
+    state = model.initial_state(2, 32, 32)
+    # The frame counter, the stem's conv cache, per block a skip delay line and a conv cache
+    # (plus an SE window on the 2 + 3 + 6 + 4 even-numbered blocks, the ones with SE), the
+    # head's 2-frame pool memory.
+    assert len(state) == len(names) == 1 + 1 + 26 * 2 + 15 + 1
+    assert names[:3] == ["step", "s1.pathway0_stem.conv", "s2.pathway0_res0.skip"]
+    assert names[3:5] == ["s2.pathway0_res0.conv", "s2.pathway0_res0.se"] and names[-1] == "head.pool"
+    assert state[0].dtype == torch.int64 and state[0].item() == 0
+    assert all(s.shape[0] == 2 and s.dtype == torch.float64 and not s.any() for s in state[1:])
+    assert state[-1].shape == (2, 432, 2, 1, 1)
+    torch.manual_seed(10)
+    frames = torch.randn(2, 3, model.delay + 4, 32, 32, dtype=torch.float64)
+    stepped = []
+    for t in range(frames.shape[2]):
+        before = [s.clone() for s in state]
+        scores, valid, *new = model.stream_step(frames[:, :, t], *state, logits=True)
+        assert all(torch.equal(a, b) for a, b in zip(state, before))  # inputs are not modified
+        again = model.stream_step(frames[:, :, t], *state, logits=True)
+        assert torch.equal(again[0], scores) and all(torch.equal(a, b) for a, b in zip(again[2:], new))
+        assert valid.dtype == torch.bool and bool(valid) == (t >= model.delay)
+        assert new[0].item() == t + 1 and [s.shape for s in new] == [s.shape for s in state]
+        stepped.append(scores if valid else None)
+        state = new
+    eager = stream(model, frames)
+    assert [o is None for o in eager] == [o is None for o in stepped]
+    assert all(torch.equal(a, b) for a, b in zip(eager[model.delay:], stepped[model.delay:]))
+    with pytest.raises(ValueError, match=f"takes {len(names)} state tensors"):
+        model.stream_step(frames[:, :, 0], *state[:-1])

@@ -7,11 +7,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tests.models.model_helpers import build_on_meta, model_cfg, project_cfg, randomise_bn
+from vov3d.config import ConfigError
 from vov3d.models import build_model
 from vov3d.models.complexity import conv_linear_gflops, count_params
-from vov3d.models.csn import CSN, CSNBottleneck
+from vov3d.models.csn import CSN, CSNBranch, csn_stage_specs
+from vov3d.models.resblock import ResBlock
 
-# csn.md section 6: exact parameters (400 classes), conv+fc GFLOPs at 32x224^2 and the
+# The published sizes: exact parameters (400 classes), conv+fc GFLOPs at 32x224^2 and the
 # number of state-dict entries / parameter tensors.
 SPEC = {
     ("ir", 50): (13_131_152, 42.31, 320, 161),
@@ -60,7 +62,7 @@ def test_stage_shapes_and_stride_placement():
     assert shapes == {2: (256, 32, 56, 56), 3: (512, 16, 28, 28), 4: (1024, 8, 14, 14),
                       5: (2048, 4, 7, 7)}
     for n in range(2, 6):
-        for i, block in enumerate(getattr(model, f"s{n}")):
+        for i, block in enumerate(getattr(model, f"s{n}").children()):
             stride = (2, 2, 2) if (i == 0 and n > 2) else (1, 1, 1)
             b2 = block.branch2
             # The stride sits on the depthwise conv and the shortcut, never on a 1x1x1 conv.
@@ -85,10 +87,17 @@ def _bn(x, bn):
     return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
 
+def csn_bottleneck(dim_in, dim_inner, dim_out, stride, ip, bn_eps):
+    """A CSN bottleneck as the stages build it: a ResBlock around a CSNBranch."""
+    return ResBlock(dim_in, dim_out, stride, CSNBranch(dim_in, dim_inner, dim_out, stride, ip, bn_eps),
+                    bn_eps=bn_eps)
+
+
 @pytest.mark.parametrize("ip", [False, True])
 def test_bottleneck_matches_functional_reference(ip):
     torch.manual_seed(0)
-    block = CSNBottleneck(8, 4, 16, (2, 2, 2), ip, bn_eps=1e-3).double().eval()
+    block = csn_bottleneck(8, 4, 16, (2, 2, 2), ip, bn_eps=1e-3).double().eval()
+    assert block.branch1.stride == (2, 2, 2) and block.branch1_bn.eps == 1e-3
     randomise_bn(block)
     x = torch.randn(2, 8, 5, 6, 7, dtype=torch.float64)
     b2 = block.branch2
@@ -105,9 +114,51 @@ def test_bottleneck_matches_functional_reference(ip):
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 
+def _csn_reference(model, x):
+    """Stem conv 3x7x7 / BN / ReLU / max-pool 1x3x3, bottlenecks whose depthwise conv and
+    shortcut both stride (2,2,2) in the first block of res3-res5, then the head."""
+    stem = model.s1.pathway0_stem
+    x = F.relu(_bn(F.conv3d(x, stem.conv.weight, stride=(1, 2, 2), padding=(1, 3, 3)), stem.bn))
+    x = F.max_pool3d(x, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+    for n in range(2, 6):
+        for i, block in enumerate(getattr(model, f"s{n}").children()):
+            stride = 2 if (i == 0 and n > 2) else 1
+            b = block.branch2
+            y = F.relu(_bn(F.conv3d(x, b.a.weight), b.a_bn))
+            if hasattr(b, "b_pw"):
+                y = _bn(F.conv3d(y, b.b_pw.weight), b.b_pw_bn)
+            y = F.relu(_bn(F.conv3d(y, b.b.weight, stride=stride, padding=1, groups=y.shape[1]),
+                           b.b_bn))
+            y = _bn(F.conv3d(y, b.c.weight), b.c_bn)
+            skip = (_bn(F.conv3d(x, block.branch1.weight, stride=stride), block.branch1_bn)
+                    if hasattr(block, "branch1") else x)
+            x = F.relu(skip + y)
+    return x
+
+
+def _positions_softmax_mean(x, pool, projection):
+    x = F.avg_pool3d(x, pool, stride=1).permute(0, 2, 3, 4, 1)
+    return torch.softmax(F.linear(x, projection.weight, projection.bias), dim=-1).mean(dim=(1, 2, 3))
+
+
+def test_network_matches_functional_reference_with_its_bn_eps():
+    torch.manual_seed(0)
+    cfg = model_cfg("CSN", 5, 8, 32, "CSN", {"DEPTH": 50, "BLOCK": "ir", "BN_EPS": 1e-3})
+    model = build_model(cfg).double().eval()
+    randomise_bn(model)
+    assert model.s1.pathway0_stem.bn.eps == 1e-3
+    x = torch.randn(1, 3, 8, 64, 64, dtype=torch.float64)  # 2 x 2 head positions
+    with torch.no_grad():
+        out = model(x)
+        feats = _csn_reference(model, x)
+    assert feats.shape == (1, 2048, 1, 2, 2)
+    torch.testing.assert_close(out, _positions_softmax_mean(feats, (1, 1, 1), model.head.projection),
+                               rtol=0, atol=1e-12)
+
+
 def test_identity_block_adds_its_input():
     torch.manual_seed(0)
-    block = CSNBottleneck(16, 4, 16, (1, 1, 1), False, bn_eps=1e-5).double().eval()
+    block = csn_bottleneck(16, 4, 16, (1, 1, 1), False, bn_eps=1e-5).double().eval()
     assert not hasattr(block, "branch1")
     for p in block.branch2.c_bn.parameters():
         nn.init.zeros_(p)
@@ -171,17 +222,28 @@ def test_frozen_bn_survives_train_and_freezes_affine():
 
 
 @pytest.mark.parametrize("overrides,needle", [
-    ({"CSN__DEPTH": 34}, "CSN.DEPTH"),
-    ({"CSN__BLOCK": "dw"}, "CSN.BLOCK"),
+    ({"CSN__DEPTH": 34}, r"CSN\.DEPTH is 34; expected one of \[50, 101, 152\]"),
+    ({"CSN__BLOCK": "dw"}, r"CSN\.BLOCK is 'dw'; expected one of \['ir', 'ip'\]"),
+    ({"MODEL__DROPCONNECT_RATE": 0.2}, r"MODEL\.DROPCONNECT_RATE is 0\.2; CSN has no drop-connect, expected 0\.0"),
 ])
 def test_bad_config_is_named(overrides, needle):
     cfg = csn_cfg()
     for key, value in overrides.items():
         group, name = key.split("__")
         cfg[group][name] = value
-    with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=needle):
         with torch.device("meta"):
             CSN(cfg)
+
+
+def test_stage_specs():
+    stem_dim, specs = csn_stage_specs(csn_cfg(depth=101, block="ip", CSN__BN_EPS=1e-3))
+    assert stem_dim == 64
+    assert [(s.depth, s.dim_in, s.dim_inner, s.dim_out, s.stride) for s in specs] == [
+        (3, 64, 64, 256, (1, 1, 1)), (4, 256, 128, 512, (2, 2, 2)),
+        (23, 512, 256, 1024, (2, 2, 2)), (3, 1024, 512, 2048, (2, 2, 2))]
+    assert all(s.interaction_preserved and s.bn_eps == 1e-3 and s.drop_connect_rate == 0.0
+               for s in specs)
 
 
 CONFIGS = {  # config -> (depth, block, classes, exact params)

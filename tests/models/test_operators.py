@@ -1,15 +1,21 @@
 """Shared operators: SE width rounding and the 2-D evaluation of channel-wise 3-D convs."""
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from vov3d.models.operators import SE, ChannelwiseConv3d, round_width
 
 
-@pytest.mark.parametrize("channels,expected", [(40, 8), (54, 8), (160, 16), (192, 16), (320, 24), (432, 32)])
+@pytest.mark.parametrize("channels,expected", [(40, 8), (48, 8), (54, 8), (80, 8), (96, 8), (108, 8),
+                                               (160, 16), (192, 16), (216, 16), (320, 24), (384, 24),
+                                               (432, 32)])
 def test_se_width_rounding_matches_the_reference_table(channels, expected):
     assert round_width(channels, 0.0625) == expected
-    assert SE(channels, 0.0625).fc1.out_channels == expected
+    se = SE(channels, 0.0625)
+    assert (se.fc1.in_channels, se.fc1.out_channels, se.fc2.out_channels) == (channels, expected, channels)
+    assert se.fc1.bias is not None and se.fc2.bias is not None
+    assert isinstance(se.fc1_act, nn.ReLU)
 
 
 @pytest.mark.parametrize("kernel,stride,padding,dilation", [

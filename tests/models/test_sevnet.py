@@ -1,5 +1,6 @@
 """SEVNet: the paper's sizes, the spec's exact counts, module layout and a functional check."""
 import os
+import re
 
 import pytest
 import torch
@@ -7,9 +8,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tests.models.model_helpers import build_on_meta, model_cfg, project_cfg, randomise_bn
+from vov3d.config import ConfigError
 from vov3d.models import build_model
 from vov3d.models.complexity import conv_linear_gflops, count_params
-from vov3d.models.sevnet import SEVBranch, SEVDownsampleModule, SEVModule, SEVNet
+from vov3d.models.resblock import ResBlock
+from vov3d.models.sevnet import SEVBranch, SEVDownsampleModule, SEVNet, sevnet_stage_specs
 
 
 def sev_cfg(g=8, frames=16, classes=174, crop=224, **overrides):
@@ -20,7 +23,7 @@ def meta_sevnet(**kwargs) -> SEVNet:
     return build_on_meta(sev_cfg(**kwargs))
 
 
-# sevnet.md section 3: (G, frames, classes, extra keys) -> exact params, conv+fc GFLOPs
+# (G, frames, classes, extra keys) -> exact params, conv+fc GFLOPs
 # measured on the spec's prototype, and the paper's (params M, GFLOPs) where published.
 ROWS = [
     (6, 16, 174, {}, 2_512_134, 8.301, (2.5, 8.3)),
@@ -53,7 +56,7 @@ def test_size_matches_spec_and_paper(g, frames, classes, extra, params, gflops, 
 
 
 def closed_form_params(g: int, classes: int) -> int:
-    """sevnet.md 1.6."""
+    """The closed-form parameter count of a SEVNet-G with `classes` classes."""
     c0 = 4 * g
     total = 147 * c0 + 3 * c0 ** 2 + 4 * c0 + 64 * g * classes + classes
     for k, depth in enumerate((3, 4, 6, 3)):
@@ -107,8 +110,9 @@ def test_module_layout():
         assert down.branch2.b.stride == (1, 2, 2) and down.branch2.a.stride == (1, 1, 1)
         # G = 8 channels per group: groups = C / 8, independent of the stage's input width.
         assert down.branch2.b.groups == width // 8
-        for block in list(stage)[1:]:
-            assert isinstance(block, SEVModule) and block.branch2.b.groups == 2 * width // 8
+        for block in list(stage.children())[1:]:
+            assert isinstance(block, ResBlock) and block.branch2.b.groups == 2 * width // 8
+            assert not hasattr(block, "branch1") and not hasattr(block, "relu")  # x + branch2(x)
             assert block.branch2.c.kernel_size == (3, 1, 1) and block.branch2.c.groups == 1
 
 
@@ -155,13 +159,52 @@ def test_downsample_module_matches_functional_reference():
 def test_standard_module_matches_functional_reference():
     torch.manual_seed(1)
     branch = SEVBranch(16, "sev", 4, (1, 1, 1), 2.0, 2.6, se_reduction=0)
-    module = SEVModule(branch, post_add_relu=False).double().eval()
+    module = ResBlock(16, 16, (1, 1, 1), branch, post_add_relu=False).double().eval()
+    assert not hasattr(module, "branch1") and not hasattr(module, "relu")
     randomise_bn(module)
     x = torch.randn(1, 16, 4, 5, 5, dtype=torch.float64)
     with torch.no_grad():
         out = module(x)
     torch.testing.assert_close(out, x + _reference_branch(x, branch, 1, se=False), rtol=0, atol=1e-12)
     assert out.min() < 0  # no ReLU after the addition by default
+
+
+def test_network_matches_functional_reference():
+    torch.manual_seed(0)
+    cfg = model_cfg("SEVNet", 5, 4, 64, "SEVNET", {"GROUP_WIDTH": 4, "SE": True})
+    model = build_model(cfg).double().eval()
+    randomise_bn(model)
+
+    def cbr(x, conv, bn, **kw):
+        return F.relu(F.batch_norm(F.conv3d(x, conv.weight, **kw), bn.running_mean, bn.running_var,
+                                   bn.weight, bn.bias, False, 0.0, bn.eps))
+
+    def branch(x, b, stride):
+        y = cbr(x, b.a, b.a_bn)
+        y = cbr(y, b.b, b.b_bn, stride=stride, padding=(0, 1, 1), groups=y.shape[1] // 4)
+        y = cbr(y, b.c, b.c_bn, padding=(1, 0, 0))
+        s = F.relu(F.conv3d(y.mean(dim=(2, 3, 4), keepdim=True), b.se.fc1.weight, b.se.fc1.bias))
+        return y * torch.sigmoid(F.conv3d(s, b.se.fc2.weight, b.se.fc2.bias))
+
+    x = torch.randn(2, 3, 4, 64, 64, dtype=torch.float64)
+    stem = model.s1.pathway0_stem  # 1x7x7 (stride 2) -> BN -> ReLU -> dense 3x1x1 -> BN -> ReLU
+    h = cbr(x, stem.conv_xy, stem.bn_xy, stride=(1, 2, 2), padding=(0, 3, 3))
+    h = cbr(h, stem.conv, stem.bn, padding=(1, 0, 0))
+    for n in range(2, 6):
+        for i, block in enumerate(getattr(model, f"s{n}").children()):
+            if i == 0:  # avg-pool (padding counted) -> 1x1x1 -> BN -> ReLU, concatenated first
+                pooled = F.avg_pool3d(h, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+                h = torch.cat([cbr(pooled, block.branch1, block.branch1_bn),
+                               branch(h, block.branch2, (1, 2, 2))], dim=1)
+            else:
+                h = h + branch(h, block.branch2, 1)
+    assert h.shape == (2, 256, 4, 2, 2)
+    with torch.no_grad():
+        out = model(x)
+    pooled = F.avg_pool3d(h, (4, 2, 2), stride=1).permute(0, 2, 3, 4, 1)
+    expected = torch.softmax(F.linear(pooled, model.head.projection.weight, model.head.projection.bias),
+                             dim=-1).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 
 def test_ablation_branches():
@@ -172,7 +215,8 @@ def test_ablation_branches():
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in (r3.a, r3.b, r3.c)] == [
         (256, 98, (1, 1, 1)), (98, 98, (3, 3, 3)), (98, 256, (1, 1, 1))]
     assert r3.b.stride == (1, 2, 2)
-    with pytest.raises(ValueError, match="GROUP_WIDTH"):
+    with pytest.raises(ConfigError, match="SEVNET.GROUP_WIDTH is 8; expected a divisor of the SEV "
+                                          "branch width 20"):
         SEVBranch(20, "sev", 8, (1, 1, 1), 2.0, 2.6, 0)
 
 
@@ -208,17 +252,43 @@ def test_frozen_bn_statistics_survive_train():
 
 
 @pytest.mark.parametrize("overrides,needle", [
-    ({"SEVNET__BLOCK": "r21d"}, "SEVNET.BLOCK"),
-    ({"SEVNET__DEPTHS": [3, 4, 6]}, "SEVNET.DEPTHS"),
-    ({"SEVNET__SHORTCUT_POOL_KERNEL": 5}, "SEVNET.SHORTCUT_POOL_KERNEL"),
-    ({"SEVNET__CONCAT_ORDER": "main"}, "SEVNET.CONCAT_ORDER"),
-    ({"SEVNET__GROUP_WIDTH": 0}, "SEVNET.GROUP_WIDTH"),
+    ({"SEVNET__BLOCK": "r21d"}, "SEVNET.BLOCK is 'r21d'; expected one of"),
+    ({"SEVNET__DEPTHS": [3, 4, 6]}, "SEVNET.DEPTHS is [3, 4, 6]; expected four stage depths"),
+    ({"SEVNET__SHORTCUT_POOL_KERNEL": 5}, "SEVNET.SHORTCUT_POOL_KERNEL is 5; expected 2 or 3"),
+    ({"SEVNET__CONCAT_ORDER": "main"}, "SEVNET.CONCAT_ORDER is 'main'; expected one of"),
+    ({"SEVNET__GROUP_WIDTH": 0}, "SEVNET.GROUP_WIDTH is 0; expected a positive"),
+    ({"SEVNET__R2PLUS1D_RATIO": 0.0}, "SEVNET.R2PLUS1D_RATIO is 0.0; expected > 0"),
+    ({"SEVNET__R3D_RATIO": -1.0}, "SEVNET.R3D_RATIO is -1.0; expected > 0"),
+    ({"SEVNET__SE": True, "SEVNET__SE_REDUCTION": 0}, "SEVNET.SE_REDUCTION is 0; expected >= 1"),
+    ({"SEVNET__SHORTCUT_BN": False}, "SEVNET.SHORTCUT_ACT is True; expected False when"),
+    ({"crop": 32}, "DATA.TRAIN_CROP_SIZE is 32; SEVNet with SEVNET.SHORTCUT_POOL_KERNEL 3 cannot downsample "
+                   "it four times (the pooled shortcut must be at least 3 px and as large as the strided "
+                   "branch); the next size that works is 33."),
+    ({"crop": 40, "SEVNET__SHORTCUT_POOL_KERNEL": 2}, "the next size that works is 63."),
+    ({"MODEL__DROPCONNECT_RATE": 0.1}, "MODEL.DROPCONNECT_RATE is 0.1; SEVNet has no drop-connect"),
 ])
 def test_bad_config_is_named(overrides, needle):
     cfg = sev_cfg(**overrides)
-    with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
         with torch.device("meta"):
             SEVNet(cfg)
+
+
+@pytest.mark.parametrize("kernel,crops", [(3, (33, 34, 37)), (2, (32, 64))])
+def test_every_accepted_crop_runs(kernel, crops):
+    torch.manual_seed(0)
+    for crop in crops:
+        cfg = sev_cfg(g=2, frames=2, classes=3, crop=crop, SEVNET__DEPTHS=[1, 1, 1, 1],
+                      SEVNET__SHORTCUT_POOL_KERNEL=kernel, DATA__TEST_CROP_SIZE=crop)
+        with torch.no_grad():
+            assert build_model(cfg).eval()(torch.randn(1, 3, 2, crop, crop)).shape == (1, 3)
+
+
+def test_stage_specs():
+    stem_dim, specs = sevnet_stage_specs(sev_cfg(g=6, SEVNET__DEPTHS=[2, 1, 3, 1]))
+    assert stem_dim == 24
+    assert [(s.depth, s.dim_in, s.dim_out, s.stride) for s in specs] == [
+        (2, 24, 48, (1, 2, 2)), (1, 48, 96, (1, 2, 2)), (3, 96, 192, (1, 2, 2)), (1, 192, 384, (1, 2, 2))]
 
 
 CONFIGS = {  # config -> (G, frames, classes, exact params)

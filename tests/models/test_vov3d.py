@@ -32,7 +32,8 @@ def test_unit_matches_functional_reference(dim_in, stride, use_se):
 
 @pytest.mark.parametrize("dim_in,dim_out,stride", [(8, 16, 2), (16, 16, 1), (8, 8, 2)])
 def test_block_matches_functional_reference(dim_in, dim_out, stride):
-    block = ResBlock(dim_in, dim_out, stride, TOSAModule(dim_in, dim_out, 16, stride, num_conv=5))
+    block = ResBlock(dim_in, dim_out, (1, stride, stride),
+                     TOSAModule(dim_in, dim_out, 16, stride, num_conv=5))
     block = ref.randomize_(block.double()).eval()
     tosa = block.branch2
     assert [hasattr(u, "se") for u in tosa.layers] == [True, False, True, False, True]

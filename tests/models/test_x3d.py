@@ -24,7 +24,8 @@ def x3d_m64():
 @pytest.mark.parametrize("stride,dim_in,use_se", [(2, 8, True), (1, 16, False), (1, 16, True)])
 def test_block_matches_functional_reference(stride, dim_in, use_se):
     torch.manual_seed(0)
-    block = ResBlock(dim_in, 16, stride, X3DBottleneck(dim_in, 16, 36, stride, use_se=use_se))
+    block = ResBlock(dim_in, 16, (1, stride, stride),
+                     X3DBottleneck(dim_in, 16, 36, stride, use_se=use_se))
     block = ref.randomize_(block.double()).eval()
     assert hasattr(block, "branch1") == (stride != 1 or dim_in != 16)
     assert hasattr(block.branch2, "se") == use_se
@@ -139,7 +140,7 @@ def test_strict_round_trip(x3d_m64):
 
 def test_drop_connect_only_in_training():
     torch.manual_seed(0)
-    block = ResBlock(8, 8, 1, X3DBottleneck(8, 8, 16, 1), drop_connect_rate=0.5)
+    block = ResBlock(8, 8, (1, 1, 1), X3DBottleneck(8, 8, 16, 1), drop_connect_rate=0.5)
     ref.randomize_(block)
     x = torch.randn(64, 8, 2, 4, 4)
     block.eval()

@@ -101,3 +101,48 @@ def test_worker_error_is_shortened_to_its_last_line(tool):
     assert tool["one_line"](error.value) == ("DataLoadError: Failed to load a train clip after 2 "
                                              "attempts; first files: /d/a.mp4")
     assert tool["one_line"](FileNotFoundError("no\nfile")) == "FileNotFoundError: no file"
+
+
+def test_reference_path_gives_the_views_ours_give(tool, tmp_path):
+    """The reference-style path the tool times computes the same 2 x 3 views as ours (same
+    frames, crops and normalisation, up to the uint8 rounding of our resize): a like-for-like
+    comparison."""
+    import torch
+
+    from vov3d.config import assert_and_infer_cfg, get_cfg, merge_overrides
+    from vov3d.datasets import build_dataset
+    from vov3d.engine.input_step import InputStep
+
+    data = tmp_path / "data"
+    generate = runpy.run_path(os.path.join(REPO_ROOT, "tools", "make_toy_dataset.py"))["generate"]
+    generate(str(data), num_classes=2, videos_per_class=1, eval_per_class=1, num_frames=8,
+             width=48, height=32, seed=1, fmt="kinetics")
+    cfg = get_cfg()
+    merge_overrides(cfg, ["NUM_GPUS", "0", "MODEL.NUM_CLASSES", "2", "DATA.PATH_TO_DATA_DIR", str(data),
+                          "DATA.PATH_PREFIX", str(data), "DATA.NUM_FRAMES", "4", "DATA.SAMPLING_RATE", "1",
+                          "DATA.TRAIN_JITTER_SCALES", "[24, 30]", "DATA.TRAIN_CROP_SIZE", "24", "DATA.TEST_CROP_SIZE", "24",
+                          "DATA.MEAN", "[0.4, 0.45, 0.5]", "DATA.STD", "[0.2, 0.225, 0.25]",
+                          "TEST.NUM_ENSEMBLE_VIEWS", "2", "TEST.NUM_SPATIAL_CROPS", "3",
+                          "OUTPUT_DIR", str(data.parent / "out")])
+    cfg = assert_and_infer_cfg(cfg)
+    dataset = build_dataset("kinetics", cfg, "test")
+    for video in range(dataset.num_videos):
+        ours = InputStep(cfg, torch.device("cpu")).clips(dataset[video][0][0])
+        reference = tool["baseline_test_video"](dataset.video_path(video), cfg)
+        assert reference.shape == ours.shape == (6, 3, 4, 24, 24)
+        # One grey level after dividing by the smallest STD: 1 / 255 / 0.2.
+        assert (reference - ours).abs().max() <= 1 / 255 / 0.2 + 1e-5
+        assert (reference - ours).abs().mean() < 0.005
+
+
+def test_rows_report_uint8_bytes_and_the_reference(tool, toy, capsys):
+    cfg, data = toy
+    assert run(tool, cfg, data) == 0
+    rows = dict(line.rsplit(None, 1) for line in capsys.readouterr().out.splitlines()
+                if line[:1].isalpha() or line.startswith("  "))
+    rows = {name.strip(): value for name, value in rows.items()}
+    assert rows["train clip handed to the model (uint8, MB)"] == f"{3 * 4 * 32 * 32 / 1e6:.2f}"
+    assert rows["as float32 (MB)"] == f"{4 * 3 * 4 * 32 * 32 / 1e6:.2f}"
+    assert rows["test video handed to the model (uint8, MB)"] == f"{3 * 4 * 32 * 32 / 1e6:.1f}"
+    assert float(rows["test video, reference dataset path (ms/video)"]) > 0
+    assert "speed-up of decode once" in rows and "input step on the CPU, batch of 2 (ms/batch)" in rows

@@ -12,7 +12,8 @@ from tests.conftest import PYTHON, REPO_ROOT, run_tool_env
 from vov3d.config import get_cfg
 from vov3d.models.csn import CSN
 from vov3d.models.csn_convert import (check_against_model, convert_csn_state_dict,
-                                      infer_csn_layout, unwrap_state_dict)
+                                      infer_csn_layout)
+from vov3d.utils.checkpoint_io import CheckpointError
 
 TOOL = os.path.join(REPO_ROOT, "tools", "convert_checkpoint.py")
 CFG_IR50 = os.path.join(REPO_ROOT, "configs", "Kinetics", "csn", "ircsn_r50_32x2.yaml")
@@ -125,7 +126,7 @@ def test_converted_weights_load_strictly_and_land_by_value():
     state, _ = make_source("mmaction2", "ip", classes=7, seed=1)
     checkpoint = {"meta": {"mmcv_version": "1.3"},
                   "state_dict": {"module." + k: v for k, v in state.items()}}
-    result = convert_csn_state_dict(unwrap_state_dict(checkpoint), "mmaction2")
+    result = convert_csn_state_dict(checkpoint, "mmaction2")
     model = CSN(csn50_cfg("ip", classes=7))
     model.load_state_dict(result.state_dict, strict=True)
     checks = {
@@ -145,13 +146,13 @@ def test_wrappers_unknown_keys_and_missing_counters():
     wrapped = {"model_state": {"model." + k: v for k, v in state.items()
                                if not k.endswith("num_batches_tracked")}, "epoch": 196}
     wrapped["model_state"]["model.blocks.5.extra.weight"] = torch.zeros(1)
-    result = convert_csn_state_dict(unwrap_state_dict(wrapped), "pytorchvideo")
+    result = convert_csn_state_dict(wrapped, "pytorchvideo")
     assert result.unmapped == ["model.blocks.5.extra.weight"]
     tracked = result.state_dict["s2.pathway0_res0.branch2.a_bn.num_batches_tracked"]
     assert tracked.dtype == torch.long and tracked.item() == 0
     assert check_against_model(result.state_dict, csn50_cfg()).ok
-    with pytest.raises(ValueError, match="no tensors"):
-        unwrap_state_dict({"state_dict": {"note": "empty"}})
+    with pytest.raises(CheckpointError, match=r"'empty.pth' has no state dict"):
+        convert_csn_state_dict({"state_dict": {"note": "empty"}}, "pytorchvideo", "empty.pth")
     with pytest.raises(ValueError, match="unknown checkpoint source"):
         convert_csn_state_dict(state, "timm")
 
@@ -230,4 +231,23 @@ def test_tool_runs_as_a_script(tmp_path):
     missing = tmp_path / "missing.pth"
     run = subprocess.run([PYTHON, TOOL, "--from", "mmaction2", str(missing), str(tmp_path / "o")],
                          capture_output=True, text=True, env=run_tool_env(), cwd=REPO_ROOT)
-    assert run.returncode == 2 and f"input not found: '{missing}'" in run.stderr
+    assert run.returncode == 2 and f"input '{missing}' not found." in run.stderr
+
+
+class _Opaque:
+    pass
+
+
+def test_tool_reads_through_the_safe_reader(tmp_path, capsys):
+    state, _ = make_source("vmz", "ir")
+    src, out = tmp_path / "pickled.pth", tmp_path / "out.pyth"
+    torch.save({"state_dict": state, "note": _Opaque()}, src)
+    main = _tool_main()
+    assert main(["--from", "vmz", str(src), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"convert_checkpoint.py: input '{src}' is readable but unsafe: it names the Python "
+                          f"global '{__name__}._Opaque'") and err.endswith("rerun with --unsafe-load.")
+    assert main(["--from", "vmz", str(src), str(out), "--unsafe-load"]) == 0 and out.exists()
+    src.write_bytes(b"")
+    assert main(["--from", "vmz", str(src), str(out)]) == 2
+    assert "is empty (0 bytes)" in capsys.readouterr().err

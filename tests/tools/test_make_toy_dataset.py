@@ -98,3 +98,21 @@ def test_command_line(tmp_path):
     bad = subprocess.run([PYTHON, TOOL, "--out", str(tmp_path / "u"), "--size", "33x32"],
                          env=run_tool_env(), capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "must be even" in bad.stderr
+
+
+def test_demo_video_plays_the_first_test_video_of_every_class(tool, tmp_path):
+    out = tmp_path / "d"
+    tool["generate"](str(out), num_classes=3, videos_per_class=1, eval_per_class=2, num_frames=8, width=32,
+                     height=32, seed=3, demo_video=str(tmp_path / "demo.mp4"))
+
+    def decode(path):
+        with av.open(str(path)) as container:
+            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(int)
+
+    demo = decode(tmp_path / "demo.mp4")
+    rows = [line.split() for line in (out / "test.csv").read_text().splitlines()]
+    first = [next(path for path, label in rows if int(label) == c) for c in range(3)]
+    assert demo.shape == (24, 32, 32, 3)
+    for c, path in enumerate(first):  # the same frames, up to the codec
+        assert np.abs(demo[8 * c:8 * c + 8] - decode(out / path)).mean() < 2
+    assert np.abs(demo[:8] - decode(out / first[1])).mean() > 2 * np.abs(demo[:8] - decode(out / first[0])).mean()

@@ -53,6 +53,14 @@ def test_model_summary_reports_config_errors(capsys):
     assert "VOV3D.DEPTH is 19; expected 31 (VoV3D-M) or 70 (VoV3D-L)" in capsys.readouterr().err
 
 
+def test_unknown_model_names_are_one_line_config_errors(capsys):
+    for tool in ("model_summary", "benchmark_model"):
+        code = _import_tool(tool).main(["--cfg", os.path.join(REPO_ROOT, VOV3D_M), "MODEL.MODEL_NAME", "VoV3DD"])
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and line.startswith(f"{tool}.py: config error: MODEL.MODEL_NAME: unknown model 'VoV3DD'")
+        assert line.endswith("Did you mean 'VoV3D'?")
+
+
 def test_benchmark_prints_a_row_per_batch_and_memory_format(capsys):
     benchmark_model = _import_tool("benchmark_model")
     threads = torch.get_num_threads()

@@ -79,6 +79,7 @@ def test_killed_training_resumes_and_finishes_then_tests(toy, tmp_path):
     assert names == [f"checkpoint_epoch_0000{e}.pyth" for e in (1, 2, 3)]
     epochs = [r["epoch"] for r in metrics_records(out, "train_epoch")]
     assert epochs[-(4 - resumed_from):] == [f"{e}/3" for e in range(resumed_from, 4)]
+    assert epochs == ["1/3", "2/3", "3/3"]  # the killed attempt's rows of the re-run epoch are gone
     assert torch.load(out / "checkpoints" / names[-1], weights_only=True)["epoch"] == 2
 
     final = metrics_records(out, "test_final")[-1]
@@ -126,3 +127,33 @@ def test_two_process_cpu_run_counts_every_test_video_once(toy, tmp_path):
                              env=run_tool_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1
     assert f"label 0 is {names[0]!r} there but {names[1]!r} in the test lists" in refused.stderr
+
+
+# The MIXUP section of PySlowFast's MViT / Kinetics configs, unchanged.
+PYSLOWFAST_MIXUP = """
+MIXUP:
+  ENABLE: True
+  ALPHA: 0.8
+  CUTMIX_ALPHA: 1.0
+  PROB: 1.0
+  SWITCH_PROB: 0.5
+  LABEL_SMOOTH_VALUE: 0.1
+"""
+
+
+def test_a_pyslowfast_mixup_config_trains_with_ema_and_accumulation_then_tests_the_average(toy, tmp_path):
+    cfg = tmp_path / "mixup.yaml"
+    cfg.write_text(f"_BASE_: {toy[0]}\nMODEL: {{LOSS_FUNC: soft_cross_entropy}}\n" + PYSLOWFAST_MIXUP)
+    out = tmp_path / "run"
+    cmd = [PYTHON, RUN_NET, "--cfg", str(cfg), "DATA.PATH_TO_DATA_DIR", toy[1], "DATA.PATH_PREFIX", toy[1],
+           "OUTPUT_DIR", str(out), "SOLVER.MAX_EPOCH", "1", "TRAIN.BATCH_SIZE", "2",
+           "TRAIN.GRAD_ACCUMULATION_STEPS", "2", "MODEL.EMA.ENABLE", "True", "MODEL.EMA.DECAY", "0.5"]
+    log = _run(cmd)
+    assert "x 2 micro-batches per optimiser step (TRAIN.GRAD_ACCUMULATION_STEPS) = effective batch 4, " \
+           "2 optimiser steps per epoch" in log  # 8 training videos
+    assert "Testing the averaged weights ('ema_state')" in log
+    stored = torch.load(out / "checkpoints" / "checkpoint_epoch_00001.pyth", weights_only=True)
+    assert stored["ema_state"].keys() == stored["model_state"].keys()
+    assert stored["cfg"].count("LABEL_SMOOTH_VALUE: 0.1") == 1
+    assert [r["iter"] for r in metrics_records(out, "train_iter")] == ["1/2", "2/2"]
+    assert metrics_records(out, "test_final")[-1]["num_videos"] == 4

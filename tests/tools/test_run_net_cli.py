@@ -18,7 +18,7 @@ def run(args, cwd):
 @pytest.fixture
 def good_cfg(tmp_path):
     path = tmp_path / "ok.yaml"
-    path.write_text(f"NUM_GPUS: 0\nOUTPUT_DIR: {tmp_path / 'out'}\n")
+    path.write_text(f"NUM_GPUS: 0\nOUTPUT_DIR: {tmp_path / 'out'}\nMODEL:\n  MODEL_NAME: X3D\n")
     return str(path)
 
 
@@ -87,6 +87,9 @@ def test_lower_case_key_gets_a_suggestion(tmp_path, good_cfg):
 @pytest.mark.parametrize("extra,needle", [
     (["NUM_GPUS", "1"], "NUM_GPUS is 1 but CUDA is not available"),
     (["TRAIN.ENABLE", "False", "TEST.ENABLE", "False"], "nothing would run"),
+    (["MODEL.MODEL_NAME", "VoV3DD"], "MODEL.MODEL_NAME: unknown model 'VoV3DD'; registered: CSN, CoX3D, "
+                                     "SEVNet, VoV3D, X3D. Did you mean 'VoV3D'?"),
+    (["TEST.DATASET", "SSv3"], "TEST.DATASET: unknown dataset 'SSv3'"),
 ])
 def test_unusable_launch_settings_stop_before_any_work(tmp_path, good_cfg, extra, needle):
     if extra[:2] == ["NUM_GPUS", "1"] and torch.cuda.is_available():
@@ -106,9 +109,11 @@ def test_output_dir_that_is_a_file_and_cfg_that_is_a_directory(tmp_path, good_cf
     assert result.returncode != 0 and "is a directory; expected a YAML file" in result.stderr
 
 
-# run_net with its train phase replaced, so the failure paths run without a dataset or model.
+# run_net with its train and test phases replaced, so the failure paths run without a
+# dataset or model.
 _DRIVER = """
-import sys, torch
+import logging, sys, torch
+import vov3d.engine.test as test_module
 import vov3d.engine.train as train_module
 from vov3d.datasets.failures import DataLoadError
 from vov3d.engine.runtime import setup_process
@@ -121,19 +126,22 @@ class Unreadable(torch.utils.data.Dataset):
 
 def job(cfg):
     setup_process(cfg)
+    if sys.argv[1] == "phases":
+        logging.getLogger("vov3d.driver").info("a phase ran")
+        return
     if sys.argv[1] == "data":
         next(iter(torch.utils.data.DataLoader(Unreadable(), num_workers=1)))
     raise ZeroDivisionError("a bug")
 
-train_module.train = job
+train_module.train = test_module.test = job
 sys.path.insert(0, sys.argv[2])
 import run_net
 sys.exit(run_net.main(sys.argv[3:]))
 """
 
 
-def _run_driver(tmp_path, mode, cfg):
-    argv = ["--cfg", cfg, "TEST.ENABLE", "False", "SOLVER.GAMMA", "0.5"]
+def _run_driver(tmp_path, mode, cfg, test_enable="False"):
+    argv = ["--cfg", cfg, "TEST.ENABLE", test_enable, "SOLVER.GAMMA", "0.5"]
     return subprocess.run([PYTHON, "-c", _DRIVER, mode, os.path.dirname(RUN_NET)] + argv, cwd=tmp_path,
                           env=run_tool_env(), capture_output=True, text=True, timeout=120)
 
@@ -145,7 +153,7 @@ def test_data_load_error_from_a_worker_is_one_line_and_logged(tmp_path, good_cfg
     assert result.stderr.strip().endswith("run_net.py: " + line)
     assert "Traceback" not in result.stderr.split("SOLVER.GAMMA")[-1]
     log = (tmp_path / "out" / "stdout.log").read_text()
-    assert line in log and "Caught DataLoadError" not in log
+    assert log.count(line) == 1 and "Caught DataLoadError" not in log  # once: run_net adds no second copy
     assert "SOLVER.GAMMA" in log  # the config warnings too
 
 
@@ -153,4 +161,14 @@ def test_unexpected_error_is_logged_with_its_traceback_and_re_raised(tmp_path, g
     result = _run_driver(tmp_path, "bug", good_cfg)
     assert result.returncode == 1 and "ZeroDivisionError: a bug" in result.stderr
     log = (tmp_path / "out" / "stdout.log").read_text()
-    assert "Traceback (most recent call last)" in log and "ZeroDivisionError: a bug" in log
+    assert "Traceback (most recent call last)" in log and log.count("ZeroDivisionError: a bug") == 1
+
+
+def test_config_warnings_are_shown_and_logged_once_in_a_train_and_test_run(tmp_path, good_cfg):
+    (tmp_path / "test.csv").write_text("a.mp4 0\n")  # read before any phase runs (not decoded)
+    result = _run_driver(tmp_path, "phases", good_cfg, test_enable="True")
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout + result.stderr).count("SOLVER.GAMMA") == 1
+    log = (tmp_path / "out" / "stdout.log").read_text()
+    assert log.count("SOLVER.GAMMA") == 1 and log.count("a phase ran") == 2
+    assert log.index("SOLVER.GAMMA") < log.index("a phase ran")

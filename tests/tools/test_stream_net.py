@@ -148,22 +148,22 @@ def test_a_checkpoint_of_another_architecture_gives_one_line(tool, video, tmp_pa
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "frame " not in captured.out
     line = lines[0]
-    assert line.startswith(f"stream_net.py: --checkpoint '{ckpt}' does not fit CoX3D from this config: "
-                           "3 shape mismatches, 0 missing, 0 unexpected tensors (head.lin_5.weight (checkpoint "
-                           "[96, 432, 1, 1, 1], model [64, 432, 1, 1, 1]); ")
+    # Testing's one-line summary: the file, then every tensor that does not fit, with shapes.
+    assert line.startswith(f"stream_net.py: testing needs every weight, but '{ckpt}' does not provide 3: "
+                           "head.lin_5.weight (checkpoint [96, 432, 1, 1, 1], model [64, 432, 1, 1, 1]), ")
     assert "head.projection.weight (checkpoint [5, 96], model [7, 64])" in line
     assert "Error(s) in loading state_dict" not in line and "Check MODEL.NUM_CLASSES" in line
 
-    # A deeper network: extra blocks are named as such, and the list is cut after five.
-    deeper = _x3d_checkpoint(tmp_path / "deeper.pyth", ["X3D.DEPTH_FACTOR", "1.0"])
-    assert tool.main(["--cfg", CFG, "--video", video, "--checkpoint", deeper, *SMALL]) == 1
+    # A shallower network: the blocks it lacks are named as such, and the list is cut after ten.
+    shallower = _x3d_checkpoint(tmp_path / "shallower.pyth", ["X3D.DEPTH_FACTOR", "0.25"])
+    assert tool.main(["--cfg", CFG, "--video", video, "--checkpoint", shallower, *SMALL]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "(not in the model)" in lines[0]
-    assert re.search(r"; \.\.\. \(\d+ more\)\)\. Check", lines[0])
+    assert len(lines) == 1 and "(missing from the checkpoint)" in lines[0]
+    assert re.search(r" \.\.\. \(\d+ more\)\. Check", lines[0])
 
 
 def test_refuses_bad_input(tool, video, tmp_path, capsys):
-    assert tool.main(["--cfg", CFG, "--video", video, *SMALL]) == 2
+    assert tool.main(["--cfg", CFG, "--video", video, *SMALL, "OUTPUT_DIR", str(tmp_path / "run")]) == 2
     assert "ALLOW_RANDOM_INIT" in capsys.readouterr().err
     assert tool.main(["--cfg", CFG, "--video", video, *SMALL, "TEST.ALLOW_RANDOM_INIT", "True",
                       "MODEL.MODEL_NAME", "CSN"]) == 2
@@ -176,7 +176,7 @@ def test_refuses_bad_input(tool, video, tmp_path, capsys):
     labels.write_text(json.dumps(NAMES[:3]))
     assert tool.main(["--cfg", CFG, "--video", video, "--labels", str(labels), *SMALL,
                       "TEST.ALLOW_RANDOM_INIT", "True"]) == 1
-    assert "3 class names" in capsys.readouterr().err
+    assert "names 3 classes but MODEL.NUM_CLASSES is 7" in capsys.readouterr().err
 
 
 def test_benchmark_stream_mode_times_frames_against_clips(capsys):

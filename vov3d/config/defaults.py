@@ -1,9 +1,9 @@
 """The configuration tree and its defaults.
 
 Keys and defaults follow PySlowFast as forked by the VoV3D reference, so yaml files
-and command lines written for it keep working. Keys that the reference accepted but
-ignored are either made to work or documented where they are defined. Project
-additions are marked "vov3d:".
+and command lines written for it keep working. Keys of the references that no vov3d
+model or loop reads are not in this tree: legacy.py lists them and says what becomes of
+their values. Project additions are marked "vov3d:".
 """
 from vov3d.config.node import CfgNode
 
@@ -24,8 +24,12 @@ _C.LOG_PERIOD = 10
 _C.LOG_MODEL_INFO = True
 # "nccl" is replaced by "gloo" for CPU runs (NUM_GPUS 0) when the config is validated.
 _C.DIST_BACKEND = "nccl"
-# vov3d: seconds a process waits at the rendezvous and in any collective before failing.
+# vov3d: seconds a process waits in any collective before failing (and at the rendezvous of
+# env:// and file:// init methods).
 _C.DIST_TIMEOUT = 1800
+# vov3d: seconds the processes of a tcp:// --init_method wait for each other to join; the
+# waiting ones say every minute which ranks are missing.
+_C.DIST_INIT_TIMEOUT = 300
 
 # ---------------------------------------------------------------------------------
 # Training
@@ -53,6 +57,12 @@ _C.TRAIN.CHECKPOINT_KEEP_LAST = 0
 _C.TRAIN.MIXED_PRECISION = False
 # If > 0, stop when a loss exceeds this factor times the mean of the previous five.
 _C.TRAIN.KILL_LOSS_EXPLOSION_FACTOR = 0.0
+# vov3d: micro-batches (of TRAIN.BATCH_SIZE per machine) whose gradients are summed into one
+# optimiser step: the effective batch is TRAIN.BATCH_SIZE x NUM_SHARDS x this. The LR
+# schedule, logs and checkpoints count optimiser steps; BN layers see the micro-batches; an
+# epoch's last micro-batches that do not fill a step are left out, like the loader's
+# incomplete last batch.
+_C.TRAIN.GRAD_ACCUMULATION_STEPS = 1
 
 # ---------------------------------------------------------------------------------
 # Testing
@@ -94,9 +104,6 @@ _C.DATA.TARGET_FPS = 30
 _C.DATA.DECODING_BACKEND = "pyav"
 _C.DATA.INV_UNIFORM_SAMPLE = False
 _C.DATA.RANDOM_FLIP = True
-_C.DATA.MULTI_LABEL = False
-# Legacy spelling of TEST.ENSEMBLE_METHOD; when set it is copied there (with a warning).
-_C.DATA.ENSEMBLE_METHOD = ""
 _C.DATA.REVERSE_INPUT_CHANNEL = False
 # vov3d: newest-PySlowFast temporal test windows (one view = centre window).
 _C.DATA.USE_OFFSET_SAMPLING = False
@@ -113,32 +120,37 @@ _C.DATA.SSV2_VIDEO_EXT = ""
 # Model
 # ---------------------------------------------------------------------------------
 _C.MODEL = CfgNode()
-_C.MODEL.ARCH = "slowfast"
+# One of validate.MODEL_ARCHS: vov3d models have one pathway, so the reference default
+# "slowfast" is not among them.
+_C.MODEL.ARCH = "x3d"
 _C.MODEL.MODEL_NAME = "SlowFast"
 _C.MODEL.NUM_CLASSES = 400
 _C.MODEL.LOSS_FUNC = "cross_entropy"
-_C.MODEL.SINGLE_PATHWAY_ARCH = ["c2d", "i3d", "slow", "x3d", "vov3d", "csn", "sevnet", "cox3d"]
-_C.MODEL.MULTI_PATHWAY_ARCH = ["slowfast"]
 _C.MODEL.DROPOUT_RATE = 0.5
 _C.MODEL.DROPCONNECT_RATE = 0.0
 _C.MODEL.FC_INIT_STD = 0.01
 _C.MODEL.HEAD_ACT = "softmax"
 # BN layers stay in eval mode (running statistics frozen) while training.
 _C.MODEL.FROZEN_BN = False
+# vov3d: an exponential moving average of the parameters, updated after every optimiser
+# step: ema = DECAY * ema + (1 - DECAY) * weights; buffers (BN statistics) are copied.
+# Checkpoints hold it as "ema_state" (the layout of "model_state").
+_C.MODEL.EMA = CfgNode()
+_C.MODEL.EMA.ENABLE = False
+_C.MODEL.EMA.DECAY = 0.9998
+# With ENABLE: validation and the test (also of TEST.CHECKPOINT_FILE_PATH) use the averaged
+# weights; False evaluates the trained weights and only stores the average.
+_C.MODEL.EMA.EVAL = True
 
 # ---------------------------------------------------------------------------------
-# ResNet options (X3D and VoV3D read a few of these)
+# ResNet options (the X3D, VoV3D, CSN and SEVNet builders read these)
 # ---------------------------------------------------------------------------------
 _C.RESNET = CfgNode()
 _C.RESNET.TRANS_FUNC = "bottleneck_transform"
 _C.RESNET.NUM_GROUPS = 1
-_C.RESNET.WIDTH_PER_GROUP = 64
 _C.RESNET.INPLACE_RELU = True
 _C.RESNET.STRIDE_1X1 = False
 _C.RESNET.ZERO_INIT_FINAL_BN = False
-_C.RESNET.DEPTH = 50
-_C.RESNET.NUM_BLOCK_TEMP_KERNEL = [[3], [4], [6], [3]]
-_C.RESNET.SPATIAL_STRIDES = [[1], [2], [2], [2]]
 _C.RESNET.SPATIAL_DILATIONS = [[1], [1], [1], [1]]
 
 # ---------------------------------------------------------------------------------
@@ -171,10 +183,6 @@ _C.VOV3D.INNER_CH = 64
 # vov3d: explicit stage depths (e.g. [1, 1, 2, 2] for the first-release VoV3D-M);
 # empty = take them from DEPTH.
 _C.VOV3D.STAGE_DEPTHS = []
-# Unused, as in the reference: the VoV3D head reads X3D.DIM_C5 / X3D.BN_LIN5 (kept for
-# config compatibility; a changed value is named in a warning).
-_C.VOV3D.DIM_C5 = 2048
-_C.VOV3D.BN_LIN5 = False
 # vov3d: temporal dilation of each stage's D(2+1)D temporal conv ("same" padding). The
 # reference ignored the key; the default [[1]] * 4 is its (undilated) behaviour.
 _C.VOV3D.TEMPORAL_DILATIONS = [[1], [1], [1], [1]]
@@ -228,21 +236,6 @@ _C.COX3D.TEMPORAL_FILL = "zeros"
 _C.COX3D.SE_SCOPE = "frame"
 
 # ---------------------------------------------------------------------------------
-# Non-local and SlowFast (accepted for config compatibility; unused by these models)
-# ---------------------------------------------------------------------------------
-_C.NONLOCAL = CfgNode()
-_C.NONLOCAL.LOCATION = [[[]], [[]], [[]], [[]]]
-_C.NONLOCAL.GROUP = [[1], [1], [1], [1]]
-_C.NONLOCAL.INSTANTIATION = "dot_product"
-_C.NONLOCAL.POOL = [[[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]]]
-
-_C.SLOWFAST = CfgNode()
-_C.SLOWFAST.BETA_INV = 8
-_C.SLOWFAST.ALPHA = 8
-_C.SLOWFAST.FUSION_CONV_CHANNEL_RATIO = 2
-_C.SLOWFAST.FUSION_KERNEL_SZ = 5
-
-# ---------------------------------------------------------------------------------
 # Batch norm
 # ---------------------------------------------------------------------------------
 _C.BN = CfgNode()
@@ -251,7 +244,6 @@ _C.BN.NUM_BATCHES_PRECISE = 200
 _C.BN.WEIGHT_DECAY = 0.0
 # "batchnorm" or "sync_batchnorm" (statistics shared by NUM_SYNC_DEVICES local GPUs).
 _C.BN.NORM_TYPE = "batchnorm"
-_C.BN.NUM_SPLITS = 1
 _C.BN.NUM_SYNC_DEVICES = 1
 # vov3d: with MODEL.FROZEN_BN, also freeze BN weight and bias (mmaction2's "bnfrozen").
 _C.BN.FROZEN_AFFINE = False
@@ -264,9 +256,7 @@ _C.SOLVER.BASE_LR = 0.1
 _C.SOLVER.LR_POLICY = "cosine"
 _C.SOLVER.COSINE_END_LR = 0.0
 _C.SOLVER.COSINE_AFTER_WARMUP = False
-# Accepted for compatibility; no schedule reads them (as in the references).
-_C.SOLVER.GAMMA = 0.1
-_C.SOLVER.STEP_SIZE = 1
+# steps_with_relative_lrs: epochs where each LRS factor (times BASE_LR) starts.
 _C.SOLVER.STEPS = []
 _C.SOLVER.LRS = []
 _C.SOLVER.MAX_EPOCH = 300
@@ -274,14 +264,13 @@ _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.DAMPENING = 0.0
 _C.SOLVER.NESTEROV = True
 _C.SOLVER.WEIGHT_DECAY = 1e-4
-# Accepted for compatibility; unused (warm-up ends at the policy's value).
-_C.SOLVER.WARMUP_FACTOR = 0.1
 _C.SOLVER.WARMUP_EPOCHS = 0.0
 _C.SOLVER.WARMUP_START_LR = 0.01
 _C.SOLVER.OPTIMIZING_METHOD = "sgd"
 _C.SOLVER.BASE_LR_SCALE_NUM_SHARDS = False
-# vov3d: if > 0, BASE_LR, WARMUP_START_LR and COSINE_END_LR are scaled by
-# (global batch / REFERENCE_BATCH_SIZE).
+# vov3d: if > 0, BASE_LR, WARMUP_START_LR and COSINE_END_LR are scaled by (effective batch
+# / REFERENCE_BATCH_SIZE), effective batch = TRAIN.BATCH_SIZE x NUM_SHARDS x
+# TRAIN.GRAD_ACCUMULATION_STEPS.
 _C.SOLVER.REFERENCE_BATCH_SIZE = 0
 _C.SOLVER.ZERO_WD_1D_PARAM = False
 _C.SOLVER.CLIP_GRAD_VAL = None
@@ -298,16 +287,24 @@ _C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
 _C.DATA_LOADER.NUM_RETRIES = 10
 
 # ---------------------------------------------------------------------------------
-# Data-loading benchmark
+# Mixup / CutMix / label smoothing of training batches (PySlowFast's keys and defaults)
 # ---------------------------------------------------------------------------------
-_C.BENCHMARK = CfgNode()
-_C.BENCHMARK.NUM_EPOCHS = 5
-_C.BENCHMARK.LOG_PERIOD = 100
-_C.BENCHMARK.SHUFFLE = True
+_C.MIXUP = CfgNode()
+_C.MIXUP.ENABLE = False
+# Beta(ALPHA, ALPHA) blend of two clips; 0 = no mixup.
+_C.MIXUP.ALPHA = 0.8
+# Beta(CUTMIX_ALPHA, CUTMIX_ALPHA) box area pasted from another clip; 0 = no cutmix
+# (both alphas 0: label smoothing alone).
+_C.MIXUP.CUTMIX_ALPHA = 1.0
+# Probability that a batch is mixed at all.
+_C.MIXUP.PROB = 1.0
+# With both alphas > 0: probability of cutmix rather than mixup for a mixed batch.
+_C.MIXUP.SWITCH_PROB = 0.5
+# Label smoothing of the targets: off-value s / NUM_CLASSES, on-value 1 - s + s / NUM_CLASSES.
+_C.MIXUP.LABEL_SMOOTH_VALUE = 0.1
 
 # ---------------------------------------------------------------------------------
-# Multigrid (accepted for config compatibility; vov3d does not implement it and
-# refuses to run with a cycle switched on)
+# Multigrid (not implemented yet: validation refuses a cycle switched on)
 # ---------------------------------------------------------------------------------
 _C.MULTIGRID = CfgNode()
 _C.MULTIGRID.EPOCH_FACTOR = 1.5
@@ -323,7 +320,8 @@ _C.MULTIGRID.DEFAULT_T = 0
 _C.MULTIGRID.DEFAULT_S = 0
 
 # ---------------------------------------------------------------------------------
-# TensorBoard
+# TensorBoard (scalars; the plots and visualisations are not implemented yet and their
+# ENABLE switches are refused by validation)
 # ---------------------------------------------------------------------------------
 _C.TENSORBOARD = CfgNode()
 _C.TENSORBOARD.ENABLE = False
@@ -360,17 +358,38 @@ _C.TENSORBOARD.WRONG_PRED_VIS.TAG = "Incorrectly classified videos."
 _C.TENSORBOARD.WRONG_PRED_VIS.SUBSET_PATH = ""
 
 # ---------------------------------------------------------------------------------
-# Detection and demo: present so reference configs load; vov3d is classification only
-# and refuses to run with either switched on.
+# Demo (tools/demo_net.py, or run_net with DEMO.ENABLE): PySlowFast's classification keys.
+# The top-k classes drawn: TENSORBOARD.MODEL_VIS.TOPK_PREDS, as in PySlowFast.
 # ---------------------------------------------------------------------------------
-_C.DETECTION = CfgNode()
-_C.DETECTION.ENABLE = False
-_C.DETECTION.ALIGNED = True
-_C.DETECTION.SPATIAL_SCALE_FACTOR = 16
-_C.DETECTION.ROI_XFORM_RESOLUTION = 7
-
 _C.DEMO = CfgNode()
+# run_net runs the demo (after training and testing, when those are enabled too).
 _C.DEMO.ENABLE = False
+# Class names: a JSON {"name": id} (PySlowFast's) or a JSON list in label order; "" = the
+# names stored in the checkpoint, else "class <id>".
+_C.DEMO.LABEL_FILE_PATH = ""
+# A camera index; >= 0 takes precedence over INPUT_VIDEO.
+_C.DEMO.WEBCAM = -1
+_C.DEMO.INPUT_VIDEO = ""
+# Size of the frames written or shown (0 = the input's); also asked of a webcam.
+_C.DEMO.DISPLAY_WIDTH = 0
+_C.DEMO.DISPLAY_HEIGHT = 0
+# Frames two consecutive clip windows share (clip models; window = NUM_FRAMES x SAMPLING_RATE
+# frames at TARGET_FPS, so a window starts every span - BUFFER_SIZE frames).
+_C.DEMO.BUFFER_SIZE = 0
+# The labelled video (.mp4, .mkv, .mov: h264; .avi: mjpeg; .webm: vp9), with the predictions
+# beside it (same name, .jsonl); "" = show the frames in a window (needs an OpenCV with GUI)
+# and write OUTPUT_DIR/demo_predictions.jsonl.
+_C.DEMO.OUTPUT_FILE = ""
+# Frame rate of the video written (-1 = the input's; fractional rates such as 29.97 work).
+_C.DEMO.OUTPUT_FPS = -1.0
+# Frames a prediction's labels stay on: -1 (vov3d) = until the next prediction; N >= 0 =
+# 2N + 1 frames from the one it arrives at (PySlowFast draws a clip's labels on 2N + 1 frames).
+_C.DEMO.CLIP_VIS_SIZE = -1
+# Decode and encode frames in threads of their own, beside the model.
+_C.DEMO.THREAD_ENABLE = False
+# Predict one clip window in NUM_CLIPS_SKIP + 1; -1 (with THREAD_ENABLE) = the newest window
+# whenever the model is free, for live input (clip models; CoX3D steps every frame: 0).
+_C.DEMO.NUM_CLIPS_SKIP = 0
 
 
 def get_cfg() -> CfgNode:

@@ -7,7 +7,9 @@ from typing import Callable, List, Optional, Sequence
 from yacs.config import CfgNode
 
 from vov3d.config.defaults import get_cfg
-from vov3d.config.merge import ConfigError, merge_file, merge_overrides
+from vov3d.config.errors import ConfigError
+from vov3d.config.legacy import LegacyValues
+from vov3d.config.merge import merge_file, merge_overrides
 from vov3d.config.validate import assert_and_infer_cfg
 
 logger = logging.getLogger(__name__)
@@ -74,34 +76,6 @@ def parse_args(argv: Optional[Sequence[str]] = None,
     return args
 
 
-class _KeepWarnings(logging.Filter):
-    """Collects the warnings of config loading (the loggers pass them on unchanged)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: List[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            self.messages.append(record.getMessage())
-        return True
-
-
-# Loggers that speak while a config is loaded and validated.
-_LOADING_LOGGERS = (__name__, "vov3d.config.validate", "vov3d.config.merge")
-_WARNINGS_ATTR = "_vov3d_load_warnings"
-
-
-def config_warnings(cfg: CfgNode) -> List[str]:
-    """Warnings printed while `load_config` built this cfg.
-
-    They are printed before logging is set up, so OUTPUT_DIR/stdout.log would miss them;
-    the job re-logs them once its log file exists. They travel as an attribute of the node
-    (kept by pickling), so spawned processes have them too.
-    """
-    return list(getattr(cfg, _WARNINGS_ATTR, ()))
-
-
 def _warn_stale_path_prefix(cfg: CfgNode, opts: Sequence[str]) -> None:
     """Overriding the data folder alone keeps the yaml's PATH_PREFIX, where videos are read."""
     keys = set(opts[0::2])
@@ -123,25 +97,15 @@ def load_config(args: argparse.Namespace) -> CfgNode:
 
     Validation and derived values (LR scaling by shards) run on the merged result;
     the reference ran them on the defaults, which silently ignored the user's values.
+    Warnings go to the `vov3d.config.*` loggers: a tool that wants them in its log file
+    sets up logging first (engine.logging.start_logging).
     """
-    keep = _KeepWarnings()
-    loggers = [logging.getLogger(name) for name in _LOADING_LOGGERS]
-    for log in loggers:
-        log.addFilter(keep)
-    try:
-        cfg = _load(args)
-    finally:
-        for log in loggers:
-            log.removeFilter(keep)
-    object.__setattr__(cfg, _WARNINGS_ATTR, tuple(keep.messages))
-    return cfg
-
-
-def _load(args: argparse.Namespace) -> CfgNode:
     cfg = get_cfg()
-    merge_file(cfg, args.cfg_file)
+    legacy = LegacyValues()
+    merge_file(cfg, args.cfg_file, legacy)
     opts = list(args.opts or [])
-    merge_overrides(cfg, opts)
+    merge_overrides(cfg, opts, legacy=legacy)
+    legacy.settle()
     for key, flag in (("NUM_SHARDS", "num_shards"), ("SHARD_ID", "shard_id")):
         value = getattr(args, flag, None)
         if value is None:
@@ -155,4 +119,4 @@ def _load(args: argparse.Namespace) -> CfgNode:
     return cfg
 
 
-__all__ = ["ConfigError", "build_parser", "parse_args", "load_config", "config_warnings"]
+__all__ = ["ConfigError", "build_parser", "parse_args", "load_config"]

@@ -3,7 +3,8 @@
 yacs' own merge reports "Non-existent config key" or "Type mismatch" without saying
 where or what was expected. Everything here is checked against the defaults before
 any value changes, and each error names the source, the key, what was given and
-what was expected, with the closest valid keys for a typo.
+what was expected, with the closest valid keys for a typo. Keys of the reference
+configs that vov3d does not keep are handed to the legacy table (legacy.py).
 """
 import ast
 import difflib
@@ -13,13 +14,10 @@ from typing import Any, List, Optional, Sequence, Set
 import yaml
 from yacs.config import CfgNode
 
-from vov3d.utils.errors import UserError
+from vov3d.config.errors import ConfigError
+from vov3d.config.legacy import LegacyValues, is_legacy_group, legacy_entry
 
 BASE_KEY = "_BASE_"
-
-
-class ConfigError(UserError, ValueError):
-    """A config file, key or value that cannot be used."""
 
 
 def all_keys(cfg: CfgNode, prefix: str = "") -> List[str]:
@@ -121,32 +119,62 @@ def _coerce_list(default: Sequence, value: Sequence, key: str, source: str) -> A
     return type(default)(value) if isinstance(default, tuple) else list(value)
 
 
-def merge_mapping(cfg: CfgNode, data: dict, source: str, prefix: str = "",
-                  root: CfgNode = None) -> None:
-    """Merge a nested dict into `cfg`; every key must already exist."""
-    root = cfg if root is None else root
+def _merge_mapping(node: CfgNode, data: dict, source: str, prefix: str, root: CfgNode,
+                   legacy: LegacyValues) -> None:
+    """Merge a nested dict into `node`; every key must exist in the tree or the legacy table."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {_type_name(data)}.")
     for name, value in data.items():
         key = prefix + str(name)
         if name == BASE_KEY:
             raise ConfigError(f"{source}: '{BASE_KEY}' is only allowed at the top of a yaml file.")
-        if name not in cfg:
-            raise _unknown_key(root, key, source)
-        current = cfg[name]
+        if name not in node:
+            _merge_dropped(root, key, value, source, legacy)
+            continue
+        current = node[name]
         if isinstance(current, CfgNode):
             if not isinstance(value, dict):
                 raise ConfigError(
                     f"{source}: '{key}' is a group of keys ({', '.join(list(current)[:4])}, ...); "
                     f"got {value!r}."
                 )
-            merge_mapping(current, value, source, key + ".", root)
+            _merge_mapping(current, value, source, key + ".", root, legacy)
         else:
-            if isinstance(value, str) and current is not None and not isinstance(current, str):
-                # YAML 1.1 reads "5e-5" as a string; yacs decodes such strings as Python
-                # literals, and reference configs rely on it.
-                value = parse_override_value(value)
-            cfg[name] = _coerce(current, value, key, source)
+            node[name] = _coerce(current, _decode(current, value), key, source)
+
+
+def _decode(default: Any, value: Any) -> Any:
+    if isinstance(value, str) and default is not None and not isinstance(default, str):
+        # YAML 1.1 reads "5e-5" as a string; yacs decodes such strings as Python
+        # literals, and reference configs rely on it.
+        return parse_override_value(value)
+    return value
+
+
+def _merge_dropped(root: CfgNode, key: str, value: Any, source: str, legacy: LegacyValues) -> None:
+    """A key (or group) the tree does not have: a legacy key, or a mistake."""
+    entry = legacy_entry(key)
+    if entry is None:
+        if not is_legacy_group(key):
+            raise _unknown_key(root, key, source)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' is a group of keys; got {value!r}.")
+        for name, item in value.items():
+            _merge_dropped(root, f"{key}.{name}", item, source, legacy)
+        return
+    value = _decode(entry.default, value)
+    legacy.record(key, value, source)
+    if entry.action == "move" and value != entry.default:
+        _set(root, entry.detail, value, source)
+
+
+def _set(root: CfgNode, key: str, value: Any, source: str) -> None:
+    node = root
+    *groups, leaf = key.split(".")
+    for group in groups:
+        node = node[group]
+    # A command-line value arrives as text; it is decoded by the type of the key it moves to.
+    node[leaf] = _coerce(node[leaf], _decode(node[leaf], value), key, source)
 
 
 def _duplicate_keys(node: yaml.Node, prefix: str = "", seen_nodes: Optional[Set[int]] = None):
@@ -208,11 +236,21 @@ def _read_yaml(path: str) -> dict:
     return data
 
 
-def merge_file(cfg: CfgNode, path: str, _chain: tuple = ()) -> None:
-    """Merge a yaml file, after the files its `_BASE_` names (relative to it)."""
-    path = os.path.abspath(path)
-    if path in _chain:
-        cycle = " -> ".join(list(_chain) + [path])
+def merge_file(cfg: CfgNode, path: str, legacy: Optional[LegacyValues] = None) -> None:
+    """Merge a yaml file, after the files its `_BASE_` names (relative to it).
+
+    Legacy keys are settled at the end, unless the caller passes `legacy` to settle them
+    after more sources (load_config does, for the command-line overrides).
+    """
+    found = LegacyValues() if legacy is None else legacy
+    _merge_file(cfg, os.path.abspath(path), (), found)
+    if legacy is None:
+        found.settle()
+
+
+def _merge_file(cfg: CfgNode, path: str, chain: tuple, legacy: LegacyValues) -> None:
+    if path in chain:
+        cycle = " -> ".join(list(chain) + [path])
         raise ConfigError(f"{path}: '{BASE_KEY}' inheritance loops: {cycle}.")
     data = _read_yaml(path)
     bases = data.pop(BASE_KEY, [])
@@ -224,8 +262,8 @@ def merge_file(cfg: CfgNode, path: str, _chain: tuple = ()) -> None:
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
         if not os.path.isfile(base_path):
             raise ConfigError(f"{path}: '{BASE_KEY}' file not found: '{base}' (looked at {base_path}).")
-        merge_file(cfg, base_path, _chain + (path,))
-    merge_mapping(cfg, data, path)
+        _merge_file(cfg, os.path.abspath(base_path), chain + (path,), legacy)
+    _merge_mapping(cfg, data, path, "", cfg, legacy)
 
 
 def parse_override_value(text: str) -> Any:
@@ -238,15 +276,20 @@ def parse_override_value(text: str) -> Any:
         return text
 
 
-def merge_overrides(cfg: CfgNode, opts: Sequence[str], source: str = "command line") -> None:
-    """Merge `KEY VALUE KEY VALUE ...` pairs."""
+def merge_overrides(cfg: CfgNode, opts: Sequence[str], source: str = "command line",
+                    legacy: Optional[LegacyValues] = None) -> None:
+    """Merge `KEY VALUE KEY VALUE ...` pairs (legacy keys settled as in merge_file)."""
     opts = list(opts or [])
     if len(opts) % 2:
         raise ConfigError(
             f"{source}: overrides must come in KEY VALUE pairs; got {len(opts)} tokens, "
             f"the last one ('{opts[-1]}') has no value."
         )
+    found = LegacyValues() if legacy is None else legacy
     for key, raw in zip(opts[0::2], opts[1::2]):
+        if legacy_entry(key) is not None:
+            _merge_dropped(cfg, key, raw, source, found)
+            continue
         node = cfg
         parts = key.split(".")
         for i, part in enumerate(parts):
@@ -263,3 +306,5 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str], source: str = "command li
             # A path or name that happens to parse as a number stays a string.
             value = raw
         node[parts[-1]] = _coerce(current, value, key, source)
+    if legacy is None:
+        found.settle()

@@ -1,13 +1,19 @@
-"""Validation and derived values, run once on the fully merged config."""
+"""Validation and derived values, run once on the fully merged config.
+
+One checker per group of keys, run in the order of CHECKERS, then the derived values.
+Keys of the references that vov3d does not keep never reach here (legacy.py).
+"""
 import logging
 from typing import Any, Iterable
 
 from yacs.config import CfgNode
 
-from vov3d.config.merge import ConfigError
+from vov3d.config.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+# vov3d models have one pathway; "slowfast" (two) is not among them.
+MODEL_ARCHS = ("c2d", "i3d", "slow", "x3d", "vov3d", "csn", "sevnet", "cox3d")
 _LR_POLICIES = ("cosine", "steps_with_relative_lrs")
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _NORM_TYPES = ("batchnorm", "sync_batchnorm")
@@ -16,28 +22,11 @@ _BACKENDS = ("pyav", "torchvision")
 _SEGMENT_TEST = ("spread", "midpoint", "random")
 _LOSSES = ("cross_entropy", "soft_cross_entropy", "bce", "bce_logit")
 
-# Keys that PySlowFast / VoV3D configs set but that no vov3d model or loop reads (the
-# references ignored most of them too). A value other than the default is accepted, so
-# those configs load, and named in a warning, so nobody believes it changed anything.
-COMPATIBILITY_ONLY_KEYS = (
-    "SOLVER.GAMMA", "SOLVER.STEP_SIZE", "SOLVER.WARMUP_FACTOR",
-    "VOV3D.DIM_C5", "VOV3D.BN_LIN5",
-    "RESNET.WIDTH_PER_GROUP", "RESNET.NUM_BLOCK_TEMP_KERNEL", "RESNET.SPATIAL_STRIDES", "RESNET.DEPTH",
-    "NONLOCAL.GROUP", "NONLOCAL.INSTANTIATION", "NONLOCAL.POOL",
-    "SLOWFAST.BETA_INV", "SLOWFAST.ALPHA", "SLOWFAST.FUSION_CONV_CHANNEL_RATIO", "SLOWFAST.FUSION_KERNEL_SZ",
-    "MULTIGRID.EPOCH_FACTOR", "MULTIGRID.SHORT_CYCLE_FACTORS", "MULTIGRID.LONG_CYCLE_FACTORS",
-    "MULTIGRID.BN_BASE_SIZE", "MULTIGRID.EVAL_FREQ", "MULTIGRID.LONG_CYCLE_SAMPLING_RATE",
-    "BENCHMARK.NUM_EPOCHS", "BENCHMARK.LOG_PERIOD", "BENCHMARK.SHUFFLE",
-    "TENSORBOARD.PREDICTIONS_PATH", "TENSORBOARD.CLASS_NAMES_PATH", "TENSORBOARD.CATEGORIES_PATH",
-    "DETECTION.ALIGNED", "DETECTION.SPATIAL_SCALE_FACTOR", "DETECTION.ROI_XFORM_RESOLUTION",
-)
-# Switches for features vov3d does not have: refused rather than ignored.
-UNSUPPORTED_SWITCHES = (
-    ("DATA.MULTI_LABEL", "multi-label datasets are not supported"),
-    ("TENSORBOARD.CONFUSION_MATRIX.ENABLE", "confusion-matrix plots are not implemented"),
-    ("TENSORBOARD.HISTOGRAM.ENABLE", "per-class histograms are not implemented"),
-    ("TENSORBOARD.MODEL_VIS.ENABLE", "model visualisation is not implemented"),
-    ("TENSORBOARD.WRONG_PRED_VIS.ENABLE", "wrong-prediction visualisation is not implemented"),
+# Features whose keys stay in the tree because they are to be implemented; until then
+# switching one on is refused here, and only here.
+NOT_IMPLEMENTED = (
+    ("MULTIGRID.LONG_CYCLE", "False (multigrid is not implemented)"),
+    ("MULTIGRID.SHORT_CYCLE", "False (multigrid is not implemented)"),
 )
 
 
@@ -51,6 +40,11 @@ def _one_of(cfg: CfgNode, key: str, allowed: Iterable[str]) -> None:
     _require(value in allowed, key, value, "one of " + ", ".join(map(repr, allowed)))
 
 
+def _at_least(cfg: CfgNode, key: str, minimum: int) -> None:
+    value = _get(cfg, key)
+    _require(value >= minimum, key, value, f">= {minimum}")
+
+
 def _get(cfg: CfgNode, key: str) -> Any:
     node = cfg
     for part in key.split("."):
@@ -58,127 +52,220 @@ def _get(cfg: CfgNode, key: str) -> Any:
     return node
 
 
-def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
-    """Check the merged config and fill in derived values (in place; returns cfg)."""
+def _check_processes(cfg: CfgNode) -> None:
     _require(cfg.NUM_GPUS >= 0, "NUM_GPUS", cfg.NUM_GPUS, "0 (CPU) or more")
-    _require(cfg.NUM_SHARDS >= 1, "NUM_SHARDS", cfg.NUM_SHARDS, ">= 1")
+    _at_least(cfg, "NUM_SHARDS", 1)
     _require(0 <= cfg.SHARD_ID < cfg.NUM_SHARDS, "SHARD_ID", cfg.SHARD_ID,
              f"0 <= SHARD_ID < NUM_SHARDS ({cfg.NUM_SHARDS})")
-    _require(cfg.LOG_PERIOD >= 1, "LOG_PERIOD", cfg.LOG_PERIOD, ">= 1")
+    _at_least(cfg, "LOG_PERIOD", 1)
+    for key in ("DIST_TIMEOUT", "DIST_INIT_TIMEOUT"):
+        _require(cfg[key] > 0, key, cfg[key], "> 0 seconds")
+
+
+def _check_checkpoint_type(cfg: CfgNode, split: str) -> None:
+    key = f"{split}.CHECKPOINT_TYPE"
+    if cfg[split].CHECKPOINT_TYPE == "caffe2":
+        path = cfg[split].CHECKPOINT_FILE_PATH
+        what = f" ({split}.CHECKPOINT_FILE_PATH '{path}')" if path else ""
+        raise ConfigError(f"{key} caffe2 is not supported{what}: convert the caffe2 pickle to a "
+                          "PyTorch state dict and use CHECKPOINT_TYPE pytorch.")
+    _one_of(cfg, key, ("pytorch",))
+
+
+def _check_batch(cfg: CfgNode, split: str) -> None:
+    batch = cfg[split].BATCH_SIZE
+    _require(batch >= 1, f"{split}.BATCH_SIZE", batch, ">= 1")
+    if cfg.NUM_GPUS > 0:
+        _require(batch % cfg.NUM_GPUS == 0, f"{split}.BATCH_SIZE", batch,
+                 f"a multiple of NUM_GPUS ({cfg.NUM_GPUS}): it is the batch of one machine")
+
+
+def _check_train(cfg: CfgNode) -> None:
+    _check_checkpoint_type(cfg, "TRAIN")
+    _check_batch(cfg, "TRAIN")
+    _at_least(cfg, "TRAIN.EVAL_PERIOD", 1)
+    _at_least(cfg, "TRAIN.CHECKPOINT_PERIOD", 1)
+    steps = cfg.TRAIN.GRAD_ACCUMULATION_STEPS
+    _require(isinstance(steps, int) and steps >= 1, "TRAIN.GRAD_ACCUMULATION_STEPS", steps,
+             "an integer >= 1 (micro-batches per optimiser step)")
+    multigrid = cfg.MULTIGRID.LONG_CYCLE or cfg.MULTIGRID.SHORT_CYCLE
+    _require(steps == 1 or not multigrid, "TRAIN.GRAD_ACCUMULATION_STEPS", steps,
+             "1 with multigrid training (its batch size changes from iteration to iteration, so a "
+             "fixed number of micro-batches per step would not give a fixed effective batch)")
+
+
+def _in_range(cfg: CfgNode, key: str, low: float, high: float, closed_high: bool = True) -> None:
+    value = _get(cfg, key)
+    inside = low <= value <= high if closed_high else low <= value < high
+    _require(inside, key, value, f"in [{low:g}, {high:g}{']' if closed_high else ')'}")
+
+
+def _check_mixup(cfg: CfgNode) -> None:
+    for key in ("MIXUP.ALPHA", "MIXUP.CUTMIX_ALPHA"):
+        _require(_get(cfg, key) >= 0, key, _get(cfg, key), ">= 0 (0 switches it off)")
+    _in_range(cfg, "MIXUP.PROB", 0.0, 1.0)
+    _in_range(cfg, "MIXUP.SWITCH_PROB", 0.0, 1.0)
+    _in_range(cfg, "MIXUP.LABEL_SMOOTH_VALUE", 0.0, 1.0, closed_high=False)
+
+
+def _check_ema(cfg: CfgNode) -> None:
+    decay = cfg.MODEL.EMA.DECAY
+    _require(0.0 < decay < 1.0, "MODEL.EMA.DECAY", decay,
+             "in (0, 1): the weight of the old average at each optimiser step, e.g. 0.9998")
+
+
+def _check_test(cfg: CfgNode) -> None:
+    _check_checkpoint_type(cfg, "TEST")
+    _check_batch(cfg, "TEST")
+    _at_least(cfg, "TEST.NUM_ENSEMBLE_VIEWS", 1)
+    _require(cfg.TEST.NUM_SPATIAL_CROPS in (1, 3), "TEST.NUM_SPATIAL_CROPS",
+             cfg.TEST.NUM_SPATIAL_CROPS, "1 (centre crop) or 3 (left/centre/right)")
+    _one_of(cfg, "TEST.ENSEMBLE_METHOD", _ENSEMBLE)
+
+
+def _check_data(cfg: CfgNode) -> None:
+    data = cfg.DATA
+    _one_of(cfg, "DATA.DECODING_BACKEND", _BACKENDS)
+    _one_of(cfg, "DATA.SEGMENT_TEST_SAMPLING", _SEGMENT_TEST)
+    ext = data.SSV2_VIDEO_EXT
+    _require(ext == "" or (ext.startswith(".") and len(ext) > 1), "DATA.SSV2_VIDEO_EXT", ext,
+             "'' (extracted frame folders) or a file extension with its dot, e.g. '.webm'")
+    _at_least(cfg, "DATA.NUM_FRAMES", 1)
+    _at_least(cfg, "DATA.SAMPLING_RATE", 1)
+    _require(len(data.MEAN) == 3 and len(data.STD) == 3, "DATA.MEAN/DATA.STD",
+             (data.MEAN, data.STD), "three values each")
+    _require(all(s > 0 for s in data.STD), "DATA.STD", data.STD, "positive values")
+    scales = data.TRAIN_JITTER_SCALES
+    _require(len(scales) == 2 and 0 < scales[0] <= scales[1], "DATA.TRAIN_JITTER_SCALES", scales,
+             "[min, max] with 0 < min <= max")
+    _require(data.TRAIN_CROP_SIZE <= scales[0], "DATA.TRAIN_CROP_SIZE", data.TRAIN_CROP_SIZE,
+             f"<= DATA.TRAIN_JITTER_SCALES[0] ({scales[0]})")
+
+
+def _check_data_loader(cfg: CfgNode) -> None:
+    _at_least(cfg, "DATA_LOADER.NUM_WORKERS", 0)
+    _at_least(cfg, "DATA_LOADER.NUM_RETRIES", 1)
+
+
+def _check_model(cfg: CfgNode) -> None:
+    _one_of(cfg, "MODEL.ARCH", MODEL_ARCHS)
+    _one_of(cfg, "MODEL.HEAD_ACT", ("softmax", "sigmoid"))
+    _one_of(cfg, "MODEL.LOSS_FUNC", _LOSSES)
+    _at_least(cfg, "MODEL.NUM_CLASSES", 1)
+    _require(0.0 <= cfg.MODEL.DROPOUT_RATE < 1.0, "MODEL.DROPOUT_RATE", cfg.MODEL.DROPOUT_RATE,
+             "in [0, 1)")
+    _require(cfg.RESNET.NUM_GROUPS > 0, "RESNET.NUM_GROUPS", cfg.RESNET.NUM_GROUPS, "> 0")
+
+
+def _check_bn(cfg: CfgNode) -> None:
+    bn = cfg.BN
+    if bn.USE_PRECISE_STATS:
+        # 0 batches would write all-zero statistics into every BN layer.
+        _require(bn.NUM_BATCHES_PRECISE >= 1, "BN.NUM_BATCHES_PRECISE",
+                 bn.NUM_BATCHES_PRECISE, ">= 1 (or BN.USE_PRECISE_STATS False)")
+    _one_of(cfg, "BN.NORM_TYPE", _NORM_TYPES)
+    _at_least(cfg, "BN.NUM_SYNC_DEVICES", 1)
+    _require(cfg.MODEL.FROZEN_BN or not bn.FROZEN_AFFINE, "BN.FROZEN_AFFINE", True,
+             "False unless MODEL.FROZEN_BN is True (it freezes weight and bias on top of frozen statistics)")
+    _require(not (cfg.MODEL.FROZEN_BN and bn.NORM_TYPE == "sync_batchnorm"), "BN.NORM_TYPE",
+             bn.NORM_TYPE, "'batchnorm' when MODEL.FROZEN_BN is True (frozen statistics are not synced)")
+
+
+def _check_solver(cfg: CfgNode) -> None:
+    solver = cfg.SOLVER
+    _one_of(cfg, "SOLVER.LR_POLICY", _LR_POLICIES)
+    _one_of(cfg, "SOLVER.OPTIMIZING_METHOD", _OPTIMIZERS)
+    _at_least(cfg, "SOLVER.MAX_EPOCH", 1)
+    _require(solver.WARMUP_EPOCHS >= 0, "SOLVER.WARMUP_EPOCHS", solver.WARMUP_EPOCHS, ">= 0")
+    if solver.LR_POLICY == "cosine":
+        _require(solver.COSINE_END_LR < solver.BASE_LR, "SOLVER.COSINE_END_LR",
+                 solver.COSINE_END_LR, f"< SOLVER.BASE_LR ({solver.BASE_LR})")
+    else:
+        steps, lrs = solver.STEPS, solver.LRS
+        _require(len(steps) >= 1 and steps[0] == 0, "SOLVER.STEPS", steps, "a list starting with 0")
+        _require(list(steps) == sorted(steps), "SOLVER.STEPS", steps, "increasing epochs")
+        _require(len(lrs) >= len(steps), "SOLVER.LRS", lrs,
+                 f"at least one relative LR per step ({len(steps)})")
+    _require(not (solver.BASE_LR_SCALE_NUM_SHARDS and solver.REFERENCE_BATCH_SIZE > 0),
+             "SOLVER.REFERENCE_BATCH_SIZE", solver.REFERENCE_BATCH_SIZE,
+             "0 when SOLVER.BASE_LR_SCALE_NUM_SHARDS is True (both would scale by the shards)")
+
+
+def _check_demo(cfg: CfgNode) -> None:
+    demo = cfg.DEMO
+    _at_least(cfg, "DEMO.WEBCAM", -1)
+    for key in ("DEMO.DISPLAY_WIDTH", "DEMO.DISPLAY_HEIGHT", "DEMO.BUFFER_SIZE"):
+        _at_least(cfg, key, 0)
+    _require((demo.DISPLAY_WIDTH > 0) == (demo.DISPLAY_HEIGHT > 0), "DEMO.DISPLAY_WIDTH/DISPLAY_HEIGHT",
+             (demo.DISPLAY_WIDTH, demo.DISPLAY_HEIGHT), "both set (> 0) or both 0 (the input's size)")
+    _require(demo.OUTPUT_FPS == -1 or demo.OUTPUT_FPS > 0, "DEMO.OUTPUT_FPS", demo.OUTPUT_FPS,
+             "-1 (the input's frame rate) or > 0")
+    _at_least(cfg, "DEMO.CLIP_VIS_SIZE", -1)
+    _at_least(cfg, "DEMO.NUM_CLIPS_SKIP", -1)
+    _require(demo.NUM_CLIPS_SKIP >= 0 or demo.THREAD_ENABLE, "DEMO.NUM_CLIPS_SKIP", demo.NUM_CLIPS_SKIP,
+             ">= 0, or -1 with DEMO.THREAD_ENABLE True (the model runs beside the reading thread)")
+    span = cfg.DATA.NUM_FRAMES * cfg.DATA.SAMPLING_RATE
+    _require(demo.BUFFER_SIZE < span, "DEMO.BUFFER_SIZE", demo.BUFFER_SIZE,
+             f"< DATA.NUM_FRAMES x DATA.SAMPLING_RATE ({span}): two windows overlap by less than one")
+
+
+def _check_figsize(cfg: CfgNode, key: str) -> None:
+    size = _get(cfg, key)
+    _require(len(size) == 2 and all(v > 0 for v in size), key, size, "[width, height] in inches, both > 0")
+
+
+def _check_tensorboard(cfg: CfgNode) -> None:
+    """Shapes and counts here; file contents, colormap and layer names are checked before the
+    job starts (engine/preflight.py), where the model and the class names are known."""
+    tb = cfg.TENSORBOARD
+    _check_figsize(cfg, "TENSORBOARD.CONFUSION_MATRIX.FIGSIZE")
+    _check_figsize(cfg, "TENSORBOARD.HISTOGRAM.FIGSIZE")
+    _at_least(cfg, "TENSORBOARD.HISTOGRAM.TOPK", 1)
+    _at_least(cfg, "TENSORBOARD.MODEL_VIS.TOPK_PREDS", 1)
+    _require(len(tb.MODEL_VIS.GRAD_CAM.LAYER_LIST) <= 1, "TENSORBOARD.MODEL_VIS.GRAD_CAM.LAYER_LIST",
+             tb.MODEL_VIS.GRAD_CAM.LAYER_LIST, "at most one layer (one per pathway; vov3d models have one "
+             "pathway), or [] for the last stage s5")
+    switches = [key for key in ("CONFUSION_MATRIX", "HISTOGRAM", "MODEL_VIS", "WRONG_PRED_VIS") if tb[key].ENABLE]
+    if switches and not tb.ENABLE:
+        logger.warning("TENSORBOARD.%s.ENABLE: no effect while TENSORBOARD.ENABLE is False (nothing is "
+                       "written to TensorBoard).", ".ENABLE, TENSORBOARD.".join(switches))
+
+
+def _check_not_implemented(cfg: CfgNode) -> None:
+    for key, expected in NOT_IMPLEMENTED:
+        _require(not _get(cfg, key), key, True, expected)
+
+
+CHECKERS = (_check_processes, _check_train, _check_test, _check_data, _check_data_loader,
+            _check_model, _check_ema, _check_mixup, _check_bn, _check_solver, _check_tensorboard,
+            _check_demo, _check_not_implemented)
+
+
+def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
+    """Check the merged config and fill in derived values (in place; returns cfg)."""
+    for check in CHECKERS:
+        check(cfg)
+    _infer_backend(cfg)
+    _scale_learning_rates(cfg)
+    return cfg
+
+
+def _infer_backend(cfg: CfgNode) -> None:
     if cfg.NUM_GPUS == 0:
         # launch_job joins CPU processes with gloo whatever this says; the dump in stdout.log
         # and in checkpoints should show what runs.
         cfg.DIST_BACKEND = "gloo"
 
-    if cfg.BN.USE_PRECISE_STATS:
-        # 0 batches would write all-zero statistics into every BN layer.
-        _require(cfg.BN.NUM_BATCHES_PRECISE >= 1, "BN.NUM_BATCHES_PRECISE",
-                 cfg.BN.NUM_BATCHES_PRECISE, ">= 1 (or BN.USE_PRECISE_STATS False)")
-    _one_of(cfg, "BN.NORM_TYPE", _NORM_TYPES)
-    _require(cfg.BN.NUM_SYNC_DEVICES >= 1, "BN.NUM_SYNC_DEVICES", cfg.BN.NUM_SYNC_DEVICES, ">= 1")
-    _require(cfg.MODEL.FROZEN_BN or not cfg.BN.FROZEN_AFFINE, "BN.FROZEN_AFFINE", True,
-             "False unless MODEL.FROZEN_BN is True (it freezes weight and bias on top of frozen statistics)")
-    _require(not (cfg.MODEL.FROZEN_BN and cfg.BN.NORM_TYPE == "sync_batchnorm"), "BN.NORM_TYPE",
-             cfg.BN.NORM_TYPE, "'batchnorm' when MODEL.FROZEN_BN is True (frozen statistics are not synced)")
-    _require(cfg.BN.NUM_SPLITS == 1, "BN.NUM_SPLITS", cfg.BN.NUM_SPLITS,
-             "1 (sub-batch BN is not supported)")
-    for split in ("TRAIN", "TEST"):
-        _one_of(cfg, f"{split}.CHECKPOINT_TYPE", ("pytorch", "caffe2"))
-        batch = cfg[split].BATCH_SIZE
-        _require(batch >= 1, f"{split}.BATCH_SIZE", batch, ">= 1")
-        if cfg.NUM_GPUS > 0:
-            _require(batch % cfg.NUM_GPUS == 0, f"{split}.BATCH_SIZE", batch,
-                     f"a multiple of NUM_GPUS ({cfg.NUM_GPUS}): it is the batch of one machine")
-    _require(cfg.TRAIN.EVAL_PERIOD >= 1, "TRAIN.EVAL_PERIOD", cfg.TRAIN.EVAL_PERIOD, ">= 1")
-    _require(cfg.TRAIN.CHECKPOINT_PERIOD >= 1, "TRAIN.CHECKPOINT_PERIOD",
-             cfg.TRAIN.CHECKPOINT_PERIOD, ">= 1")
-    _require(cfg.RESNET.NUM_GROUPS > 0, "RESNET.NUM_GROUPS", cfg.RESNET.NUM_GROUPS, "> 0")
-    _require(cfg.RESNET.WIDTH_PER_GROUP > 0, "RESNET.WIDTH_PER_GROUP", cfg.RESNET.WIDTH_PER_GROUP, "> 0")
-    _require(cfg.RESNET.WIDTH_PER_GROUP % cfg.RESNET.NUM_GROUPS == 0, "RESNET.WIDTH_PER_GROUP",
-             cfg.RESNET.WIDTH_PER_GROUP, f"a multiple of RESNET.NUM_GROUPS ({cfg.RESNET.NUM_GROUPS})")
-
-    _require(cfg.TEST.NUM_ENSEMBLE_VIEWS >= 1, "TEST.NUM_ENSEMBLE_VIEWS",
-             cfg.TEST.NUM_ENSEMBLE_VIEWS, ">= 1")
-    _require(cfg.TEST.NUM_SPATIAL_CROPS in (1, 3), "TEST.NUM_SPATIAL_CROPS",
-             cfg.TEST.NUM_SPATIAL_CROPS, "1 (centre crop) or 3 (left/centre/right)")
-    if cfg.DATA.ENSEMBLE_METHOD:
-        logger.warning("DATA.ENSEMBLE_METHOD is the legacy name of TEST.ENSEMBLE_METHOD; using %r.",
-                       cfg.DATA.ENSEMBLE_METHOD)
-        cfg.TEST.ENSEMBLE_METHOD = cfg.DATA.ENSEMBLE_METHOD
-    _one_of(cfg, "TEST.ENSEMBLE_METHOD", _ENSEMBLE)
-
-    _one_of(cfg, "DATA.DECODING_BACKEND", _BACKENDS)
-    _one_of(cfg, "DATA.SEGMENT_TEST_SAMPLING", _SEGMENT_TEST)
-    ext = cfg.DATA.SSV2_VIDEO_EXT
-    _require(ext == "" or (ext.startswith(".") and len(ext) > 1), "DATA.SSV2_VIDEO_EXT", ext,
-             "'' (extracted frame folders) or a file extension with its dot, e.g. '.webm'")
-    _require(cfg.DATA.NUM_FRAMES >= 1, "DATA.NUM_FRAMES", cfg.DATA.NUM_FRAMES, ">= 1")
-    _require(cfg.DATA.SAMPLING_RATE >= 1, "DATA.SAMPLING_RATE", cfg.DATA.SAMPLING_RATE, ">= 1")
-    _require(len(cfg.DATA.MEAN) == 3 and len(cfg.DATA.STD) == 3, "DATA.MEAN/DATA.STD",
-             (cfg.DATA.MEAN, cfg.DATA.STD), "three values each")
-    _require(all(s > 0 for s in cfg.DATA.STD), "DATA.STD", cfg.DATA.STD, "positive values")
-    scales = cfg.DATA.TRAIN_JITTER_SCALES
-    _require(len(scales) == 2 and 0 < scales[0] <= scales[1], "DATA.TRAIN_JITTER_SCALES", scales,
-             "[min, max] with 0 < min <= max")
-    _require(cfg.DATA.TRAIN_CROP_SIZE <= scales[0], "DATA.TRAIN_CROP_SIZE", cfg.DATA.TRAIN_CROP_SIZE,
-             f"<= DATA.TRAIN_JITTER_SCALES[0] ({scales[0]})")
-    _require(cfg.DATA_LOADER.NUM_WORKERS >= 0, "DATA_LOADER.NUM_WORKERS",
-             cfg.DATA_LOADER.NUM_WORKERS, ">= 0")
-    _require(cfg.DATA_LOADER.NUM_RETRIES >= 1, "DATA_LOADER.NUM_RETRIES",
-             cfg.DATA_LOADER.NUM_RETRIES, ">= 1")
-
-    _one_of(cfg, "MODEL.HEAD_ACT", ("softmax", "sigmoid"))
-    _one_of(cfg, "MODEL.LOSS_FUNC", _LOSSES)
-    _require(cfg.MODEL.NUM_CLASSES >= 1, "MODEL.NUM_CLASSES", cfg.MODEL.NUM_CLASSES, ">= 1")
-    _require(0.0 <= cfg.MODEL.DROPOUT_RATE < 1.0, "MODEL.DROPOUT_RATE", cfg.MODEL.DROPOUT_RATE,
-             "in [0, 1)")
-
-    _one_of(cfg, "SOLVER.LR_POLICY", _LR_POLICIES)
-    _one_of(cfg, "SOLVER.OPTIMIZING_METHOD", _OPTIMIZERS)
-    _require(cfg.SOLVER.MAX_EPOCH >= 1, "SOLVER.MAX_EPOCH", cfg.SOLVER.MAX_EPOCH, ">= 1")
-    _require(cfg.SOLVER.WARMUP_EPOCHS >= 0, "SOLVER.WARMUP_EPOCHS", cfg.SOLVER.WARMUP_EPOCHS, ">= 0")
-    if cfg.SOLVER.LR_POLICY == "cosine":
-        _require(cfg.SOLVER.COSINE_END_LR < cfg.SOLVER.BASE_LR, "SOLVER.COSINE_END_LR",
-                 cfg.SOLVER.COSINE_END_LR, f"< SOLVER.BASE_LR ({cfg.SOLVER.BASE_LR})")
-    else:
-        steps, lrs = cfg.SOLVER.STEPS, cfg.SOLVER.LRS
-        _require(len(steps) >= 1 and steps[0] == 0, "SOLVER.STEPS", steps, "a list starting with 0")
-        _require(list(steps) == sorted(steps), "SOLVER.STEPS", steps, "increasing epochs")
-        _require(len(lrs) >= len(steps), "SOLVER.LRS", lrs,
-                 f"at least one relative LR per step ({len(steps)})")
-
-    _require(not cfg.MULTIGRID.LONG_CYCLE and not cfg.MULTIGRID.SHORT_CYCLE, "MULTIGRID",
-             "a cycle switched on", "LONG_CYCLE and SHORT_CYCLE False (multigrid is not implemented)")
-    _require(not cfg.DETECTION.ENABLE, "DETECTION.ENABLE", True, "False (classification only)")
-    _require(not cfg.DEMO.ENABLE, "DEMO.ENABLE", True, "False (use tools/stream_net.py)")
-
-    for key, why in UNSUPPORTED_SWITCHES:
-        _require(not _get(cfg, key), key, True, f"False ({why})")
-    _warn_compatibility_only(cfg)
-    _scale_learning_rates(cfg)
-    return cfg
-
-
-def _warn_compatibility_only(cfg: CfgNode) -> None:
-    from vov3d.config.defaults import get_cfg
-
-    defaults = get_cfg()
-    changed = [k for k in COMPATIBILITY_ONLY_KEYS if _get(cfg, k) != _get(defaults, k)]
-    if changed:
-        logger.warning("These keys are accepted for compatibility with PySlowFast/VoV3D configs but "
-                       "have no effect in vov3d: %s.", ", ".join(changed))
-
 
 def _scale_learning_rates(cfg: CfgNode) -> None:
-    """Shard scaling (the reference's config order made it inert) or reference-batch scaling."""
-    _require(not (cfg.SOLVER.BASE_LR_SCALE_NUM_SHARDS and cfg.SOLVER.REFERENCE_BATCH_SIZE > 0),
-             "SOLVER.REFERENCE_BATCH_SIZE", cfg.SOLVER.REFERENCE_BATCH_SIZE,
-             "0 when SOLVER.BASE_LR_SCALE_NUM_SHARDS is True (both would scale by the shards)")
+    """Shard scaling (the reference's config order made it inert) or reference-batch scaling
+    by the effective batch of one optimiser step (accumulated micro-batches included)."""
     factor = 1.0
     if cfg.SOLVER.BASE_LR_SCALE_NUM_SHARDS:
         factor = float(cfg.NUM_SHARDS)
     elif cfg.SOLVER.REFERENCE_BATCH_SIZE > 0:
-        factor = cfg.TRAIN.BATCH_SIZE * cfg.NUM_SHARDS / cfg.SOLVER.REFERENCE_BATCH_SIZE
+        effective = cfg.TRAIN.BATCH_SIZE * cfg.NUM_SHARDS * cfg.TRAIN.GRAD_ACCUMULATION_STEPS
+        factor = effective / cfg.SOLVER.REFERENCE_BATCH_SIZE
     if factor != 1.0:
         cfg.SOLVER.BASE_LR *= factor
         cfg.SOLVER.WARMUP_START_LR *= factor

@@ -1,20 +1,28 @@
 """What every dataset shares: the item layout, retries, failure reporting, spatial sampling
 and multi-view testing from one decode.
 
-A dataset subclass lists its videos and labels (`_load_index`) and turns clip requests into
-a frame bank (`_read_clips`). Requests are `(clip_idx, num_clips)`: TRAIN_CLIP = the
-training (val: reference) temporal sampling, CENTRE_CLIP = deterministic centre (val with
-DATA.DETERMINISTIC_VAL), `i >= 0` = temporal test view i of num_clips.
+A dataset subclass reads its list files (`_read_index`, also usable without building the
+dataset, through `load_index`) and turns clip requests into a frame bank (`_read_clips`).
+Requests are `(clip_idx, num_clips)`: TRAIN_CLIP = the training (val: reference) temporal
+sampling, CENTRE_CLIP = deterministic centre (val with DATA.DETERMINISTIC_VAL), `i >= 0` =
+temporal test view i of num_clips.
 
 Items (one per video in every split):
-  train/val: ([float32 [3, T, crop, crop]], label, index, {"num_failures"})
-  test:      ([float32 [K, 3, T, crop, crop]], label, video, {"failed", "num_failures"}),
+  train/val: ([uint8 [3, T, crop, crop]], label, index, {"num_failures"})
+  test:      ([uint8 [K, 3, T, crop, crop]], label, video, {"failed", "num_failures",
+             "video_frames"}),
              K = NUM_ENSEMBLE_VIEWS * NUM_SPATIAL_CROPS, view v = temporal * crops + spatial.
+Clips are uint8 in the loader's channel order (`channel_order`): a quarter of the bytes of
+float32 through the workers, shared memory, pinned memory and the host-to-device copy. The
+engine's input step converts, normalises and applies DATA.REVERSE_INPUT_CHANNEL on the
+model's device.
 """
 import logging
 import os
 import random
-from typing import List, Optional, Sequence, Tuple
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +31,7 @@ from yacs.config import CfgNode
 from vov3d.datasets import sampling, transform
 from vov3d.datasets.decoder import FrameBank
 from vov3d.datasets.failures import BAD_FILES_NAME, DataLoadError, FailureLog
+from vov3d.utils.seeding import sample_seed, seed_python_and_numpy
 from vov3d.utils.threads import budget_for
 
 logger = logging.getLogger(__name__)
@@ -41,8 +50,20 @@ def require_sample_file(path: str, what: str = "video") -> None:
         raise MissingSampleError(f"{what} file missing or empty: {path}")
 
 
+@dataclass
+class VideoIndex:
+    """What the list files of a split say: a printable location and a label per video, the
+    class names in label order when the lists give them, and the frame files of each video
+    for datasets of frame folders."""
+    paths: List[str]
+    labels: List[int]
+    class_names: Optional[List[str]] = None
+    frames: Optional[List[List[str]]] = None
+
+
 class ClipDataset(torch.utils.data.Dataset):
-    # Channel order of the decoded frames ("rgb" or "bgr"); REVERSE_INPUT_CHANNEL flips it.
+    # Channel order of the decoded frames and of the clips ("rgb" or "bgr"); the input step
+    # reverses it when DATA.REVERSE_INPUT_CHANNEL is set.
     channel_order = "rgb"
     # Class names in label order when the list files give them (stored in checkpoints so
     # a model is never tested against a different label order).
@@ -59,18 +80,27 @@ class ClipDataset(torch.utils.data.Dataset):
         self.deterministic_val = split == "val" and cfg.DATA.DETERMINISTIC_VAL
         self.failures = FailureLog(cfg.OUTPUT_DIR)
         self.decode_threads = budget_for(cfg).decode_threads  # FFmpeg threads per video
-        self._paths: List[str] = []
-        self._labels: List[int] = []
-        self._load_index()
-        if not self._paths:
-            raise ValueError(f"{type(self).__name__} {split} split is empty: its list files in "
-                             f"DATA.PATH_TO_DATA_DIR {cfg.DATA.PATH_TO_DATA_DIR!r} name no videos.")
+        self._short_warned: Set[str] = set()  # per process: each worker starts with its own copy
+        self._sample_seeds: Optional[Tuple[int, int, str]] = None
+        self.index = self.load_index(cfg, split)
+        self._paths, self._labels = self.index.paths, self.index.labels
+        self.class_names = self.index.class_names
         logger.info("%s %s: %d videos, %d view(s) per video.", type(self).__name__, split,
                     len(self._paths), self.num_views)
 
+    @classmethod
+    def load_index(cls, cfg: CfgNode, split: str) -> VideoIndex:
+        """Read and check the list files of a split (nothing is decoded): every error names
+        the file, so bad lists can be refused before any work."""
+        index = cls._read_index(cfg, split)
+        if not index.paths:
+            raise ValueError(f"{cls.__name__} {split} split is empty: its list files in "
+                             f"DATA.PATH_TO_DATA_DIR {cfg.DATA.PATH_TO_DATA_DIR!r} name no videos.")
+        return index
+
     # ------------------------------------------------------------------ subclass hooks
-    def _load_index(self) -> None:
-        """Fill self._paths (one printable location per video) and self._labels."""
+    @classmethod
+    def _read_index(cls, cfg: CfgNode, split: str) -> VideoIndex:
         raise NotImplementedError
 
     def _read_clips(self, index: int, clips: Sequence[Tuple[int, int]]) -> FrameBank:
@@ -100,14 +130,23 @@ class ClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._paths)
 
+    def seed_samples(self, rng_seed: int, epoch: int, stream: str) -> None:
+        """From now on (and in the workers of the next pass), make each train/val item with
+        Python's and numpy's generators seeded by (RNG_SEED, epoch, stream, index): its clip
+        then depends on nothing else, so a pass resumed mid-epoch gives the same batches."""
+        self._sample_seeds = (rng_seed, epoch, stream)
+
     def __getitem__(self, index: int):
         if self.split == "test":
             return self._test_item(index)
+        if self._sample_seeds is not None:
+            rng_seed, epoch, stream = self._sample_seeds
+            seed_python_and_numpy(sample_seed(rng_seed, epoch, stream, index))
         return self._clip_item(index)
 
     def get_view(self, video: int, view: int) -> torch.Tensor:
-        """View `view` of test video `video` decoded on its own, the reference way (one decode
-        per view); equals `self[video][0][0][view]` for deterministic sampling."""
+        """View `view` of test video `video` (uint8 [3, T, H, W]) decoded on its own, one
+        decode per view; equals `self[video][0][0][view]` for deterministic sampling."""
         temporal, spatial = sampling.view_indices(view, self.num_spatial_crops)
         bank = self._read_clips(video, [(temporal, self.num_temporal_views)])
         return self._views(bank, [(0, spatial)])[0]
@@ -142,7 +181,8 @@ class ClipDataset(torch.utils.data.Dataset):
                                        crop=self.cfg.DATA.TRAIN_CROP_SIZE)[0]
                 else:
                     bank = self._read_clips(index, [(TRAIN_CLIP, 1)])
-                    clip = self._train_clip(bank.clip(0))
+                    clip = torch.from_numpy(self._train_clip(bank.clip(0)))
+                self._warn_if_still(index, bank)
                 return [clip], self._labels[index], index, {"num_failures": failures}
             except Exception as error:
                 failures += 1
@@ -182,8 +222,10 @@ class ClipDataset(torch.utils.data.Dataset):
             attempts -= 1
             try:
                 bank = self._read_clips(video, clips)
-                inputs = torch.stack(self._views(bank, views))
-                return [inputs], self._labels[video], video, {"failed": 0, "num_failures": failures}
+                inputs = self._views(bank, views)
+                self._warn_if_still(video, bank)
+                return [inputs], self._labels[video], video, {"failed": 0, "num_failures": failures,
+                                                               "video_frames": bank.video_frames}
             except Exception as error:
                 failures += 1
                 self.failures.record(self._paths[video], error)
@@ -191,36 +233,48 @@ class ClipDataset(torch.utils.data.Dataset):
                     break
         # Never another video's data: the engine counts this video as failed.
         crop = self.cfg.DATA.TEST_CROP_SIZE
-        empty = torch.zeros(self.num_views, 3, self.cfg.DATA.NUM_FRAMES, crop, crop)
-        return [empty], self._labels[video], video, {"failed": 1, "num_failures": failures}
+        empty = torch.zeros(self.num_views, 3, self.cfg.DATA.NUM_FRAMES, crop, crop, dtype=torch.uint8)
+        return [empty], self._labels[video], video, {"failed": 1, "num_failures": failures, "video_frames": 0}
+
+    def _warn_if_still(self, index: int, bank: FrameBank) -> None:
+        """A "video" of one frame decodes without error (an image renamed .mp4 does), and its
+        every clip is that frame repeated: say so once per file and process."""
+        path = self._paths[index]
+        if bank.video_frames < 2 and path not in self._short_warned:
+            self._short_warned.add(path)
+            logger.warning("%s holds %d frame(s): every clip of it is one still image. Is it really a video "
+                           "(not an image renamed, or a truncated download)?", path, bank.video_frames)
 
     # ------------------------------------------------------------------ spatial
-    def _train_clip(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+    def _train_clip(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         data = self.cfg.DATA
-        clip = transform.train_crops(frames, tuple(data.TRAIN_JITTER_SCALES), data.TRAIN_CROP_SIZE,
+        return transform.train_crops(frames, tuple(data.TRAIN_JITTER_SCALES), data.TRAIN_CROP_SIZE,
                                      data.INV_UNIFORM_SAMPLE, data.RANDOM_FLIP)
-        return self._normalize(clip)
 
     def _views(self, bank: FrameBank, views: Sequence[Tuple[int, int]], resize: int = None,
-               crop: int = None) -> List[torch.Tensor]:
-        """Deterministic views (clip number, spatial index) of a frame bank: every distinct
-        frame is resized once, then each view is cropped from its clip's frames."""
+               crop: int = None) -> torch.Tensor:
+        """Deterministic views (clip number, spatial index) of a frame bank, uint8
+        [len(views), 3, T, crop, crop], written frame by frame into one output: every
+        distinct frame is resized and split into channel planes once, and its crops are
+        copied to every (view, time) slot that shows it while it is in the cache."""
         data = self.cfg.DATA
         if resize is None:
             resize, crop = sampling.test_resize_and_crop(data.TEST_CROP_SIZE,
                                                          data.TRAIN_JITTER_SCALES[0],
                                                          self.num_spatial_crops)
-        resized = {key: transform.resize_short_side(frame, resize)
-                   for key, frame in bank.frames.items()}
-        height, width = next(iter(resized.values())).shape[:2]
-        out = []
-        for clip_number, spatial in views:
-            y, x = sampling.uniform_crop_offsets(
-                height, width, crop, sampling.spatial_index(spatial, self.num_spatial_crops))
-            frames = [resized[key] for key in bank.clips[clip_number]]
-            out.append(self._normalize(transform.stack_crop(frames, y, x, crop)))
-        return out
-
-    def _normalize(self, clip: np.ndarray) -> torch.Tensor:
-        data = self.cfg.DATA
-        return transform.normalize(clip, data.MEAN, data.STD, data.REVERSE_INPUT_CHANNEL)
+        slots = defaultdict(list)
+        for v, (clip_number, _) in enumerate(views):
+            for t, key in enumerate(bank.clips[clip_number]):
+                slots[key].append((v, t))
+        first = next(iter(bank.frames.values()))
+        planes = transform.FramePlanes(first.shape[0], first.shape[1], resize)
+        corners = [sampling.uniform_crop_offsets(planes.shape[0], planes.shape[1], crop,
+                                                 sampling.spatial_index(spatial, self.num_spatial_crops))
+                   for _, spatial in views]
+        out = np.empty((len(views), 3, len(bank.clips[0]), crop, crop), dtype=np.uint8)
+        for key, frame in bank.frames.items():
+            frame_planes = planes(frame)
+            for v, t in slots[key]:
+                y, x = corners[v]
+                out[v, :, t] = frame_planes[:, y:y + crop, x:x + crop]
+        return torch.from_numpy(out)

@@ -5,8 +5,8 @@ video, or the one training clip), and returns a *frame bank*: the distinct frame
 use (uint8 [H, W, 3], RGB or BGR) plus, per clip, the keys of its frames in order. Frames
 shared by several clips are decoded, converted and (later) resized once.
 
-Windows follow the reference's "selective decoding" (framework.md 2.6/2.7): the clip
-window is computed in source frames, mapped to pts with `timebase = duration / frames`,
+Windows follow PySlowFast's "selective decoding": the clip window is computed in source
+frames, mapped to pts with `timebase = duration / frames`,
 frames with `start_pts <= pts` are counted from the start of the window up to and including
 the first frame after `end_pts`, and the clip takes positions trunc(linspace(0, size - 1, T))
 of that window, clamped to its last frame (so, as in the reference, pts truncation can make
@@ -55,6 +55,7 @@ class FrameBank:
     clips: List[List[Hashable]]
     decoded: int = 0  # frames the decoder produced
     fps: float = 0.0
+    video_frames: int = 0  # frames the video holds (its metadata's count, or all it decoded to)
 
     def clip(self, i: int) -> List[np.ndarray]:
         return [self.frames[key] for key in self.clips[i]]
@@ -202,6 +203,7 @@ def index_frames(frames: Sequence, choose: Callable[[int], List[np.ndarray]],
     converting (or reading) only the picked ones, each once."""
     if len(frames) == 0:
         raise DecodeError("the video has no frames")
+    bank.video_frames = len(frames)
     for indices in choose(len(frames)):
         keys = [int(i) for i in indices]
         for key in keys:
@@ -338,6 +340,7 @@ def _decode_clip_windows(container, stream, clips: Sequence[Tuple[int, int]], sp
     """The windowed pass for a stream with a known frame count and duration."""
     duration = stream.duration
     frames = _frame_count(stream, stream.frames, duration)
+    bank.video_frames = frames
     size = sampling.clip_size(spec.num_frames, spec.sampling_rate, bank.fps, spec.target_fps)
     timebase = duration / frames
     positions = np.linspace(0, size - 1, spec.num_frames).astype(np.int64)
@@ -377,3 +380,40 @@ def _naming_errors(path: str) -> Iterator[None]:
         raise DecodeError(f"{error}: {path}") from None
     except Exception as error:
         raise DecodeError(f"failed to decode {path}: {type(error).__name__}: {error}") from error
+
+
+class VideoFrames:
+    """A video file read once, front to back, one frame at a time (uint8 [H, W, 3] in `fmt`):
+    for streams and long files, where no window is known in advance and nothing but the
+    current frame is held. Opening checks the file and reads its metadata (fps, size,
+    frame count: 0 when the container does not say) without decoding; any failure is a
+    DecodeError naming the file. Undecodable packets are skipped as in the clip decoder.
+    FFmpeg decodes with `threads` threads."""
+
+    def __init__(self, path: str, fmt: str = "rgb24", threads: int = 1):
+        self.path, self._fmt = path, fmt
+        with _naming_errors(path):
+            self._container, stream = _open(path, threads)
+            self._stream = stream
+            self.fps = float(stream.average_rate or stream.guessed_rate or 0)
+            if self.fps <= 0:
+                self.close()
+                raise DecodeError("the video stream has no frame rate")
+            self.width, self.height = stream.codec_context.width, stream.codec_context.height
+            self.frame_count = max(int(stream.frames or 0), 0)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        container, context = self._container, self._stream.codec_context
+        with _naming_errors(self.path):
+            for packet in container.demux(self._stream):
+                for frame in _decode_packet(container, context, packet):
+                    yield _convert(frame, self._fmt)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "VideoFrames":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

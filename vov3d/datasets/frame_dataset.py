@@ -1,5 +1,5 @@
 """Datasets cut by segments from frame folders (SSv1, SSv2) or from whole video files
-(SSv2 `.webm`), framework.md 2.5 and 2.8.
+(SSv2 `.webm`), one frame per segment.
 
 Frames are read with OpenCV (BGR); video files are decoded to BGR too, so a config behaves
 the same on either source (the Something-Something configs set REVERSE_INPUT_CHANNEL True,
@@ -10,9 +10,11 @@ from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
+from yacs.config import CfgNode
 
 from vov3d.datasets import decoder, lists, sampling
-from vov3d.datasets.clip_dataset import CENTRE_CLIP, TRAIN_CLIP, ClipDataset, require_sample_file
+from vov3d.datasets.clip_dataset import (CENTRE_CLIP, TRAIN_CLIP, ClipDataset, VideoIndex,
+                                         require_sample_file)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -29,29 +31,32 @@ class SegmentDataset(ClipDataset):
     _SPLIT_FILES = {"train": ("train", "train.csv"), "val": ("validation", "val.csv"),
                     "test": ("validation", "val.csv")}
 
-    def _read_split(self) -> List[Tuple[str, int]]:
-        """(video id, label) pairs of this split, in the official split order."""
+    @classmethod
+    def _read_split(cls, cfg: CfgNode, split: str) -> Tuple[List[Tuple[str, int]], List[str], str]:
+        """(video id, label) pairs of this split in the official split order, the class
+        names in label order, and the split file's path."""
         raise NotImplementedError
 
-    def _video_ext(self) -> str:
+    @classmethod
+    def _video_ext(cls, cfg: CfgNode) -> str:
         """Non-empty: read `PATH_PREFIX/<id><ext>` video files instead of frame lists."""
         return ""
 
-    def _load_index(self) -> None:
-        data = self.cfg.DATA
-        videos = self._read_split()
-        self._labels = [label for _, label in videos]
-        ext = self._video_ext()
+    @classmethod
+    def _read_index(cls, cfg: CfgNode, split: str) -> VideoIndex:
+        data = cfg.DATA
+        videos, class_names, split_path = cls._read_split(cfg, split)
+        labels = [label for _, label in videos]
+        ext = cls._video_ext(cfg)
         if ext:
-            self._frames = None
-            self._paths = [lists.join_prefix(data.PATH_PREFIX, vid + ext) for vid, _ in videos]
-            return
-        _, list_name = self._SPLIT_FILES[self.split]
-        list_path = lists.require_file(os.path.join(data.PATH_TO_DATA_DIR, list_name),
-                                       self.split, "the frame list")
+            return VideoIndex([lists.join_prefix(data.PATH_PREFIX, vid + ext) for vid, _ in videos],
+                              labels, class_names)
+        _, list_name = cls._SPLIT_FILES[split]
+        list_path = lists.require_file(os.path.join(data.PATH_TO_DATA_DIR, list_name), split,
+                                       "the frame list")
         frame_lists = lists.read_frame_list(list_path, data.PATH_PREFIX)
-        self._frames = lists.match_frame_lists(self._split_path, list_path, videos, frame_lists)
-        self._paths = [os.path.dirname(frames[0]) or frames[0] for frames in self._frames]
+        frames = lists.match_frame_lists(split_path, list_path, videos, frame_lists)
+        return VideoIndex([os.path.dirname(f[0]) or f[0] for f in frames], labels, class_names, frames)
 
     def _views_share_frames(self) -> bool:
         return self._test_mode() != "random"
@@ -73,11 +78,11 @@ class SegmentDataset(ClipDataset):
         def choose(available: int) -> List[np.ndarray]:
             return [self._indices(available, c, n) for c, n in clips]
 
-        if self._frames is None:
+        if self.index.frames is None:
             path = self._paths[index]
             require_sample_file(path)
             return decoder.decode_indexed(path, choose, "bgr24", self.decode_threads)
         bank = decoder.FrameBank({}, [])
-        decoder.index_frames(self._frames[index], choose, read_image, bank)
+        decoder.index_frames(self.index.frames[index], choose, read_image, bank)
         bank.decoded = len(bank.frames)
         return bank

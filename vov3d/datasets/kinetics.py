@@ -1,11 +1,12 @@
 """Kinetics (and any video-file dataset): `PATH_TO_DATA_DIR/{train,val,test}.csv` with lines
-`<path> <label>`, decoded with PyAV (framework.md 2.2, 2.6, 2.7). With DATA.CLASS_NAMES_PATH
+`<path> <label>`, decoded with PyAV in PySlowFast's windows. With DATA.CLASS_NAMES_PATH
 the labels may be class names, and the names travel with the checkpoints."""
 import os
 from typing import Sequence, Tuple
 
 from vov3d.datasets import decoder, lists
-from vov3d.datasets.clip_dataset import CENTRE_CLIP, TRAIN_CLIP, ClipDataset, require_sample_file
+from vov3d.datasets.clip_dataset import (CENTRE_CLIP, TRAIN_CLIP, ClipDataset, VideoIndex,
+                                         require_sample_file)
 from vov3d.datasets.registry import DATASET_REGISTRY
 
 
@@ -13,24 +14,29 @@ from vov3d.datasets.registry import DATASET_REGISTRY
 class Kinetics(ClipDataset):
     channel_order = "rgb"
 
-    def _load_index(self) -> None:
-        data = self.cfg.DATA
+    def __init__(self, cfg, split: str):
+        super().__init__(cfg, split)
+        data = cfg.DATA
         self._backend = decoder.usable_backend(data.DECODING_BACKEND)
-        path = lists.require_file(os.path.join(data.PATH_TO_DATA_DIR, f"{self.split}.csv"),
-                                  self.split, "the video list")
-        class_index = None
+        self._spec = decoder.TemporalSpec(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS,
+                                          data.USE_OFFSET_SAMPLING)
+
+    @classmethod
+    def _read_index(cls, cfg, split: str) -> VideoIndex:
+        data = cfg.DATA
+        path = lists.require_file(os.path.join(data.PATH_TO_DATA_DIR, f"{split}.csv"), split,
+                                  "the video list")
+        class_names = class_index = None
         if data.CLASS_NAMES_PATH:
             # Relative to the data directory, like the lists it describes.
             names_path = os.path.join(data.PATH_TO_DATA_DIR, data.CLASS_NAMES_PATH)
-            self.class_names = lists.read_class_name_file(
-                lists.require_file(names_path, self.split, "the class names of "
-                                   "DATA.CLASS_NAMES_PATH"), self.cfg.MODEL.NUM_CLASSES)
-            class_index = {name: i for i, name in enumerate(self.class_names)}
-        self._paths, self._labels = lists.read_video_csv(
-            path, data.PATH_LABEL_SEPARATOR, data.PATH_PREFIX, self.cfg.MODEL.NUM_CLASSES,
-            class_index)
-        self._spec = decoder.TemporalSpec(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS,
-                                          data.USE_OFFSET_SAMPLING)
+            class_names = lists.read_class_name_file(
+                lists.require_file(names_path, split, "the class names of DATA.CLASS_NAMES_PATH"),
+                cfg.MODEL.NUM_CLASSES)
+            class_index = {name: i for i, name in enumerate(class_names)}
+        paths, labels = lists.read_video_csv(path, data.PATH_LABEL_SEPARATOR, data.PATH_PREFIX,
+                                             cfg.MODEL.NUM_CLASSES, class_index)
+        return VideoIndex(paths, labels, class_names)
 
     def _read_clips(self, index: int, clips: Sequence[Tuple[int, int]]) -> decoder.FrameBank:
         path = self._paths[index]

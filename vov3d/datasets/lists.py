@@ -7,7 +7,7 @@ import json
 import os
 import re
 from collections import Counter, OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from vov3d.utils.errors import UserError
 
@@ -51,12 +51,26 @@ def _parse_label(text: str, num_classes: int, where: str, example: str,
     return label
 
 
-def _non_empty_lines(path: str):
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.strip()
-            if line:
-                yield number, line
+def _not_utf8(path: str, line: int, byte: int, column: int) -> ListFormatError:
+    return ListFormatError(f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x} at column {column}); save "
+                           "the file as UTF-8.")
+
+
+def _text_lines(path: str) -> Iterator[Tuple[int, str]]:
+    """(line number, text) of every line; a line that is not UTF-8 is named."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise _not_utf8(path, number, raw[error.start], error.start + 1) from None
+
+
+def _non_empty_lines(path: str) -> Iterator[Tuple[int, str]]:
+    for number, line in _text_lines(path):
+        line = line.strip()
+        if line:
+            yield number, line
 
 
 def _split_path_label(line: str, separator: str, class_index: Optional[Dict[str, int]]
@@ -160,14 +174,10 @@ def read_class_names(path: str, num_classes: int) -> Dict[str, int]:
     """SSv1 labels: one class name per line, index = line number (whitespace stripped);
     exactly MODEL.NUM_CLASSES names."""
     classes: Dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            name = line.strip()
-            if not name:
-                continue
-            if name in classes:
-                raise ListFormatError(f"{path}:{number}: class {name!r} is listed twice.")
-            classes[name] = len(classes)
+    for number, name in _non_empty_lines(path):
+        if name in classes:
+            raise ListFormatError(f"{path}:{number}: class {name!r} is listed twice.")
+        classes[name] = len(classes)
     if not classes:
         raise ListFormatError(f"{path} lists no class names.")
     _require_class_count(path, len(classes), num_classes)
@@ -199,9 +209,14 @@ def read_named_split(path: str, classes: Dict[str, int], num_classes: int
 
 
 def _load_json(path: str):
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        raise _not_utf8(path, data.count(b"\n", 0, error.start) + 1, data[error.start],
+                        error.start - line_start + 1) from None
     except json.JSONDecodeError as error:
         raise ListFormatError(f"{path}:{error.lineno}: not valid JSON ({error.msg}).") from None
 

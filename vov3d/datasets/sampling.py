@@ -1,18 +1,18 @@
 """Where a clip comes from: temporal windows (video files), segment indices (frame
 folders), spatial scale/crop/flip parameters and the test-view numbering.
 
-Pure functions of sizes and random generators, so every rule of the spec (framework.md
-2.7-2.9, 4.3) is testable without a video.
+Pure functions of sizes and random generators, so every sampling rule is testable without
+a video.
 """
 import math
 import random
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 
 # ----------------------------------------------------------------------------------------
-# Test views (framework.md 4.3)
+# Test views
 # ----------------------------------------------------------------------------------------
 def view_indices(view: int, num_spatial_crops: int) -> Tuple[int, int]:
     """(temporal index, spatial index) of view `view` of a video: v // crops, v % crops."""
@@ -20,7 +20,7 @@ def view_indices(view: int, num_spatial_crops: int) -> Tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------------
-# Temporal windows for video files (framework.md 2.7)
+# Temporal windows for video files
 # ----------------------------------------------------------------------------------------
 def clip_size(num_frames: int, sampling_rate: int, fps: float, target_fps: float) -> float:
     """Span of one clip in source frames: NUM_FRAMES frames every SAMPLING_RATE at TARGET_FPS."""
@@ -55,7 +55,7 @@ def linspace_indices(start: float, end: float, num_frames: int, available: int) 
 
 
 # ----------------------------------------------------------------------------------------
-# Segment sampling for frame datasets (framework.md 2.8)
+# Segment sampling for frame datasets
 # ----------------------------------------------------------------------------------------
 def segment_bounds(num_video_frames: int, num_frames: int) -> Tuple[np.ndarray, np.ndarray]:
     """(s_k, e_k) for k = 0..T-1: round(seg * k), round(seg * (k + 1)), seg = (L - 1) / T,
@@ -77,7 +77,7 @@ def segment_indices(num_video_frames: int, num_frames: int, mode: str, view: int
     start, end = segment_bounds(num_video_frames, num_frames)
     if mode == "random":
         rng = rng if rng is not None else np.random
-        # randint's upper bound is exclusive: + 1 makes e_k reachable, as the spec says.
+        # randint's upper bound is exclusive: + 1 makes e_k reachable, as in the references.
         return np.array([rng.randint(s, e + 1) for s, e in zip(start, end)], dtype=np.int64)
     if mode == "midpoint":
         return (start + end) // 2
@@ -87,7 +87,7 @@ def segment_indices(num_video_frames: int, num_frames: int, mode: str, view: int
 
 
 # ----------------------------------------------------------------------------------------
-# Spatial sampling (framework.md 2.9)
+# Spatial sampling
 # ----------------------------------------------------------------------------------------
 def jitter_size(min_size: int, max_size: int, inverse_uniform: bool,
                 rng: Optional[np.random.RandomState] = None) -> int:
@@ -135,9 +135,9 @@ def uniform_crop_offsets(height: int, width: int, crop: int, spatial_idx: int) -
 def test_resize_and_crop(test_crop: int, jitter_min: int, num_spatial_crops: int) -> Tuple[int, int]:
     """(short-side resize, crop) for testing.
 
-    Three crops: resize to TEST_CROP_SIZE so the crops cover the frame. One crop (the spec's
-    SHOULD): centre crop of TEST_CROP_SIZE after resizing to TRAIN_JITTER_SCALES[0] when
-    that is larger, so "resize 256, crop 224" works instead of failing an assertion.
+    Three crops: resize to TEST_CROP_SIZE so the crops cover the frame. One crop: centre crop
+    of TEST_CROP_SIZE after resizing to TRAIN_JITTER_SCALES[0] when that is larger, so "resize
+    256, crop 224" works (the VoV3D code asserted the two equal), as in newest PySlowFast.
     """
     if num_spatial_crops == 1:
         return max(test_crop, jitter_min), test_crop
@@ -145,15 +145,11 @@ def test_resize_and_crop(test_crop: int, jitter_min: int, num_spatial_crops: int
 
 
 def spatial_index(view_spatial: int, num_spatial_crops: int) -> int:
-    """One crop means the centre crop for every dataset (the spec's SHOULD)."""
+    """One crop means the centre crop for every dataset (the references took the left/top
+    crop for Something-Something)."""
     return 1 if num_spatial_crops == 1 else view_spatial
 
 
 def segment_test_mode(setting: str, total_views: int) -> str:
     """Segment mode for a test view: one view in total -> midpoint; else DATA.SEGMENT_TEST_SAMPLING."""
     return "midpoint" if total_views == 1 else setting
-
-
-def unique_in_order(groups: List[np.ndarray]) -> List[int]:
-    """Distinct values of several index arrays, in first-seen order."""
-    return list(dict.fromkeys(int(i) for group in groups for i in group))

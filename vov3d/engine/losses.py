@@ -16,6 +16,9 @@ def _as_targets(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Against class indices, or against class distributions (mixup / label smoothing)."""
+    if labels.is_floating_point():
+        labels = labels.to(logits.dtype)
     return F.cross_entropy(logits, labels)
 
 

@@ -1,4 +1,5 @@
-"""Metrics and meters: top-k, windowed training/validation statistics, the video ensemble."""
+"""Meters: windowed training/validation statistics and the per-video test ensemble (the
+metrics themselves are in engine/metrics.py)."""
 import datetime
 import logging
 import time
@@ -10,6 +11,8 @@ import psutil
 import torch
 
 from vov3d.datasets.failures import BAD_FILES_NAME, DataLoadError
+# ensemble_views lives in engine/metrics.py; re-exported for code that imports it from here.
+from vov3d.engine.metrics import ViewSubset, ensemble_views, evaluate, multiview_gain, topk_correct  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -18,11 +21,9 @@ logger = logging.getLogger(__name__)
 # Metrics
 # ------------------------------------------------------------------------------------
 def topks_correct(preds: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]) -> List[torch.Tensor]:
-    """Per k, how many samples have their label among the k highest scores (ties: torch.topk)."""
-    maxk = min(max(ks), preds.shape[1])
-    top = torch.topk(preds, maxk, dim=1, largest=True, sorted=True).indices
-    hit = top == labels.reshape(-1, 1)
-    return [hit[:, :min(k, maxk)].any(dim=1).sum().float() for k in ks]
+    """Per k, how many samples have their label among the k highest scores (ties: the lower
+    class index ranks first)."""
+    return topk_correct(preds, labels, ks)
 
 
 def topk_errors(preds: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]) -> List[torch.Tensor]:
@@ -121,6 +122,21 @@ class EpochMeter:
             self.lr = lr
         self.samples += mb_size
 
+    def totals(self) -> Dict[str, float]:
+        """The running sums the epoch record is made of (saved in a mid-epoch checkpoint)."""
+        out = {"samples": self.samples, "lr": self.lr}
+        for name in ("loss", "top1", "top5"):
+            meter = getattr(self, name)
+            out[f"{name}_total"], out[f"{name}_weight"] = meter.total, meter.weight
+        return out
+
+    def restore_totals(self, totals: Dict[str, float]) -> None:
+        """Continue an epoch from `totals()` of a run stopped part-way through it."""
+        self.samples, self.lr = int(totals["samples"]), float(totals["lr"])
+        for name in ("loss", "top1", "top5"):
+            meter = getattr(self, name)
+            meter.total, meter.weight = float(totals[f"{name}_total"]), float(totals[f"{name}_weight"])
+
     def _eta(self, cur_epoch: int, cur_iter: int) -> float:
         if self.kind == "train":
             remaining = self.max_epoch * self.iters - (cur_epoch * self.iters + cur_iter + 1)
@@ -174,32 +190,29 @@ class EpochMeter:
 # ------------------------------------------------------------------------------------
 # Multi-view test ensemble
 # ------------------------------------------------------------------------------------
-def ensemble_views(view_probs: torch.Tensor, method: str) -> torch.Tensor:
-    """Combine the views of each video: [B, K, C] -> [B, C] by "sum" or "max"."""
-    if method == "sum":
-        return view_probs.sum(dim=1)
-    if method == "max":
-        return view_probs.max(dim=1).values
-    raise NotImplementedError(f"Unknown TEST.ENSEMBLE_METHOD {method!r}; expected 'sum' or 'max'.")
-
-
 class VideoEnsembleMeter:
     """Per-video predictions in dataset order; each video is added exactly once.
 
     Failed (unreadable) videos keep a zero row, are excluded from the accuracy and
     reported. `video_path(i)` (e.g. the dataset's `video_path`) names video i in errors.
+    With `subsets`, each video also brings its top-k hits for every subset of its views
+    (engine.metrics.subset_hits), from which `finalize` makes the multi-view gain table.
     """
 
     def __init__(self, num_videos: int, num_classes: int,
-                 video_path: Optional[Callable[[int], str]] = None):
+                 video_path: Optional[Callable[[int], str]] = None,
+                 subsets: Sequence[ViewSubset] = ()):
         self.video_path = video_path
         self.preds = torch.zeros(num_videos, num_classes)
         self.labels = torch.zeros(num_videos, dtype=torch.int64)
         self.seen = torch.zeros(num_videos, dtype=torch.bool)
         self.failed = torch.zeros(num_videos, dtype=torch.bool)
+        self.subsets = list(subsets)
+        self.hits = torch.zeros(num_videos, len(self.subsets), 2, dtype=torch.bool)
+        self.confusion: Optional[torch.Tensor] = None  # [C, C] once finalized
 
     def add(self, indices: torch.Tensor, preds: torch.Tensor, labels: torch.Tensor,
-            failed: torch.Tensor) -> None:
+            failed: torch.Tensor, hits: Optional[torch.Tensor] = None) -> None:
         indices = indices.long().cpu()
         again = indices[self.seen[indices]]
         if len(again) or len(set(indices.tolist())) != len(indices):
@@ -210,19 +223,21 @@ class VideoEnsembleMeter:
         self.labels[indices] = labels.long().cpu()
         self.failed[indices] = failed
         self.preds[indices] = torch.where(failed.reshape(-1, 1), torch.zeros(()), preds.float().cpu())
+        if hits is not None and self.subsets:
+            self.hits[indices] = hits.bool().cpu()
 
     def finalize(self, ks=(1, 5)) -> Dict:
+        """Top-k accuracy, mean class accuracy, per-class counts (engine.metrics.evaluate) and,
+        with subsets, the multi-view gain; the confusion matrix is kept in `self.confusion`."""
         missing = (~self.seen).nonzero().flatten()
         if len(missing):
             raise RuntimeError(f"{len(missing)} of {len(self.seen)} videos got no prediction "
                                f"(first: {missing[:10].tolist()}).")
-        ok = ~self.failed
-        n = int(ok.sum())
-        if n == 0:
+        if int((~self.failed).sum()) == 0:
             raise DataLoadError(self._all_failed_message())
-        correct = topks_correct(self.preds[ok], self.labels[ok], ks)
-        out = {f"top{k}_acc": float(c) / n * 100.0 for k, c in zip(ks, correct)}
-        out.update(num_videos=n, num_failed=int(self.failed.sum()))
+        out, self.confusion = evaluate(self.preds, self.labels, self.failed, ks)
+        if self.subsets:
+            out["multiview"] = multiview_gain(self.hits[~self.failed], self.subsets)
         return out
 
     def failed_indices(self) -> List[int]:

@@ -1,16 +1,16 @@
-"""Per-process set-up shared by training and testing: seeds, logging, devices, batch
-arithmetic, the model as the loops see it (sync BN, DDP) and the TensorBoard writer."""
+"""Per-process set-up shared by training and testing: the initial seed, logging, devices,
+the model as the loops see it (sync BN, DDP) and the TensorBoard writer."""
 import logging
-import os
-import random
 from typing import Optional
 
-import numpy as np
 import torch
 from yacs.config import CfgNode
 
 from vov3d.engine import distributed as du
-from vov3d.engine.logging import log_to_file, setup_logging
+from vov3d.engine.logging import setup_logging
+from vov3d.engine.preflight import tensorboard_dir
+from vov3d.utils import comm
+from vov3d.utils.seeding import seed_all
 from vov3d.utils.threads import apply_budget, budget_for
 
 logger = logging.getLogger(__name__)
@@ -19,47 +19,9 @@ logger = logging.getLogger(__name__)
 def setup_process(cfg: CfgNode) -> None:
     """Same seed on every rank (identical initial weights), logging by process role, the
     process's thread budget."""
-    np.random.seed(cfg.RNG_SEED)
-    torch.manual_seed(cfg.RNG_SEED)
-    random.seed(cfg.RNG_SEED)
-    setup_logging(cfg.OUTPUT_DIR, is_master=du.is_master_proc(), is_root=du.is_root_proc())
+    seed_all(cfg.RNG_SEED)
+    setup_logging(cfg.OUTPUT_DIR, is_master=comm.is_master_proc(), is_root=comm.is_root_proc())
     apply_budget(budget_for(cfg))
-    if du.is_master_proc():
-        from vov3d.config.load import config_warnings
-
-        # Printed before the log file existed; stdout.log must hold them too (once per
-        # process, not again for the test phase).
-        for message in config_warnings(cfg):
-            key = (os.path.abspath(cfg.OUTPUT_DIR), message)
-            if key not in _RELOGGED:
-                _RELOGGED.add(key)
-                log_to_file(logging.WARNING, "Config: %s", message)  # the console had it already
-
-
-_RELOGGED = set()
-
-
-# Independent random streams derived per (RNG_SEED, epoch, rank); the data loaders use
-# SeedSequence([RNG_SEED, epoch, rank]) for theirs, so these carry a fourth word.
-_STREAMS = {"process": 1, "precise_bn": 2}
-
-
-def epoch_stream_seed(cfg: CfgNode, epoch: int, stream: str) -> int:
-    """Seed of one random stream of one training epoch on this rank."""
-    return int(np.random.SeedSequence([cfg.RNG_SEED, epoch, du.get_rank(), _STREAMS[stream]]).generate_state(1)[0])
-
-
-def seed_epoch(cfg: CfgNode, epoch: int) -> None:
-    """Re-seed this process's global generators at the start of a training epoch.
-
-    Everything random inside the epoch (dropout, augmentation in the main process) then
-    depends on (RNG_SEED, epoch, rank) only, not on how many epochs this process has run,
-    so a run resumed at an epoch boundary repeats the uninterrupted run bit for bit.
-    """
-    seed = epoch_stream_seed(cfg, epoch, "process")
-    torch.manual_seed(seed)  # also every CUDA device
-    np.random.seed(seed % 2 ** 32)
-    random.seed(seed)
 
 
 def device(cfg: CfgNode) -> torch.device:
@@ -97,10 +59,10 @@ def _convert_sync_bn(model: torch.nn.Module, cfg: CfgNode) -> torch.nn.Module:
     The head stays plain BN, as in the reference (its conv_5_bn was built directly).
     State-dict keys are unchanged, so checkpoints stay interchangeable.
     """
-    if cfg.BN.NORM_TYPE != "sync_batchnorm" or du.get_world_size() == 1 or cfg.BN.NUM_SYNC_DEVICES == 1:
+    if cfg.BN.NORM_TYPE != "sync_batchnorm" or comm.get_world_size() == 1 or cfg.BN.NUM_SYNC_DEVICES == 1:
         if cfg.BN.NORM_TYPE == "sync_batchnorm":
             logger.info("BN.NORM_TYPE sync_batchnorm with %d process(es) and NUM_SYNC_DEVICES %d: "
-                        "plain BN statistics per process.", du.get_world_size(), cfg.BN.NUM_SYNC_DEVICES)
+                        "plain BN statistics per process.", comm.get_world_size(), cfg.BN.NUM_SYNC_DEVICES)
         return model
     if cfg.NUM_GPUS == 0:
         logger.warning("SyncBatchNorm needs CUDA; this CPU run keeps plain per-process BN.")
@@ -119,25 +81,30 @@ def prepare_model(cfg: CfgNode, train: bool) -> torch.nn.Module:
     from vov3d.models import build_model
 
     model = build_model(cfg)
-    if cfg.LOG_MODEL_INFO and du.is_master_proc():
+    if cfg.LOG_MODEL_INFO and comm.is_master_proc():
         log_model_info(model, cfg)
     if train:
         model = _convert_sync_bn(model, cfg)
-    if train and du.get_world_size() > 1:
+    if train and comm.get_world_size() > 1:
         dev = torch.cuda.current_device() if cfg.NUM_GPUS > 0 else None
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev] if dev is not None else None, output_device=dev)
     return model
 
 
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare module inside (Distributed)DataParallel, whose state dict checkpoints store."""
+    return model.module if isinstance(
+        model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else model
+
+
 def tensorboard_writer(cfg: CfgNode):
     """SummaryWriter on global rank 0 when TENSORBOARD.ENABLE, else None."""
-    if not (cfg.TENSORBOARD.ENABLE and du.is_root_proc()):
+    if not (cfg.TENSORBOARD.ENABLE and comm.is_root_proc()):
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    log_dir = cfg.TENSORBOARD.LOG_DIR or f"runs-{cfg.TRAIN.DATASET}"
-    log_dir = log_dir if os.path.isabs(log_dir) else os.path.join(cfg.OUTPUT_DIR, log_dir)
+    log_dir = tensorboard_dir(cfg)
     logger.info("TensorBoard logs in %s", log_dir)
     return SummaryWriter(log_dir=log_dir)
 

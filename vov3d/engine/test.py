@@ -5,17 +5,21 @@ import json
 import logging
 import os
 import pickle
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from yacs.config import CfgNode
 
-from vov3d.config.merge import ConfigError
-from vov3d.engine import checkpoint as cu
 from vov3d.engine import distributed as du
+from vov3d.engine.checkpointer import Checkpointer
+from vov3d.engine.evaluation import report_test
+from vov3d.engine.input_step import InputStep
 from vov3d.engine.logging import log_json_stats
-from vov3d.engine.meters import Timer, VideoEnsembleMeter, ensemble_views, format_eta
-from vov3d.engine.runtime import device, prepare_model, setup_process, to_device
+from vov3d.engine.meters import Timer, VideoEnsembleMeter, format_eta
+from vov3d.engine.metrics import ensemble_views, subset_hits, view_subsets
+from vov3d.engine.preflight import results_path
+from vov3d.engine.runtime import device, prepare_model, setup_process
+from vov3d.utils import comm
 from vov3d.utils.files import write_atomic
 from vov3d.utils.processes import per_process_batch
 from vov3d.utils.threads import governed
@@ -23,60 +27,10 @@ from vov3d.utils.threads import governed
 logger = logging.getLogger(__name__)
 
 
-class NoCheckpointError(cu.CheckpointError):
-    """Testing was asked for, but there are no weights to test."""
-
-
-def _choose(cfg: CfgNode) -> Tuple[Optional[str], str, Optional[Dict]]:
-    """The checkpoint to test: TEST.CHECKPOINT_FILE_PATH > newest readable OUTPUT_DIR/checkpoints
-    file > TRAIN.CHECKPOINT_FILE_PATH, as (path or None, the setting it came from, the file's
-    contents when already read)."""
-    if cfg.TEST.CHECKPOINT_FILE_PATH:
-        return cfg.TEST.CHECKPOINT_FILE_PATH, "TEST.CHECKPOINT_FILE_PATH", None
-    path, obj = cu.newest_readable(cfg.OUTPUT_DIR, unsafe=cfg.TEST.CHECKPOINT_UNSAFE_LOAD)
-    if path is not None:
-        return path, "checkpoint", obj
-    if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-        logger.warning("No checkpoint in %s and TEST.CHECKPOINT_FILE_PATH is empty: testing the "
-                       "initialisation file TRAIN.CHECKPOINT_FILE_PATH %s.", cu.checkpoint_dir(cfg.OUTPUT_DIR),
-                       cfg.TRAIN.CHECKPOINT_FILE_PATH)
-        return cfg.TRAIN.CHECKPOINT_FILE_PATH, "TRAIN.CHECKPOINT_FILE_PATH", None
-    return None, "", None
-
-
-def load_test_weights(cfg: CfgNode, model: torch.nn.Module, class_names: Optional[Sequence[str]] = None
-                      ) -> Tuple[Optional[str], Optional[int]]:
-    """Strictly load the chosen checkpoint; refuse random weights unless TEST.ALLOW_RANDOM_INIT."""
-    path = source = obj = error = None
-    if du.is_root_proc():
-        try:
-            path, source, obj = _choose(cfg)
-        except cu.CheckpointError as e:
-            error = e
-    # Rank 0 alone looks at OUTPUT_DIR; its verdict (or error) is shared so no rank waits
-    # in a collective for a peer that already failed.
-    path, source, error = du.broadcast_object((path, source, error))
-    if error is not None:
-        raise error
-    if path is None:
-        if not cfg.TEST.ALLOW_RANDOM_INIT:
-            broken = cu.list_checkpoints(cfg.OUTPUT_DIR)
-            held = (f"holds {len(broken)} checkpoint(s), none readable (see the errors above)" if broken
-                    else "holds no checkpoint")
-            raise NoCheckpointError(
-                f"no checkpoint to test: TEST.CHECKPOINT_FILE_PATH is empty, "
-                f"{cu.checkpoint_dir(cfg.OUTPUT_DIR)} {held} and TRAIN.CHECKPOINT_FILE_PATH is "
-                "empty. Set TEST.CHECKPOINT_FILE_PATH, or TEST.ALLOW_RANDOM_INIT True to test random weights.")
-        logger.warning("!!! Testing a RANDOMLY INITIALISED model (TEST.ALLOW_RANDOM_INIT True). !!!")
-        return None, None
-    epoch = cu.load_for_test(path, model, cfg, source=source, obj=obj, class_names=class_names)
-    logger.info("Testing weights from %s%s.", path, f" (epoch {epoch + 1})" if epoch is not None else "")
-    return path, epoch
-
-
-def forward_views(model: torch.nn.Module, clips: torch.Tensor, chunk: int, dev: torch.device) -> torch.Tensor:
-    """Eval-mode probabilities of [N, 3, T, H, W] clips, `chunk` clips per forward; [N, C] on the CPU."""
-    out = [model([to_device(clips[i:i + chunk], dev)]).float().cpu() for i in range(0, clips.shape[0], chunk)]
+def forward_views(model: torch.nn.Module, clips: torch.Tensor, chunk: int, input_step: InputStep) -> torch.Tensor:
+    """Eval-mode probabilities of uint8 [N, 3, T, H, W] clips, `chunk` clips per forward (each
+    normalised on the device just before it); [N, C] on the CPU."""
+    out = [model(input_step.inputs([clips[i:i + chunk]])).float().cpu() for i in range(0, clips.shape[0], chunk)]
     return torch.cat(out)
 
 
@@ -85,12 +39,24 @@ def _failed_flags(meta: Dict, batch: int) -> torch.Tensor:
     return torch.zeros(batch, dtype=torch.bool) if failed is None else failed.bool().reshape(batch)
 
 
+def _video_frames(meta: Dict, batch: int) -> torch.Tensor:
+    """Frames each video holds, -1 where the loader does not say."""
+    frames = meta.get("video_frames") if isinstance(meta, dict) else None
+    return torch.full((batch,), -1, dtype=torch.int64) if frames is None else frames.long().reshape(batch)
+
+
+# A video that holds fewer frames is a still image: every view of it is one frame repeated.
+MIN_VIDEO_FRAMES = 2
+
+
 @torch.no_grad()
 def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.Tensor, ...]]:
-    """This rank's per-video results: (indices, ensembled probs, labels, failed) per batch."""
+    """This rank's per-video results: (indices, ensembled probs, labels, failed, frames held
+    by each video, top-1/top-5 hits of every view subset) per batch."""
     model.eval()
-    dev = device(cfg)
+    input_step = InputStep(cfg, device(cfg))
     chunk = per_process_batch(cfg, "test")
+    subsets = view_subsets(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS)
     results = []
     timer, iters = Timer(), len(loader)
     for it, (inputs, labels, index, meta) in enumerate(governed(loader)):
@@ -99,10 +65,15 @@ def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.
         failed = _failed_flags(meta, batch)
         ok = (~failed).nonzero().flatten()
         video_probs = torch.zeros(batch, cfg.MODEL.NUM_CLASSES)
+        hits = torch.zeros(batch, len(subsets), 2, dtype=torch.bool)
         if len(ok):
-            probs = forward_views(model, views[ok].flatten(0, 1), chunk, dev)
-            video_probs[ok] = ensemble_views(probs.reshape(len(ok), k, -1), cfg.TEST.ENSEMBLE_METHOD)
-        results.append((index.long().cpu(), video_probs, labels.long().cpu(), failed))
+            # All readable (the usual case): slices of the (pinned) batch, no gathered copy.
+            clips = views if len(ok) == batch else views[ok]
+            view_probs = forward_views(model, clips.flatten(0, 1), chunk, input_step).reshape(len(ok), k, -1)
+            video_probs[ok] = ensemble_views(view_probs, cfg.TEST.ENSEMBLE_METHOD)
+            hits[ok] = subset_hits(view_probs, labels[ok], subsets, cfg.TEST.ENSEMBLE_METHOD)
+        results.append((index.long().cpu(), video_probs, labels.long().cpu(), failed, _video_frames(meta, batch),
+                        hits))
         if (it + 1) % cfg.LOG_PERIOD == 0 or it + 1 == iters:
             per_iter = timer.seconds() / (it + 1)
             log_json_stats({"split": "test_iter", "_type": "test_iter", "cur_iter": f"{it + 1}/{iters}",
@@ -110,9 +81,11 @@ def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.
     return results
 
 
-def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -> None:
+def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict,
+                 video_frames: Optional[Dict[int, int]] = None) -> None:
     """Pickle [video_preds float [V, C], video_labels int64 [V]] (reference format, dataset
-    order, zero rows for failed videos) and a readable JSON with top-5 per video beside it."""
+    order, zero rows for failed videos) and a readable JSON with top-5 per video beside it,
+    flagging videos too short to be videos."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     # Atomic: a job killed mid-write must not leave a truncated file that looks like a result.
     write_atomic(path, lambda f: pickle.dump([meter.preds, meter.labels], f), binary=True)
@@ -120,11 +93,15 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     scores, classes = torch.topk(meter.preds, k, dim=1)
     failed = set(meter.failed_indices())
     name = getattr(dataset, "video_path", lambda i: str(i))
+    frames = {i: n for i, n in (video_frames or {}).items() if n >= 0 and i not in failed}
+    short = sorted(i for i, n in frames.items() if n < MIN_VIDEO_FRAMES)
     videos = [{"index": i, "path": name(i), "label": int(meter.labels[i]), "failed": i in failed,
+               "video_frames": frames.get(i), "too_short": i in short,
                "top5_classes": [] if i in failed else classes[i].tolist(),
                "top5_scores": [] if i in failed else [round(s, 6) for s in scores[i].tolist()]}
               for i in range(len(meter.labels))]
-    report = dict(summary, videos=videos, failed_videos=[name(i) for i in sorted(failed)])
+    report = dict(summary, videos=videos, failed_videos=[name(i) for i in sorted(failed)],
+                  too_short_videos=[name(i) for i in short])
     json_path = os.path.splitext(path)[0] + ".json"
     if json_path == path:
         json_path = path + ".json"
@@ -132,17 +109,12 @@ def save_results(path: str, meter: VideoEnsembleMeter, dataset, summary: Dict) -
     logger.info("Saved predictions to %s and a per-video summary to %s.", path, json_path)
 
 
-def results_path(cfg: CfgNode) -> Optional[str]:
-    """Where TEST.SAVE_RESULTS_PATH (relative to OUTPUT_DIR) puts the predictions, checked
-    before the test runs so that a directory given by mistake costs no test."""
-    out = cfg.TEST.SAVE_RESULTS_PATH
-    if not out:
-        return None
-    out = out if os.path.isabs(out) else os.path.join(cfg.OUTPUT_DIR, out)
-    if out.endswith(os.sep) or os.path.isdir(out):
-        raise ConfigError(f"TEST.SAVE_RESULTS_PATH {cfg.TEST.SAVE_RESULTS_PATH!r} is a directory; expected "
-                          "a file name such as preds.pkl (a per-video JSON is written beside it).")
-    return out
+def _warn_too_short(video_frames: Dict[int, int], failed: set, name) -> None:
+    short = sorted(i for i, n in video_frames.items() if 0 <= n < MIN_VIDEO_FRAMES and i not in failed)
+    if short:
+        logger.warning("%d test video(s) hold fewer than %d frames and were scored as still images (flagged "
+                       "\"too_short\" in the results JSON): %s%s", len(short), MIN_VIDEO_FRAMES,
+                       ", ".join(name(i) for i in short[:10]), " ..." if len(short) > 10 else "")
 
 
 def test(cfg: CfgNode) -> Optional[Dict]:
@@ -156,7 +128,7 @@ def test(cfg: CfgNode) -> Optional[Dict]:
 
     loader = construct_loader(cfg, "test")
     dataset = loader.dataset
-    path, epoch = load_test_weights(cfg, model, dataset.class_names)
+    loaded = Checkpointer(cfg, model, class_names=dataset.class_names).resume_or_load("test")
     views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
     logger.info("Test protocol: %d videos x %d views (%d temporal clips x %d spatial crops of %d px), "
                 "%d frames per clip, views combined by %s of softmax scores; %d clips per forward per process.",
@@ -165,13 +137,16 @@ def test(cfg: CfgNode) -> Optional[Dict]:
                 per_process_batch(cfg, "test"))
     local = run_views(cfg, model, loader)
     gathered = du.all_gather_object(local)
-    if not du.is_root_proc():
+    if not comm.is_root_proc():
         return None
 
-    meter = VideoEnsembleMeter(dataset.num_videos, cfg.MODEL.NUM_CLASSES, video_path=dataset.video_path)
+    meter = VideoEnsembleMeter(dataset.num_videos, cfg.MODEL.NUM_CLASSES, video_path=dataset.video_path,
+                               subsets=view_subsets(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS))
+    video_frames = {}
     for rank_results in gathered:
-        for indices, preds, labels, failed in rank_results:
-            meter.add(indices, preds, labels, failed)
+        for indices, preds, labels, failed, frames, hits in rank_results:
+            meter.add(indices, preds, labels, failed, hits)
+            video_frames.update(zip(indices.tolist(), frames.tolist()))
     metrics = meter.finalize()
     failed_ids = meter.failed_indices()
     if failed_ids:
@@ -181,15 +156,19 @@ def test(cfg: CfgNode) -> Optional[Dict]:
                        " ..." if len(failed_ids) > 10 else "")
     summary = {"split": "test_final", "_type": "test_final",
                "top1_acc": f"{metrics['top1_acc']:.2f}", "top5_acc": f"{metrics['top5_acc']:.2f}",
+               "mean_class_acc": f"{metrics['mean_class_acc']:.2f}",
                "num_videos": metrics["num_videos"], "num_failed": metrics["num_failed"],
                "views": views, "ensemble": cfg.TEST.ENSEMBLE_METHOD,
-               "checkpoint": path or "random init", "checkpoint_epoch": None if epoch is None else epoch + 1}
+               "checkpoint": loaded.path or "random init",
+               "checkpoint_epoch": None if loaded.epoch is None else loaded.epoch + 1}
     log_json_stats(summary)
     # With fewer than 5 classes "top-5" is top-all (100 %); say so rather than print a bare 100.
     top5 = "top-5" if cfg.MODEL.NUM_CLASSES >= 5 else f"top-5 (= top-{cfg.MODEL.NUM_CLASSES}, all classes)"
     logger.info("Test result: top-1 %.2f%%, %s %.2f%% over %d videos (%d views each, %d unreadable).",
                 metrics["top1_acc"], top5, metrics["top5_acc"], metrics["num_videos"], views,
                 metrics["num_failed"])
+    _warn_too_short(video_frames, set(failed_ids), getattr(dataset, "video_path", str))
     if out is not None:
-        save_results(out, meter, dataset, summary)
+        save_results(out, meter, dataset, summary, video_frames)
+    report_test(cfg, metrics, meter.confusion, dataset.class_names, loaded, summary)
     return metrics

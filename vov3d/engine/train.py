@@ -1,28 +1,44 @@
 """Training and fine-tuning: `train(cfg)` runs a `Trainer` on every process of the job.
 
-One epoch = train iterations (LR set per iteration at the fractional epoch), then on
-checkpoint/eval epochs: precise BN, the checkpoint (global rank 0, atomic), validation.
+One epoch = optimiser steps (`TrainStep`: k micro-batches each, LR set per step at the
+fractional epoch), then on checkpoint/eval epochs: precise BN, the checkpoint (global rank 0,
+atomic), validation (of the weight EMA with MODEL.EMA.EVAL). Asked to stop (SIGTERM,
+SIGUSR1, a scheduler's signal), every rank stops after the same step, a mid-epoch checkpoint
+is written and auto-resume continues from it exactly.
 """
 import logging
 import math
 import os
 import sys
 from collections import deque
+from functools import partial
+from typing import Optional, Sequence
+
 import torch
 from yacs.config import CfgNode
 
-from vov3d.engine import checkpoint as cu
 from vov3d.engine import distributed as du
-from vov3d.engine.logging import log_json_stats
+from vov3d.engine.checkpointer import Checkpointer, prepare_checkpoint_dir
+from vov3d.engine.ema import EMA_STATE, ModelEma
+from vov3d.engine.evaluation import report_validation
+from vov3d.engine.input_step import InputStep
+from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
 from vov3d.engine.losses import get_loss_func
-from vov3d.engine.meters import EpochMeter, Timer, topk_errors, topks_correct
-from vov3d.engine.optimizer import clip_gradients, construct_optimizer
-from vov3d.engine.runtime import (add_scalars, device, epoch_stream_seed, prepare_model, seed_epoch,
-                                  setup_process, tensorboard_writer, to_device)
+from vov3d.engine.meters import EpochMeter, Timer, topks_correct
+from vov3d.engine.metrics import confusion_matrix, predicted_classes
+from vov3d.engine.mixup import MixUp
+from vov3d.engine.optimizer import construct_optimizer
+from vov3d.engine.position import TrainingPosition
+from vov3d.engine.preemption import STOP_SIGNALS, StopSignals, TrainingStopped, stopped_message
+from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_process, tensorboard_writer,
+                                  unwrap_model)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
-from vov3d.engine.test import results_path
+from vov3d.engine.train_step import TrainStep
+from vov3d.utils import comm
+from vov3d.utils.checkpoint_io import checkpoint_dir, checkpoint_path
 from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
+from vov3d.utils.seeding import epoch_seed, iteration_seed, seed_all
 from vov3d.utils.threads import governed
 
 logger = logging.getLogger(__name__)
@@ -45,7 +61,7 @@ def is_eval_epoch(cfg: CfgNode, epoch: int) -> bool:
 
 def _progress(loader, desc: str):
     """A tqdm bar with ETA on an interactive console; the plain loader in log files."""
-    if not (sys.stdout.isatty() and du.is_master_proc()):
+    if not (sys.stdout.isatty() and comm.is_master_proc()):
         return loader
     from tqdm import tqdm
 
@@ -53,20 +69,39 @@ def _progress(loader, desc: str):
 
 
 class Trainer:
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: CfgNode, stop: Optional[StopSignals] = None):
+        """`stop`: the signals that ask this run to stop; None never stops it."""
         self.cfg = cfg
+        self.stop = stop
+        prepare_checkpoint_dir(cfg)  # before the model is built: a refusal costs nothing
         self.device = device(cfg)
+        self.input_step = InputStep(cfg, self.device)
         self.model = prepare_model(cfg, train=True)
         self.optimizer = construct_optimizer(self.model, cfg)
         self.amp = bool(cfg.TRAIN.MIXED_PRECISION and cfg.NUM_GPUS > 0)
         if cfg.TRAIN.MIXED_PRECISION and not self.amp:
             logger.warning("TRAIN.MIXED_PRECISION is ignored on the CPU (NUM_GPUS 0): training in float32.")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.loss_fn = get_loss_func(cfg.MODEL.LOSS_FUNC)
+        self.mixup = MixUp.from_cfg(cfg)
+        self.ema = ModelEma(self.model, cfg.MODEL.EMA.DECAY) if cfg.MODEL.EMA.ENABLE else None
+        self.step = TrainStep(cfg, self.model, self.optimizer, self.scaler, get_loss_func(cfg.MODEL.LOSS_FUNC),
+                              self.input_step, self.amp, self.mixup, self.ema)
         self.build_loaders()
-        self.start_epoch = self.load_checkpoint() + 1
+        self.steps_per_epoch = self.step.steps_per_epoch(len(self.train_loader))
+        self.checkpointer = Checkpointer(cfg, self.model, self.optimizer, self.scaler, self.class_names)
+        if self.ema is not None:
+            self.checkpointer.register(EMA_STATE, self.ema)
+        self.position = TrainingPosition()
+        self.checkpointer.register("position", self.position)
+        self.start_epoch = self.checkpointer.resume_or_load("train").epoch + 1
+        self._start_ema()
+        world = comm.get_world_size()
+        start_step = self.position.resume(self.start_epoch, world, per_process_batch(cfg, "train") * world
+                                          * self.step.micro_batches, self.steps_per_epoch)
+        # Records of steps a killed attempt ran past its last checkpoint are written again.
+        drop_epoch_records_after(self.start_epoch, start_step)
         self.writer = tensorboard_writer(cfg)
-        self.train_meter = EpochMeter("train", len(self.train_loader), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
+        self.train_meter = EpochMeter("train", self.steps_per_epoch, cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.val_meter = EpochMeter("val", max(len(self.val_loader), 1), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.recent_losses = deque(maxlen=5)
         self.log_batch_semantics()
@@ -78,92 +113,28 @@ class Trainer:
         self.train_loader = construct_loader(self.cfg, "train")
         self.val_loader = construct_loader(self.cfg, "val")
         self.precise_loader = construct_loader(self.cfg, "train") if self.cfg.BN.USE_PRECISE_STATS else None
-        self._check_test_lists()
 
     @property
     def class_names(self):
         """The training lists' class names in label order, if they give them."""
         return getattr(self.train_loader.dataset, "class_names", None)
 
-    def _check_test_lists(self) -> None:
-        """Read the test lists now: a missing or malformed test list should stop the run
-        before training, not after it."""
-        if self.cfg.TEST.ENABLE:
-            from vov3d.datasets import build_dataset
+    def _start_ema(self) -> None:
+        """The average starts at the weights training starts from, unless a checkpoint held it."""
+        if self.ema is None:
+            return
+        restored = self.ema.restored
+        if not restored:
+            self.ema.copy_from(self.model)
+        logger.info("Weight EMA: decay %g per optimiser step, %s; %s.", self.cfg.MODEL.EMA.DECAY,
+                    "restored from the checkpoint" if restored else "starting at the weights training starts from",
+                    "validation and the test use the averaged weights" if self.cfg.MODEL.EMA.EVAL else
+                    "validation and the test use the trained weights (MODEL.EMA.EVAL False)")
 
-            build_dataset(self.cfg.TEST.DATASET, self.cfg, "test")
-
-    def shuffle(self, epoch: int) -> None:
-        """Shuffle order and augmentation seeds of the epoch, a function of the epoch only."""
-        from vov3d.datasets.loader import shuffle_dataset
-
-        shuffle_dataset(self.train_loader, epoch)
-        precise = self.precise_loader
-        if precise is not None:
-            # Otherwise its generator runs on from the previous epochs of this process, and
-            # precise BN after a resume would see other batches than without the interruption.
-            if hasattr(precise.sampler, "set_epoch"):
-                precise.sampler.set_epoch(epoch)
-            if getattr(precise, "generator", None) is not None:
-                precise.generator.manual_seed(epoch_stream_seed(self.cfg, epoch, "precise_bn"))
-
-    def load_checkpoint(self) -> int:
-        """Auto-resume (newest readable checkpoint) > TRAIN.CHECKPOINT_FILE_PATH > scratch.
-
-        Returns the last finished 0-based epoch (-1 = start from scratch). Rank 0 chooses
-        the file so that all ranks load the same one.
-        """
-        cfg = self.cfg
-        if cfg.TRAIN.AUTO_RESUME:
-            path = obj = error = None
-            if du.is_root_proc():
-                try:
-                    path, obj = self._find_resumable()
-                except cu.CheckpointError as e:
-                    error = e
-            # The verdict, error included, reaches every rank: none waits for a failed peer.
-            path, error = du.broadcast_object((path, error))
-            if error is not None:
-                raise error
-            if path is not None:
-                if obj is None:
-                    obj = cu.read_checkpoint(path, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD)
-                # Refuses a checkpoint of another experiment (stored MODEL_NAME / NUM_CLASSES differ)
-                # before comparing tensors: the cause is a reused OUTPUT_DIR, not the file.
-                epoch = cu.load_for_resume(path, self.model, self.optimizer, self.scaler, obj=obj,
-                                           class_names=self.class_names, cfg=cfg)
-                if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-                    logger.info("TRAIN.CHECKPOINT_FILE_PATH %s is not used: auto-resume takes precedence.",
-                                cfg.TRAIN.CHECKPOINT_FILE_PATH)
-                logger.info("Weights source: auto-resume from %s (finished epoch %d).", path, epoch + 1)
-                return epoch
-        if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-            epoch = cu.load_for_finetune(cfg.TRAIN.CHECKPOINT_FILE_PATH, self.model, cfg,
-                                         self.optimizer, self.scaler, class_names=self.class_names)
-            logger.info("Weights source: initialised from TRAIN.CHECKPOINT_FILE_PATH %s.",
-                        cfg.TRAIN.CHECKPOINT_FILE_PATH)
-            return epoch
-        logger.info("Weights source: random initialisation (no checkpoint to resume, "
-                    "TRAIN.CHECKPOINT_FILE_PATH empty).")
-        return -1
-
-    def _find_resumable(self):
-        """(path, contents) of the newest readable checkpoint, (None, None) for a fresh run.
-
-        Refuses when checkpoints exist but none can be read: starting afresh would overwrite
-        them one by one, and when every file fails the cause is rarely the files themselves
-        (e.g. written by a newer PyTorch).
-        """
-        cfg = self.cfg
-        path, obj = cu.newest_readable(cfg.OUTPUT_DIR, unsafe=cfg.TRAIN.CHECKPOINT_UNSAFE_LOAD)
-        present = cu.list_checkpoints(cfg.OUTPUT_DIR)
-        if path is None and present:
-            raise cu.CheckpointError(
-                f"auto-resume found {len(present)} checkpoint(s) in {cu.checkpoint_dir(cfg.OUTPUT_DIR)} but none "
-                f"can be read (newest: '{present[-1]}'; the reasons are logged above). Starting afresh would "
-                "overwrite them: move them away or use a new OUTPUT_DIR to start from scratch, or set "
-                "TRAIN.AUTO_RESUME False.")
-        return path, obj
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validation scores: the EMA with MODEL.EMA.ENABLE and EVAL."""
+        return self.ema.module if self.ema is not None and self.cfg.MODEL.EMA.EVAL else self.model
 
     def log_batch_semantics(self) -> None:
         cfg = self.cfg
@@ -173,14 +144,18 @@ class Trainer:
             logger.warning("The train loader gives %d clips per process; TRAIN.BATCH_SIZE %d over %d "
                            "processes per machine means %d. Reporting the loader's value.",
                            actual, cfg.TRAIN.BATCH_SIZE, processes_per_machine(cfg), expected)
-        world = du.get_world_size()
+        world, k = comm.get_world_size(), self.step.micro_batches
         self.global_batch = actual * world
+        self.effective_batch = self.global_batch * k
         logger.info("Batch: %d clips per process x %d processes (%d per machine x %d machines) = global "
-                    "batch %d. LR: SOLVER.BASE_LR %g (after any shard/reference-batch scaling), %s, "
-                    "%g epochs of warm-up from %g; LR at the start epoch %d: %g.",
+                    "batch %d; x %d micro-batches per optimiser step (TRAIN.GRAD_ACCUMULATION_STEPS) = "
+                    "effective batch %d, %d optimiser steps per epoch. LR: SOLVER.BASE_LR %g (after any "
+                    "shard/reference-batch scaling), %s, %g epochs of warm-up from %g; LR at the start "
+                    "epoch %d: %g.",
                     actual, world, processes_per_machine(cfg), max(world // processes_per_machine(cfg), 1),
-                    self.global_batch, cfg.SOLVER.BASE_LR, cfg.SOLVER.LR_POLICY, cfg.SOLVER.WARMUP_EPOCHS,
-                    cfg.SOLVER.WARMUP_START_LR, self.start_epoch + 1, lr_at_epoch(cfg, self.start_epoch))
+                    self.global_batch, k, self.effective_batch, self.steps_per_epoch, cfg.SOLVER.BASE_LR,
+                    cfg.SOLVER.LR_POLICY, cfg.SOLVER.WARMUP_EPOCHS, cfg.SOLVER.WARMUP_START_LR,
+                    self.start_epoch + 1, lr_at_epoch(cfg, self.start_epoch))
 
     # -- the loop ------------------------------------------------------------------
     def fit(self) -> None:
@@ -192,21 +167,59 @@ class Trainer:
         else:
             logger.info("Start epoch: %d of %d", self.start_epoch + 1, cfg.SOLVER.MAX_EPOCH)
         for epoch in range(self.start_epoch, cfg.SOLVER.MAX_EPOCH):
-            seed_epoch(cfg, epoch)
-            self.shuffle(epoch)
+            self.seed_epoch(epoch)
             self.train_epoch(epoch)
             save, evaluate = is_checkpoint_epoch(cfg, epoch), is_eval_epoch(cfg, epoch)
             if (save or evaluate) and cfg.BN.USE_PRECISE_STATS:
-                self.precise_bn()
-            if save and du.is_root_proc():
-                cu.save_checkpoint(cfg.OUTPUT_DIR, self.model, self.optimizer, epoch, cfg, self.scaler,
-                                   keep_last=cfg.TRAIN.CHECKPOINT_KEEP_LAST, class_names=self.class_names)
+                self.precise_bn(epoch)
+            self.position.start_epoch(epoch + 1, comm.get_world_size())
+            if save:
+                self.checkpointer.save(epoch)
             if evaluate:
                 self.validate(epoch)
+            if self._stop_agreed():
+                self._stop(epoch, None, saved=save)
         # The test job that follows must find the last checkpoint written by rank 0.
         du.barrier()
         if self.writer is not None:
             self.writer.close()
+
+    def seed_epoch(self, epoch: int) -> None:
+        """Everything random in the epoch (shuffle order, augmentation, dropout, mixing) then
+        depends on (RNG_SEED, epoch, rank) and the step or sample only, not on how many epochs
+        or steps this process has run (see seed_step), so a run resumed at an epoch boundary
+        or in the middle of an epoch repeats the uninterrupted run bit for bit."""
+        from vov3d.datasets.loader import set_epoch
+
+        if not self.position.resumes_in(epoch):
+            self.position.start_epoch(epoch, comm.get_world_size())
+        seed_all(epoch_seed(self.cfg.RNG_SEED, epoch, comm.get_rank(), "process"))
+        set_epoch(self.train_loader, self.cfg.RNG_SEED, epoch, start=self.position.samples)
+        if self.mixup is not None:
+            self.mixup.seed(epoch_seed(self.cfg.RNG_SEED, epoch, comm.get_rank(), "mixup"))
+
+    def seed_step(self, epoch: int, step: int) -> None:
+        """This process's generators (dropout, drop-connect) and the mixing parameters of an
+        optimiser step depend on its place in the epoch only."""
+        rank = comm.get_rank()
+        seed_all(iteration_seed(self.cfg.RNG_SEED, epoch, rank, step))
+        if self.mixup is not None:
+            self.mixup.seed(iteration_seed(self.cfg.RNG_SEED, epoch, rank, step, "mixup"))
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank was asked to stop; a collective, so every rank asks at the same point."""
+        return self.stop is not None and du.any_rank(self.stop.requested, self.device)
+
+    def _stop(self, epoch: int, step: Optional[int], saved: bool = False) -> None:
+        """Save where the run is (after `step` optimiser steps of `epoch`; None: the epoch is
+        finished, `saved` already) on every rank, then raise TrainingStopped."""
+        if not saved:
+            self.checkpointer.save(epoch, step)
+        path = checkpoint_path(self.cfg.OUTPUT_DIR, epoch, step) if comm.is_root_proc() else None
+        message = stopped_message(self.stop.received, epoch, self.cfg.SOLVER.MAX_EPOCH, step,
+                                  self.steps_per_epoch, path)
+        logger.warning(message)
+        raise TrainingStopped(message, self.stop.received)
 
     def _check_loss(self, loss: torch.Tensor, epoch: int, it: int, lr: float) -> None:
         """Stop every rank together on a non-finite (or exploding) loss, before backward."""
@@ -219,7 +232,7 @@ class Trainer:
         if du.any_rank(bad or exploded, self.device):
             what = (f"loss {value}" if bad or exploded else "a non-finite or exploding loss on another rank")
             message = (f"Training stopped at epoch {epoch + 1}/{self.cfg.SOLVER.MAX_EPOCH}, iteration "
-                       f"{it + 1}/{len(self.train_loader)}, lr {lr:.6g}: {what}"
+                       f"{it + 1}/{self.steps_per_epoch}, lr {lr:.6g}: {what}"
                        f"{' (> %g x the mean of the previous 5)' % factor if exploded else ''}. "
                        "Nothing was saved after this point; lower SOLVER.BASE_LR, enable gradient clipping "
                        "(SOLVER.CLIP_GRAD_L2NORM) or check the input data.")
@@ -227,46 +240,42 @@ class Trainer:
             raise LossDivergedError(message)
 
     def train_epoch(self, epoch: int) -> None:
-        cfg, meter = self.cfg, self.train_meter
+        """`steps_per_epoch` optimiser steps, the LR set before each at its fractional epoch."""
+        cfg, meter, steps = self.cfg, self.train_meter, self.steps_per_epoch
         self.model.train()
         meter.reset()
-        iters = len(self.train_loader)
+        first = self.position.iteration  # > 0 when a stopped run continues this epoch
+        if first:
+            meter.restore_totals(self.position.meter)
+        world = comm.get_world_size()
         failures = 0
-        data_timer = Timer()
         batches = governed(_progress(self.train_loader, f"epoch {epoch + 1}"))
-        for it, (inputs, labels, _, meta) in enumerate(batches):
-            dt_data = data_timer.seconds()
-            net_timer = Timer()
-            inputs, labels = to_device(inputs, self.device), to_device(labels, self.device)
-            lr = lr_at_epoch(cfg, epoch + it / iters)
+        for step in range(first, steps):
+            self.seed_step(epoch, step)
+            lr = lr_at_epoch(cfg, epoch + step / steps)
             set_lr(self.optimizer, lr)
-            with torch.autocast(device_type=self.device.type, enabled=self.amp):
-                preds = self.model(inputs)
-                loss = self.loss_fn(preds, labels)
-            self._check_loss(loss, epoch, it, lr)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.SOLVER.CLIP_GRAD_VAL is not None or cfg.SOLVER.CLIP_GRAD_L2NORM is not None:
-                self.scaler.unscale_(self.optimizer)
-                clip_gradients(self.model.parameters(), cfg)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-
-            hard = labels if labels.ndim == 1 else labels.argmax(dim=1)
-            top1, top5 = topk_errors(preds.detach(), hard, (1, 5))
-            loss_v, top1, top5 = (float(v) for v in du.all_reduce_mean([loss.detach(), top1, top5]))
-            meter.update_time(dt_data, net_timer.seconds())
-            meter.update_stats(top1, top5, labels.shape[0] * du.get_world_size(), loss=loss_v, lr=lr)
-            failures += int(meta["num_failures"].sum()) if "num_failures" in meta else 0
+            result = self.step.run(batches, partial(self._check_loss, epoch=epoch, it=step, lr=lr))
+            loss_v, top1, top5 = (float(v) for v in du.all_reduce_mean([result.loss, result.top1_err,
+                                                                         result.top5_err]))
+            meter.update_time(result.dt_data, result.dt_net)
+            meter.update_stats(top1, top5, result.samples * comm.get_world_size(), loss=loss_v, lr=lr)
+            failures += result.failures
             add_scalars(self.writer, {"Train/loss": loss_v, "Train/lr": lr, "Train/Top1_err": top1,
-                                      "Train/Top5_err": top5}, iters * epoch + it)
-            stats = meter.iter_stats(epoch, it)
+                                      "Train/Top5_err": top5, "Train/Data_time": result.dt_data},
+                        steps * epoch + step)
+            stats = meter.iter_stats(epoch, step)
             if stats is not None:
                 log_json_stats(stats)
-            data_timer.reset()
+            self.position.advance(result.samples * world)
+            if self._stop_agreed():  # between two steps no gradient is pending
+                self.position.meter = meter.totals()
+                self._stop(epoch, step + 1)
         stats = meter.epoch_stats(epoch)
         stats["data_failures"] = int(du.all_reduce_sum([failures], self.device)[0])
         log_json_stats(stats)
+        add_scalars(self.writer, {"Train_epoch/loss": stats["loss"], "Train_epoch/lr": stats["lr"],
+                                  "Train_epoch/Top1_err": stats["top1_err"], "Train_epoch/Top5_err": stats["top5_err"],
+                                  "Train_epoch/Data_time": stats["dt_data"]}, epoch + 1)
         if stats["data_failures"]:
             logger.warning("%d clip loads failed and were retried in epoch %d (see OUTPUT_DIR/bad_videos.txt).",
                            stats["data_failures"], epoch + 1)
@@ -280,18 +289,24 @@ class Trainer:
     def validate(self, epoch: int) -> None:
         """Exact error over the split: correct counts are summed over ranks at the end
         (ranks may hold different numbers of batches with the non-padding sampler)."""
-        meter = self.val_meter
-        self.model.eval()
+        from vov3d.datasets.loader import set_epoch
+
+        meter, model = self.val_meter, self.eval_model
+        model.eval()
         meter.reset()
+        set_epoch(self.val_loader, self.cfg.RNG_SEED, epoch, "val")  # random clips unless DETERMINISTIC_VAL
         correct1 = correct5 = seen = 0
+        num_classes = self.cfg.MODEL.NUM_CLASSES
+        confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.device)
         data_timer = Timer()
         for it, (inputs, labels, _, _) in enumerate(governed(_progress(self.val_loader, "val"))):
             dt_data = data_timer.seconds()
             net_timer = Timer()
-            inputs, labels = to_device(inputs, self.device), to_device(labels, self.device)
-            preds = self.model(inputs)
+            inputs, labels = self.input_step.batch(inputs, labels)
+            preds = model(inputs)
             c1, c5 = (float(c) for c in topks_correct(preds, labels, (1, 5)))
             correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + labels.shape[0]
+            confusion += confusion_matrix(predicted_classes(preds), labels, num_classes)
             n = labels.shape[0]
             meter.update_time(dt_data, net_timer.seconds())
             meter.update_stats(100.0 * (1 - c1 / n), 100.0 * (1 - c5 / n), n)
@@ -300,37 +315,53 @@ class Trainer:
                 log_json_stats(stats)
             data_timer.reset()
         correct1, correct5, seen = du.all_reduce_sum([correct1, correct5, seen], self.device)
+        confusion = torch.tensor(du.all_reduce_sum(confusion.flatten().tolist(), self.device),
+                                 dtype=torch.int64).reshape(num_classes, num_classes)
         if seen == 0:
             logger.warning("The val split is empty; no validation.")
             return
         errors = (100.0 * (1 - correct1 / seen), 100.0 * (1 - correct5 / seen))
         stats = meter.epoch_stats(epoch, errors=errors)
         stats["samples"] = int(seen)
+        if comm.is_root_proc():
+            stats["mean_class_acc"] = report_validation(self.cfg, confusion, errors, seen, self.class_names, epoch,
+                                                        self.writer)["mean_class_acc"]
         log_json_stats(stats)
         add_scalars(self.writer, {"Val/Top1_err": errors[0], "Val/Top5_err": errors[1]}, epoch + 1)
         self.model.train()
 
-    def precise_bn(self) -> None:
-        """Exact BN statistics over NUM_BATCHES_PRECISE training batches (each rank its own)."""
+    def precise_bn(self, epoch: int) -> None:
+        """Exact BN statistics over NUM_BATCHES_PRECISE training batches (each rank its own),
+        drawn as a function of (RNG_SEED, epoch, rank), like the epoch's own batches."""
         from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
 
-        model = cu.unwrap_model(self.model)
+        from vov3d.datasets.loader import set_epoch
+
+        model = unwrap_model(self.model)
         if not get_bn_modules(model):
             return
         num = min(self.cfg.BN.NUM_BATCHES_PRECISE, len(self.precise_loader))
-        inputs = (to_device(batch[0], self.device) for batch in self.precise_loader)
-        logger.info("Precise BN: recomputing BN statistics over %d training batches.", num)
-        update_bn_stats(model, inputs, num)
+        # The EMA's statistics are recomputed for its own weights, over the same batches.
+        for name, net in (("", model), (" of the EMA weights", self.ema and self.ema.module)):
+            if net is None:
+                continue
+            set_epoch(self.precise_loader, self.cfg.RNG_SEED, epoch, "precise_bn")
+            inputs = (self.input_step.inputs(batch[0]) for batch in self.precise_loader)
+            logger.info("Precise BN: recomputing the BN statistics%s over %d training batches.", name, num)
+            was_training = net.training
+            net.train()
+            update_bn_stats(net, inputs, num)
+            net.train(was_training)
 
 
-def train(cfg: CfgNode) -> None:
-    """Entry point for `launch_job`: one process's share of the training job."""
+def train(cfg: CfgNode, stop_signals: Sequence[int] = STOP_SIGNALS) -> None:
+    """Entry point for `launch_job`: one process's share of the training job. While it
+    trains, `stop_signals` stop it cleanly after the next step (TrainingStopped)."""
     setup_process(cfg)
     logger.info("Train with config:\n%s", cfg.dump())
     _warn_unusable_test_path(cfg)
-    if cfg.TEST.ENABLE:
-        results_path(cfg)  # a directory there is refused now, not after training
-    Trainer(cfg).fit()
+    with StopSignals(stop_signals) as stop:
+        Trainer(cfg, stop).fit()
 
 
 def _warn_unusable_test_path(cfg: CfgNode) -> None:
@@ -338,7 +369,7 @@ def _warn_unusable_test_path(cfg: CfgNode) -> None:
     path = cfg.TEST.CHECKPOINT_FILE_PATH
     if not (cfg.TEST.ENABLE and path) or os.path.isfile(path):
         return
-    inside_run = os.path.abspath(path).startswith(os.path.abspath(cu.checkpoint_dir(cfg.OUTPUT_DIR)) + os.sep)
+    inside_run = os.path.abspath(path).startswith(os.path.abspath(checkpoint_dir(cfg.OUTPUT_DIR)) + os.sep)
     if not inside_run:  # a checkpoint this run will write is fine
         logger.warning("!!! TEST.CHECKPOINT_FILE_PATH '%s' %s: the test after training will fail. !!!", path,
                        "is a directory" if os.path.isdir(path) else "does not exist")

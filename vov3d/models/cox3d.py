@@ -4,15 +4,22 @@
 (same keys, same order): X3D checkpoints load strictly and CoX3D checkpoints are X3D
 checkpoints. Clip mode (`model(clip)`) is X3D's forward, used for training and clip tests.
 
-Stream mode (`forward_step`, `forward_steps`) evaluates the same weights one frame at a
-time with the operators of `vov3d.models.continual`: the temporal convolutions (the
-stem's 5x1x1, every block's 3x3x3) keep their last frames, each residual skip is delayed
-by its branch's one-frame lag, squeeze-excitation squeezes each frame (`COX3D.SE_SCOPE
-frame`, the published setting) or the last NUM_FRAMES frames (`window`), and the head
-averages the last `COX3D.TEMPORAL_WINDOW` frames (0 = DATA.NUM_FRAMES; 64 gives the
-paper's extended receptive field at no extra cost per frame).
+Stream mode evaluates the same weights one frame at a time with the operators of
+`vov3d.models.continual`: the temporal convolutions (the stem's 5x1x1, every block's 3x3x3)
+keep their last frames, each residual skip is delayed by its branch's one-frame lag,
+squeeze-excitation squeezes each frame (`COX3D.SE_SCOPE frame`, the published setting) or
+the last NUM_FRAMES frames (`window`), and the head averages the last
+`COX3D.TEMPORAL_WINDOW` frames (0 = DATA.NUM_FRAMES; 64 gives the paper's extended
+receptive field at no extra cost per frame).
 
-What the stream output is (cox3d.md 1.6): after `delay` frames with no output, the output
+There is one implementation of a step, the pure function `stream_step(frame, *state) ->
+(scores, valid, *new_state)`: every frame memory (temporal convolution caches, delay lines,
+SE and head windows) and the frame counter are explicit tensors, `initial_state(batch,
+height, width)` gives the start of a stream, and the graph is the same at every frame
+(warm-up included), so it exports as is (TorchScript, torch.export, ONNX). `forward_step`
+is that function with the state kept on the model.
+
+What the stream output is: after `delay` frames with no output, the output
 at frame n equals the same weights run with front-only temporal padding (fill
 `COX3D.TEMPORAL_FILL`) and per-frame SE over the frames seen so far; from frame
 `receptive_field - 1` on it no longer depends on the fill and equals the padding-free
@@ -23,102 +30,16 @@ Streaming needs eval mode (BN with running statistics), runs without autograd, a
 its state outside the state dict; call `reset()` between videos.
 """
 import copy
-from typing import Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from vov3d.config.merge import ConfigError
-from vov3d.models.continual import (FILL_MODES, SE_SCOPES, ContinualConv3d, ContinualSE,
-                                    DelayLine, SlidingTemporalAverage)
+from vov3d.models.continual import FILL_MODES, SE_SCOPES
+from vov3d.models.cox3d_stream import BlockStep, HeadStep, StemStep
 from vov3d.models.registry import MODEL_REGISTRY
-from vov3d.models.resblock import ResBlock
 from vov3d.models.x3d import X3D
-
-
-class _StemStep:
-    """conv_xy per frame, continual depthwise temporal conv, BN, ReLU."""
-
-    def __init__(self, stem: nn.Module, fill: str):
-        self.stem = stem
-        self.conv = ContinualConv3d(stem.conv, fill)
-        self.delay = self.conv.delay
-        self.receptive_field = self.conv.receptive_field
-
-    def reset(self) -> None:
-        self.conv.reset()
-
-    def __call__(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        x = self.conv(self.stem.conv_xy(x))
-        if x is None:
-            return None
-        return self.stem.relu(self.stem.bn(x))
-
-
-class _BlockStep:
-    """One residual block: the bottleneck with a continual 3x3x3 conv and a continual SE;
-    the shortcut (identity or per-frame projection) delayed to meet the branch's frame."""
-
-    def __init__(self, block: ResBlock, fill: str, se_scope: str, se_window: int):
-        self.block = block
-        branch = block.branch2
-        self.conv = ContinualConv3d(branch.b, fill)
-        self.se = ContinualSE(branch.se, se_scope, se_window) if hasattr(branch, "se") else None
-        self.skip = DelayLine(self.conv.delay)
-        self.delay = self.conv.delay
-        self.receptive_field = self.conv.receptive_field + (
-            self.se.receptive_field - 1 if self.se is not None else 0)
-
-    def reset(self) -> None:
-        self.conv.reset()
-        self.skip.reset()
-        if self.se is not None:
-            self.se.reset()
-
-    def __call__(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        block, branch = self.block, self.block.branch2
-        skip = self.skip(block.shortcut(x))
-        y = self.conv(branch.a_relu(branch.a_bn(branch.a(x))))
-        if y is None:
-            return None
-        y = branch.b_bn(y)
-        if self.se is not None:
-            y = self.se(y)
-        y = branch.c_bn(branch.c(branch.b_relu(y)))
-        return block.relu(skip + y)
-
-
-class _HeadStep:
-    """conv_5/BN/ReLU and the spatial part of the pool per frame, a sliding temporal mean
-    over `window` frames, then lin_5/ReLU and the classifier at every remaining spatial
-    position. Returns (N, K, L) scores: activated and averaged over the positions, or the
-    positions' mean logits."""
-
-    def __init__(self, head: nn.Module, window: int):
-        self.head = head
-        self.spatial_pool = (1,) + tuple(head.pool_size[1:])
-        self.pool = SlidingTemporalAverage(window)
-        self.delay = self.pool.delay
-        self.receptive_field = self.pool.receptive_field
-
-    def reset(self) -> None:
-        self.pool.reset()
-
-    def __call__(self, x: torch.Tensor, logits: bool = False) -> Optional[torch.Tensor]:
-        head = self.head
-        x = head.conv_5_relu(head.conv_5_bn(head.conv_5(x)))
-        x = self.pool(F.avg_pool3d(x, self.spatial_pool, stride=1))
-        if x is None:
-            return None
-        x = head.lin_5(x)
-        if hasattr(head, "lin_5_bn"):
-            x = head.lin_5_bn(x)
-        x = head.projection(head.lin_5_relu(x).permute(0, 2, 3, 4, 1))
-        if not logits:
-            x = head.act(x)
-        return x.mean(dim=(2, 3)).transpose(1, 2)
 
 
 @MODEL_REGISTRY.register()
@@ -126,10 +47,15 @@ class CoX3D(X3D):
     """X3D with a continual streaming path (see the module docstring).
 
     * ``model(clip)``: X3D's clip forward (training, clip testing); (N, K).
-    * ``model.forward_step(frame)``: frame (N, 3, H, W) -> None for the first ``delay``
-      frames after a reset, then (N, K) per frame: probabilities (HEAD_ACT) or, with
-      ``logits=True``, the logits (mean over head positions when the frame is larger than
-      the training crop).
+    * ``model.stream_step(frame, *state, logits=False)``: the pure per-frame step; frame
+      (N, 3, H, W) -> (scores (N, K), valid (bool scalar), *new_state). ``scores`` mean
+      nothing while ``valid`` is False (the warm-up).
+    * ``model.initial_state(batch, height, width)``: the state that starts a stream;
+      ``stream_state_names()`` names its tensors.
+    * ``model.forward_step(frame)``: the step with the state kept on the model: None for
+      the first ``delay`` frames after a reset, then (N, K) per frame: probabilities
+      (HEAD_ACT) or, with ``logits=True``, the logits (mean over head positions when the
+      frame is larger than the training crop).
     * ``model.forward_steps(frames)``: a chunk (N, 3, L, H, W) continuing the same stream ->
       (N, K, L') holding the outputs of the chunk's frames that produce one (L' = L once
       warm), or None if none does. Equal to stacking ``forward_step`` on each frame.
@@ -139,7 +65,6 @@ class CoX3D(X3D):
     """
 
     def __init__(self, cfg):
-        super().__init__(cfg)
         c = cfg.COX3D
         if c.TEMPORAL_FILL not in FILL_MODES:
             raise ConfigError(f"COX3D.TEMPORAL_FILL is {c.TEMPORAL_FILL!r}; expected one of "
@@ -150,34 +75,94 @@ class CoX3D(X3D):
         if c.TEMPORAL_WINDOW < 0:
             raise ConfigError(f"COX3D.TEMPORAL_WINDOW is {c.TEMPORAL_WINDOW}; expected >= 1 "
                               "frames, or 0 for DATA.NUM_FRAMES.")
+        super().__init__(cfg)
         self.temporal_window = c.TEMPORAL_WINDOW or cfg.DATA.NUM_FRAMES
         self.temporal_fill = c.TEMPORAL_FILL
         self.se_scope = c.SE_SCOPE
         # Plain attributes, not submodules: streaming adds nothing to the state dict.
-        self._stem_step = _StemStep(self.s1.pathway0_stem, self.temporal_fill)
-        self._block_steps = [_BlockStep(block, self.temporal_fill, self.se_scope,
-                                        cfg.DATA.NUM_FRAMES)
-                             for stage in (self.s2, self.s3, self.s4, self.s5)
-                             for block in stage.children()]
-        self._head_step = _HeadStep(self.head, self.temporal_window)
-        self._steps = [self._stem_step, *self._block_steps, self._head_step]
+        blocks = [(f"s{n}.{name}", block) for n, stage in enumerate((self.s2, self.s3, self.s4, self.s5), 2)
+                  for name, block in stage.named_children()]
+        self._parts = ([("s1.pathway0_stem", StemStep(self.s1.pathway0_stem, self.temporal_fill))]
+                       + [(name, BlockStep(block, self.temporal_fill, self.se_scope, cfg.DATA.NUM_FRAMES))
+                          for name, block in blocks]
+                       + [("head", HeadStep(self.head, self.temporal_window))])
+        # Frames of the stream that pass before each part receives its first one.
+        self._offsets = [sum(part.delay for _, part in self._parts[:i]) for i in range(len(self._parts))]
+        self._num_states = 1 + sum(part.num_states for _, part in self._parts)
+        self._state_shapes: Dict[Tuple[int, int, int], List[torch.Size]] = {}
+        self._state: Optional[Tuple[torch.Tensor, ...]] = None
         self._signature = None
 
     @property
     def delay(self) -> int:
         """Frames consumed after a reset before the first output."""
-        return sum(step.delay for step in self._steps)
+        return sum(part.delay for _, part in self._parts)
 
     @property
     def receptive_field(self) -> int:
         """Consecutive frames one output depends on; from this many frames on, outputs no
         longer depend on the start-of-stream fill (steady state)."""
-        return 1 + sum(step.receptive_field - 1 for step in self._steps)
+        return 1 + sum(part.receptive_field - 1 for _, part in self._parts)
 
+    # -- the functional step ------------------------------------------------------------
+    def stream_state_names(self) -> List[str]:
+        """One name per state tensor, in the order of `initial_state` (the first, "step",
+        counts the frames fed so far)."""
+        names = ["step"]
+        for name, part in self._parts:
+            names += part.state_names(name)
+        return names
+
+    def stream_step(self, frame: torch.Tensor, *state: torch.Tensor, logits: bool = False):
+        """One frame (N, C, H, W) and the stream's state -> (scores (N, K), valid, *new_state)."""
+        if len(state) != self._num_states:
+            raise ValueError(f"CoX3D.stream_step takes {self._num_states} state tensors "
+                             f"(see initial_state), got {len(state)}.")
+        scores, new_state = self._run_parts(frame, state[1:], state[0], logits)
+        return (scores, state[0] >= self.delay, state[0] + 1, *new_state)
+
+    def _run_parts(self, frame: torch.Tensor, state: Optional[Sequence[torch.Tensor]],
+                   step: torch.Tensor, logits: bool):
+        x, new_state, start = frame.unsqueeze(2), [], 0
+        for (_, part), offset in zip(self._parts, self._offsets):
+            part_state = None if state is None else state[start:start + part.num_states]
+            start += part.num_states
+            if isinstance(part, HeadStep):
+                x, part_state = part.step(x, part_state, step - offset, logits)
+            else:
+                x, part_state = part.step(x, part_state, step - offset)
+            new_state += part_state
+        return x, new_state
+
+    def initial_state(self, batch: int, height: int, width: int, device=None,
+                      dtype: Optional[torch.dtype] = None) -> Tuple[torch.Tensor, ...]:
+        """The state that starts a stream of (batch, C, height, width) frames: a zero frame
+        counter and all-zero frame memories, on the model's device and dtype by default."""
+        weight = self.s1.pathway0_stem.conv_xy.weight
+        device = weight.device if device is None else device
+        dtype = weight.dtype if dtype is None else dtype
+        channels = self.s1.pathway0_stem.conv_xy.in_channels
+        shapes = self._state_shapes.get((channels, height, width))
+        if shapes is None:
+            shapes = self._probe_state_shapes(channels, height, width)
+            self._state_shapes[(channels, height, width)] = shapes
+        return (torch.zeros((), dtype=torch.int64, device=device),
+                *(torch.zeros((batch,) + shape, device=device, dtype=dtype) for shape in shapes))
+
+    def _probe_state_shapes(self, channels: int, height: int, width: int) -> List[torch.Size]:
+        """Per-sample state shapes, read off one step of a zero frame from no state (one
+        frame's compute, once per frame size; meta tensors would import torch's compiler)."""
+        weight = self.s1.pathway0_stem.conv_xy.weight
+        frame = torch.zeros(1, channels, height, width, device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            _, state = self._run_parts(frame, None, torch.zeros((), dtype=torch.int64, device=weight.device),
+                                       logits=True)
+        return [s.shape[1:] for s in state]
+
+    # -- the stateful wrapper -------------------------------------------------------------
     def reset(self) -> None:
         """Forget the stream: the next frame starts a new one (with a new warm-up)."""
-        for step in self._steps:
-            step.reset()
+        self._state = None
         self._signature = None
 
     def forward_step(self, frame: torch.Tensor, logits: bool = False) -> Optional[torch.Tensor]:
@@ -186,8 +171,17 @@ class CoX3D(X3D):
             shape = tuple(frame.shape) if torch.is_tensor(frame) else type(frame).__name__
             raise ValueError(f"CoX3D.forward_step takes one frame of shape (N, C, H, W), got "
                              f"{shape}; use forward_steps for (N, C, T, H, W) chunks.")
-        out = self._stream(frame.unsqueeze(2), logits)
-        return None if out is None else out[:, :, 0]
+        if self.training:
+            raise RuntimeError("CoX3D streams in eval mode only (BN needs its running statistics "
+                               "on single frames): call model.eval() first. Train in clip mode.")
+        self._check_stream(frame)
+        if self._state is None:
+            self._state = self.initial_state(frame.shape[0], frame.shape[2], frame.shape[3],
+                                             frame.device, frame.dtype)
+        with torch.no_grad():
+            scores, valid, *state = self.stream_step(frame, *self._state, logits=logits)
+        self._state = tuple(state)
+        return scores if bool(valid) else None
 
     def forward_steps(self, frames: torch.Tensor, logits: bool = False) -> Optional[torch.Tensor]:
         """Feed a chunk (N, 3, L, H, W) of consecutive frames; returns (N, K, L') or None."""
@@ -197,25 +191,15 @@ class CoX3D(X3D):
                              f"{shape}; use forward_step for one (N, C, H, W) frame.")
         if frames.shape[2] == 0:
             raise ValueError("CoX3D.forward_steps got a chunk of 0 frames.")
-        return self._stream(frames, logits)
+        outs = [self.forward_step(frames[:, :, t], logits) for t in range(frames.shape[2])]
+        outs = [out for out in outs if out is not None]
+        return torch.stack(outs, dim=2) if outs else None
 
-    def _stream(self, x: torch.Tensor, logits: bool) -> Optional[torch.Tensor]:
-        if self.training:
-            raise RuntimeError("CoX3D streams in eval mode only (BN needs its running statistics "
-                               "on single frames): call model.eval() first. Train in clip mode.")
-        self._check_stream(x)
-        with torch.no_grad():
-            for step in self._steps[:-1]:
-                x = step(x)
-                if x is None:
-                    return None
-            return self._head_step(x, logits)
-
-    def _check_stream(self, x: torch.Tensor) -> None:
+    def _check_stream(self, frame: torch.Tensor) -> None:
         """The first frame after a reset fixes batch, channels, size, dtype and device."""
-        signature = (x.shape[0], x.shape[1], x.shape[3], x.shape[4], x.dtype, x.device)
+        signature = tuple(frame.shape) + (frame.dtype, frame.device)
         if self._signature is None:
-            self._check_first_frame(x)
+            self._check_first_frame(frame)
             self._signature = signature
             return
         if signature == self._signature:
@@ -227,14 +211,14 @@ class CoX3D(X3D):
                          "frame of a stream must match the first one. Call model.reset() to "
                          "start a new stream.")
 
-    def _check_first_frame(self, x: torch.Tensor) -> None:
+    def _check_first_frame(self, frame: torch.Tensor) -> None:
         stem = self.s1.pathway0_stem
-        if x.shape[1] != stem.conv_xy.in_channels:
+        if frame.shape[1] != stem.conv_xy.in_channels:
             raise ValueError(f"CoX3D expects frames with {stem.conv_xy.in_channels} channels, got "
-                             f"{x.shape[1]} (input shape {tuple(x.shape)}).")
-        size = list(x.shape[3:])
-        convs = [stem.conv_xy] + [m for step in self._block_steps
-                                  for m in (step.block.branch2.a, step.block.branch2.b)]
+                             f"{frame.shape[1]} (input shape {tuple(frame.shape)}).")
+        size = list(frame.shape[2:])
+        convs = [stem.conv_xy] + [m for _, part in self._parts if isinstance(part, BlockStep)
+                                  for m in (part.block.branch2.a, part.block.branch2.b)]
         for conv in convs:
             for i in (0, 1):
                 k, s, p, d = (conv.kernel_size[i + 1], conv.stride[i + 1], conv.padding[i + 1],
@@ -242,22 +226,22 @@ class CoX3D(X3D):
                 size[i] = (size[i] + 2 * p - d * (k - 1) - 1) // s + 1
         need = self.head.pool_size[1:]
         if size[0] < need[0] or size[1] < need[1]:
-            raise ValueError(f"frames of {x.shape[3]}x{x.shape[4]} px leave a {size[0]}x{size[1]} "
+            raise ValueError(f"frames of {frame.shape[2]}x{frame.shape[3]} px leave a {size[0]}x{size[1]} "
                              f"final map, smaller than the head's {need[0]}x{need[1]} pooling "
                              "window fixed by DATA.TRAIN_CROP_SIZE; feed frames at least as "
                              "large as the training crop.")
 
 
 def stream_macs_per_frame(model: CoX3D, height: int, width: int, batch: int = 1) -> int:
-    """Multiply-adds of the convolutions and linear layers in one steady-state stream step
-    for (batch, C, height, width) frames, counted on a meta-device copy (no data touched)."""
-    meta = copy.deepcopy(model).to("meta").eval()
+    """Multiply-adds of the convolutions and linear layers in one stream step for
+    (batch, C, height, width) frames, counted on a meta-device copy (no data touched). Every
+    step runs the same graph, so this is the steady-state cost."""
+    meta = copy.deepcopy(model, memo={id(model._state): None}).to("meta").eval()
     meta.reset()
     channels = meta.s1.pathway0_stem.conv_xy.in_channels
-    frames = torch.empty(batch, channels, meta.delay + 1, height, width, device="meta")
-    # Warm up in one chunk (stepping meta tensors frame by frame is slow), then count a step.
-    meta.forward_steps(frames[:, :, :meta.delay])
+    state = meta.initial_state(batch, height, width)
+    frame = torch.empty(batch, channels, height, width, device="meta", dtype=state[1].dtype)
     counter = FlopCounterMode(display=False)
-    with counter:
-        meta.forward_step(frames[:, :, -1])
+    with counter, torch.no_grad():
+        meta.stream_step(frame, *state)
     return counter.get_total_flops() // 2

@@ -9,17 +9,20 @@ Module names follow PySlowFast (`s1.pathway0_stem`, `s{2..5}.pathway0_res{i}`,
 `head.projection`) so checkpoints of pytorchvideo, mmaction2 and VMZ map onto them by
 a fixed renaming (`vov3d.models.csn_convert`).
 """
-from collections import OrderedDict
-from typing import Tuple
+from dataclasses import dataclass
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
 
+from vov3d.config.merge import ConfigError
 from vov3d.models.heads import BasicHead, head_pool_size
+from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import ChannelwiseConv3d
 from vov3d.models.registry import MODEL_REGISTRY
-from vov3d.models.stems import StagedNetwork
-from vov3d.models.weight_init import init_weights, mark_final_bn
+from vov3d.models.resblock import (NO_STRIDE, ResStage, StageSpec, Stride, build_res_stage,
+                                   refuse_drop_connect)
+from vov3d.models.weight_init import mark_final_bn
 
 # Bottlenecks per stage (res2..res5) for each depth.
 STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -28,8 +31,8 @@ STEM_WIDTH = 64
 # Inner width of res2; it doubles per stage and the output is 4x the inner width.
 RES2_INNER_WIDTH = 64
 BOTTLENECK_EXPANSION = 4
-# Total temporal downsampling (res3, res4 and res5 each halve T).
-TEMPORAL_STRIDE = 8
+# The first block of res3, res4 and res5 halves T, H and W.
+STAGE_STRIDE = (2, 2, 2)
 
 
 class CSNStem(nn.Module):
@@ -53,7 +56,7 @@ class CSNBranch(nn.Module):
     mmaction2 implementations whose weights were trained that way.
     """
 
-    def __init__(self, dim_in: int, dim_inner: int, dim_out: int, stride: Tuple[int, int, int],
+    def __init__(self, dim_in: int, dim_inner: int, dim_out: int, stride: Stride,
                  interaction_preserved: bool, bn_eps: float):
         super().__init__()
         self.a = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
@@ -76,34 +79,40 @@ class CSNBranch(nn.Module):
         return self.c_bn(self.c(x))
 
 
-class CSNBottleneck(nn.Module):
-    """ReLU(shortcut(x) + branch2(x)); the shortcut is a strided 1x1x1 conv + BN when the
-    width or the resolution changes, the identity otherwise."""
-
-    def __init__(self, dim_in: int, dim_inner: int, dim_out: int, stride: Tuple[int, int, int],
-                 interaction_preserved: bool, bn_eps: float):
-        super().__init__()
-        if dim_in != dim_out or tuple(stride) != (1, 1, 1):
-            self.branch1 = nn.Conv3d(dim_in, dim_out, 1, stride=stride, bias=False)
-            self.branch1_bn = nn.BatchNorm3d(dim_out, eps=bn_eps)
-        self.branch2 = CSNBranch(dim_in, dim_inner, dim_out, stride, interaction_preserved, bn_eps)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = self.branch1_bn(self.branch1(x)) if hasattr(self, "branch1") else x
-        return self.relu(shortcut + self.branch2(x))
+@dataclass(frozen=True)
+class CSNStageSpec(StageSpec):
+    dim_inner: int
+    interaction_preserved: bool
+    bn_eps: float
 
 
-def csn_stage(depth: int, dim_in: int, dim_inner: int, stride: Tuple[int, int, int],
-              interaction_preserved: bool, bn_eps: float) -> nn.Sequential:
-    """`depth` bottlenecks named `pathway0_res{i}`; only the first one strides."""
-    dim_out = BOTTLENECK_EXPANSION * dim_inner
-    blocks = OrderedDict()
-    for i in range(depth):
-        blocks[f"pathway0_res{i}"] = CSNBottleneck(
-            dim_in if i == 0 else dim_out, dim_inner, dim_out, stride if i == 0 else (1, 1, 1),
-            interaction_preserved, bn_eps)
-    return nn.Sequential(blocks)
+def csn_stage_specs(cfg) -> Tuple[int, List[CSNStageSpec]]:
+    """(stem width, per-stage specs) from the CSN.* keys."""
+    if cfg.CSN.DEPTH not in STAGE_DEPTHS:
+        raise ConfigError(f"CSN.DEPTH is {cfg.CSN.DEPTH!r}; expected one of {sorted(STAGE_DEPTHS)}.")
+    if cfg.CSN.BLOCK not in BLOCK_TYPES:
+        raise ConfigError(f"CSN.BLOCK is {cfg.CSN.BLOCK!r}; expected one of {list(BLOCK_TYPES)}.")
+    refuse_drop_connect(cfg, "CSN")
+    dim_in, dim_inner = STEM_WIDTH, RES2_INNER_WIDTH
+    specs = []
+    for stage, depth in enumerate(STAGE_DEPTHS[cfg.CSN.DEPTH]):
+        dim_out = BOTTLENECK_EXPANSION * dim_inner
+        specs.append(CSNStageSpec(
+            depth=depth, dim_in=dim_in, dim_out=dim_out,
+            stride=NO_STRIDE if stage == 0 else STAGE_STRIDE, drop_connect_rate=0.0,
+            dim_inner=dim_inner, interaction_preserved=cfg.CSN.BLOCK == "ip",
+            bn_eps=cfg.CSN.BN_EPS))
+        dim_in, dim_inner = dim_out, 2 * dim_inner
+    return STEM_WIDTH, specs
+
+
+def build_csn_stage(spec: CSNStageSpec, inplace_relu: bool = True) -> ResStage:
+    """One stage of CSN bottlenecks; only block 0 is strided (on the depthwise conv and the
+    shortcut, in T as well as H and W)."""
+    def bottleneck(i: int, dim_in: int, stride: Stride) -> CSNBranch:
+        return CSNBranch(dim_in, spec.dim_inner, spec.dim_out, stride, spec.interaction_preserved,
+                         spec.bn_eps)
+    return build_res_stage(spec, bottleneck, inplace_relu, spec.bn_eps)
 
 
 @MODEL_REGISTRY.register()
@@ -111,24 +120,15 @@ class CSN(StagedNetwork):
     """ir-/ip-CSN-{50,101,152} (config group CSN); input (N, 3, T, H, W) or [that tensor]."""
 
     def __init__(self, cfg):
-        super().__init__()
-        if cfg.CSN.DEPTH not in STAGE_DEPTHS:
-            raise ValueError(f"CSN.DEPTH must be one of {sorted(STAGE_DEPTHS)}, got {cfg.CSN.DEPTH!r}.")
-        if cfg.CSN.BLOCK not in BLOCK_TYPES:
-            raise ValueError(f"CSN.BLOCK must be 'ir' or 'ip', got {cfg.CSN.BLOCK!r}.")
-        eps = cfg.CSN.BN_EPS
-        ip = cfg.CSN.BLOCK == "ip"
-
-        self.s1 = nn.Sequential(OrderedDict(pathway0_stem=CSNStem(STEM_WIDTH, eps)))
-        dim_in, dim_inner = STEM_WIDTH, RES2_INNER_WIDTH
-        for n, depth in enumerate(STAGE_DEPTHS[cfg.CSN.DEPTH], start=2):
-            stride = (1, 1, 1) if n == 2 else (2, 2, 2)
-            self.add_module(f"s{n}", csn_stage(depth, dim_in, dim_inner, stride, ip, eps))
-            dim_in, dim_inner = BOTTLENECK_EXPANSION * dim_inner, 2 * dim_inner
-
-        # T is halved (rounding up) three times, so the window is ceil(T / 8) frames.
-        frames = -(-cfg.DATA.NUM_FRAMES // TEMPORAL_STRIDE)
-        self.head = BasicHead(dim_in, cfg.MODEL.NUM_CLASSES,
-                              head_pool_size(frames, cfg.DATA.TRAIN_CROP_SIZE),
-                              cfg.MODEL.DROPOUT_RATE, cfg.MODEL.HEAD_ACT)
-        init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
+        stem_dim, specs = csn_stage_specs(cfg)
+        # T is halved (rounding up) by every temporally strided stage.
+        frames = cfg.DATA.NUM_FRAMES
+        for spec in specs:
+            frames = -(-frames // spec.stride[0])
+        super().__init__(
+            cfg,
+            stem=CSNStem(stem_dim, cfg.CSN.BN_EPS),
+            stages=[build_csn_stage(spec, cfg.RESNET.INPLACE_RELU) for spec in specs],
+            head=BasicHead(specs[-1].dim_out, cfg.MODEL.NUM_CLASSES,
+                           head_pool_size(frames, cfg.DATA.TRAIN_CROP_SIZE),
+                           cfg.MODEL.DROPOUT_RATE, cfg.MODEL.HEAD_ACT))

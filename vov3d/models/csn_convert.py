@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from vov3d.models.csn import CSN, STAGE_DEPTHS
+from vov3d.utils.checkpoint_io import state_dict_from
 
 # BN epsilon each source was trained with; CSN.BN_EPS must match to reproduce its outputs.
 SOURCE_BN_EPS = {"pytorchvideo": 1e-5, "mmaction2": 1e-3, "vmz": 1e-3}
@@ -81,22 +82,6 @@ class Conversion:
     unmapped: List[str] = field(default_factory=list)
 
 
-def unwrap_state_dict(checkpoint) -> Dict[str, torch.Tensor]:
-    """The tensor dict inside a checkpoint: `model_state` (PySlowFast / pytorchvideo),
-    `state_dict` (mmaction2 / mmengine) or the checkpoint itself (VMZ)."""
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"expected a checkpoint dict, got {type(checkpoint).__name__}.")
-    for wrapper in ("model_state", "state_dict"):
-        if wrapper in checkpoint:
-            checkpoint = checkpoint[wrapper]
-            break
-    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise ValueError("no tensors found in the checkpoint (looked in 'model_state', "
-                         f"'state_dict' and the top level; top-level keys: {sorted(checkpoint)[:8]}).")
-    return tensors
-
-
 def _strip_wrappers(key: str, source: str) -> str:
     for prefix in _WRAPPER_PREFIXES[source]:
         if key.startswith(prefix):
@@ -131,13 +116,15 @@ def rename_csn_key(key: str, source: str, block: str) -> Optional[str]:
     return f"s{stage}.pathway0_res{index}.{target}.{param}"
 
 
-def convert_csn_state_dict(state: Dict[str, torch.Tensor], source: str) -> Conversion:
-    """Rename every key of a source state dict; keys that map nowhere are listed in `unmapped`.
+def convert_csn_state_dict(checkpoint: Dict, source: str, path: str = "<checkpoint>") -> Conversion:
+    """Rename every key of a source state dict (or of the one a checkpoint holds, found as
+    every vov3d load finds it); keys that map nowhere are listed in `unmapped`.
 
     BN layers saved without `num_batches_tracked` (older PyTorch, Caffe2 ports) get 0.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown checkpoint source {source!r}; expected one of {', '.join(SOURCES)}.")
+    state = state_dict_from(checkpoint, path)
     stripped = {}
     for key, value in state.items():
         short = _strip_wrappers(key, source)

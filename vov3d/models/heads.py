@@ -10,13 +10,18 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from vov3d.config.merge import ConfigError
+from vov3d.models.stems import BN_EPS, BN_MOMENTUM
+
+HEAD_ACTIVATIONS = ("softmax", "sigmoid")
+
 
 def make_head_activation(name: str) -> nn.Module:
     if name == "softmax":
         return nn.Softmax(dim=4)
     if name == "sigmoid":
         return nn.Sigmoid()
-    raise ValueError(f"MODEL.HEAD_ACT must be 'softmax' or 'sigmoid', got {name!r}.")
+    raise ConfigError(f"MODEL.HEAD_ACT is {name!r}; expected one of {list(HEAD_ACTIVATIONS)}.")
 
 
 def classify_positions(x: torch.Tensor, projection: nn.Module, dropout: nn.Module,
@@ -70,16 +75,16 @@ class X3DHead(nn.Module):
 
     def __init__(self, dim_in: int, dim_inner: int, dim_out: int, num_classes: int,
                  pool_size: Sequence[int], dropout_rate: float = 0.0, act_func: str = "softmax",
-                 bn_lin5_on: bool = False, eps: float = 1e-5, bn_momentum: float = 0.1):
+                 bn_lin5_on: bool = False):
         super().__init__()
         self.pool_size = list(pool_size)
         self.conv_5 = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
-        self.conv_5_bn = nn.BatchNorm3d(dim_inner, eps=eps, momentum=bn_momentum)
+        self.conv_5_bn = nn.BatchNorm3d(dim_inner, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.conv_5_relu = nn.ReLU(inplace=True)
         self.avg_pool = nn.AvgPool3d(self.pool_size, stride=1)
         self.lin_5 = nn.Conv3d(dim_inner, dim_out, 1, bias=False)
         if bn_lin5_on:
-            self.lin_5_bn = nn.BatchNorm3d(dim_out, eps=eps, momentum=bn_momentum)
+            self.lin_5_bn = nn.BatchNorm3d(dim_out, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.lin_5_relu = nn.ReLU(inplace=True)
         if dropout_rate > 0.0:
             self.dropout = nn.Dropout(dropout_rate)
@@ -100,3 +105,15 @@ class X3DHead(nn.Module):
         x = self.lin_5_relu(x)
         return classify_positions(x, self.projection, getattr(self, "dropout", None), self.act,
                                   self.training)
+
+
+def x3d_head(cfg, dim_in: int, dim_inner: int, spatial_stride: int) -> X3DHead:
+    """The X3D head of X3D and VoV3D from the config. Its keys are X3D's for both (VoV3D's
+    reference reads them too), so reference command lines such as `X3D.DIM_C5 1024` build
+    the same head; the pooling window is one training clip's final map."""
+    return X3DHead(dim_in=dim_in, dim_inner=dim_inner, dim_out=cfg.X3D.DIM_C5,
+                   num_classes=cfg.MODEL.NUM_CLASSES,
+                   pool_size=head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE,
+                                            spatial_stride=spatial_stride),
+                   dropout_rate=cfg.MODEL.DROPOUT_RATE, act_func=cfg.MODEL.HEAD_ACT,
+                   bn_lin5_on=cfg.X3D.BN_LIN5)

@@ -1,4 +1,6 @@
 """Small operators shared by the model families: width rounding, Swish, squeeze-excitation."""
+import sys
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -19,6 +21,12 @@ def round_width(width: float, multiplier: float, min_width: int = 8, divisor: in
     if rounded < 0.9 * width:
         rounded += divisor
     return int(rounded)
+
+
+def exporting_to_onnx() -> bool:
+    """Whether torch.onnx.export is tracing (torch.onnx is only looked at once imported)."""
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
 
 
 class Swish(nn.Module):
@@ -60,9 +68,11 @@ class ChannelwiseConv3d(nn.Conv3d):
     than 2-D depthwise for the same work). A purely spatial kernel (1, kh, kw) becomes one
     2-D conv over the frames folded into the channels; a purely temporal kernel (kt, 1, 1)
     one 2-D conv over (T, H*W). A full (kt, kh, kw) kernel becomes kt spatial convs whose
-    outputs are shifted along T and summed — used only when gradients are needed, since the
-    direct 3-D kernel is as fast in inference. Inputs that are not in the default contiguous
-    layout (e.g. channels_last_3d) take the 3-D kernel.
+    outputs are shifted along T and summed — used when gradients are needed, since the
+    direct 3-D kernel is as fast in inference, and in ONNX export: ONNX Runtime's 3-D
+    depthwise kernel is 1.1-12x slower than its 2-D one on X3D-M's stages (measured on this
+    CPU). Inputs that are not in the default contiguous layout (e.g. channels_last_3d) take
+    the 3-D kernel.
     """
 
     def __init__(self, channels: int, kernel_size, stride=1, padding=0, dilation=1, bias: bool = False):
@@ -78,7 +88,8 @@ class ChannelwiseConv3d(nn.Conv3d):
         if kh == kw == 1 and self.stride[1:] == (1, 1) and self.padding[1:] == (0, 0):
             return self._temporal(x)
         if (self.stride[0] == 1 and self.dilation[0] == 1 and 2 * self.padding[0] == kt - 1
-                and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+                and (exporting_to_onnx() or torch.is_grad_enabled()
+                     and (x.requires_grad or self.weight.requires_grad))):
             return self._temporal_taps(x)
         return super().forward(x)
 

@@ -9,17 +9,18 @@ ShuffleNet-style, by concatenating an average-pool + 1x1x1 shortcut to the branc
 T is never reduced. No official code exists; the choices the paper leaves open are
 config keys (group SEVNET) whose defaults reproduce its parameter and FLOP figures.
 """
-from collections import OrderedDict
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
 
+from vov3d.config.merge import ConfigError
 from vov3d.models.heads import BasicHead, head_pool_size
+from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import SE
 from vov3d.models.registry import MODEL_REGISTRY
-from vov3d.models.stems import StagedNetwork
-from vov3d.models.weight_init import init_weights, mark_final_bn
+from vov3d.models.resblock import NO_STRIDE, ResBlock, ResStage, StageSpec, Stride, refuse_drop_connect
+from vov3d.models.weight_init import mark_final_bn
 
 BLOCK_TYPES = ("sev", "r2plus1d", "r3d")
 CONCAT_ORDERS = ("shortcut_main", "main_shortcut")
@@ -28,8 +29,8 @@ STEM_WIDTH_IN_GROUPS = 4
 DOWNSAMPLE_STRIDE = (1, 2, 2)
 
 
-def _conv(dim_in: int, dim_out: int, kernel: Tuple[int, int, int],
-          stride: Tuple[int, int, int] = (1, 1, 1), groups: int = 1) -> nn.Conv3d:
+def _conv(dim_in: int, dim_out: int, kernel: Tuple[int, int, int], stride: Stride = NO_STRIDE,
+          groups: int = 1) -> nn.Conv3d:
     """Bias-free conv with 'same' padding (zeros) on every axis."""
     return nn.Conv3d(dim_in, dim_out, kernel, stride=stride, padding=tuple(k // 2 for k in kernel),
                      groups=groups, bias=False)
@@ -48,14 +49,14 @@ class SEVBranch(nn.Module):
     The spatial conv `b` carries the downsampling stride. SE gates the branch output.
     """
 
-    def __init__(self, dim: int, block: str, group_width: int, stride: Tuple[int, int, int],
+    def __init__(self, dim: int, block: str, group_width: int, stride: Stride,
                  r2plus1d_ratio: float, r3d_ratio: float, se_reduction: int):
         super().__init__()
         kernels = ((1, 1, 1), (1, 3, 3), (3, 1, 1))
         if block == "sev":
             if dim % group_width:
-                raise ValueError(f"SEVNet width {dim} is not a multiple of SEVNET.GROUP_WIDTH "
-                                 f"({group_width}).")
+                raise ConfigError(f"SEVNET.GROUP_WIDTH is {group_width}; expected a divisor of "
+                                  f"the SEV branch width {dim}.")
             inner, groups = dim, dim // group_width
         elif block == "r2plus1d":
             inner, groups = _round_half_up(dim / r2plus1d_ratio), 1
@@ -82,20 +83,6 @@ class SEVBranch(nn.Module):
         if hasattr(self, "se"):
             x = self.se(x)
         return x
-
-
-class SEVModule(nn.Module):
-    """Standard module, width C -> C: x + branch2(x) (optionally followed by a ReLU)."""
-
-    def __init__(self, branch: SEVBranch, post_add_relu: bool):
-        super().__init__()
-        self.branch2 = branch
-        if post_add_relu:
-            self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.branch2(x)
-        return self.relu(x) if hasattr(self, "relu") else x
 
 
 class SEVDownsampleModule(nn.Module):
@@ -143,25 +130,88 @@ class SEVStem(nn.Module):
         return self.relu(self.bn(self.conv(x)))
 
 
-def _check_config(cfg) -> None:
+def _check_sevnet_keys(sev) -> None:
+    if sev.GROUP_WIDTH < 1:
+        raise ConfigError(f"SEVNET.GROUP_WIDTH is {sev.GROUP_WIDTH!r}; expected a positive "
+                          "number of channels per group.")
+    if len(sev.DEPTHS) != 4 or not all(d >= 1 for d in sev.DEPTHS):
+        raise ConfigError(f"SEVNET.DEPTHS is {sev.DEPTHS!r}; expected four stage depths >= 1 "
+                          "(e.g. [3, 4, 6, 3]).")
+    if sev.BLOCK not in BLOCK_TYPES:
+        raise ConfigError(f"SEVNET.BLOCK is {sev.BLOCK!r}; expected one of {list(BLOCK_TYPES)}.")
+    if sev.R2PLUS1D_RATIO <= 0:
+        raise ConfigError(f"SEVNET.R2PLUS1D_RATIO is {sev.R2PLUS1D_RATIO!r}; expected > 0.")
+    if sev.R3D_RATIO <= 0:
+        raise ConfigError(f"SEVNET.R3D_RATIO is {sev.R3D_RATIO!r}; expected > 0.")
+    if sev.SE and sev.SE_REDUCTION < 1:
+        raise ConfigError(f"SEVNET.SE_REDUCTION is {sev.SE_REDUCTION!r}; expected >= 1 when "
+                          "SEVNET.SE is True.")
+    if sev.SHORTCUT_POOL_KERNEL not in (2, 3):
+        raise ConfigError(f"SEVNET.SHORTCUT_POOL_KERNEL is {sev.SHORTCUT_POOL_KERNEL!r}; "
+                          "expected 2 or 3.")
+    if sev.CONCAT_ORDER not in CONCAT_ORDERS:
+        raise ConfigError(f"SEVNET.CONCAT_ORDER is {sev.CONCAT_ORDER!r}; expected one of "
+                          f"{list(CONCAT_ORDERS)}.")
+    if sev.SHORTCUT_ACT and not sev.SHORTCUT_BN:
+        raise ConfigError(f"SEVNET.SHORTCUT_ACT is {sev.SHORTCUT_ACT!r}; expected False when "
+                          "SEVNET.SHORTCUT_BN is False (the ReLU follows the BN).")
+
+
+def _crop_fits(crop: int, pool_kernel: int) -> bool:
+    """Whether a square crop passes all four downsample modules: each one's average pool
+    needs an input at least its kernel wide, and the pooled shortcut and the strided branch
+    must come out the same size to be concatenated."""
+    size = (crop - 1) // 2 + 1  # after the 1x7x7 stride-2 stem
+    pad = (pool_kernel - 1) // 2
+    for _ in range(4):
+        branch = (size - 1) // 2 + 1
+        if size < pool_kernel or (size + 2 * pad - pool_kernel) // 2 + 1 != branch:
+            return False
+        size = branch
+    return True
+
+
+def _check_crop_sizes(cfg) -> None:
+    kernel = cfg.SEVNET.SHORTCUT_POOL_KERNEL
+    for key in ("TRAIN_CROP_SIZE", "TEST_CROP_SIZE"):
+        crop = cfg.DATA[key]
+        if not _crop_fits(crop, kernel):
+            usable = next(c for c in range(crop, crop + 64) if _crop_fits(c, kernel))
+            raise ConfigError(f"DATA.{key} is {crop}; SEVNet with SEVNET.SHORTCUT_POOL_KERNEL {kernel} cannot "
+                              f"downsample it four times (the pooled shortcut must be at least {kernel} px and "
+                              f"as large as the strided branch); the next size that works is {usable}.")
+
+
+def sevnet_stage_specs(cfg) -> Tuple[int, List[StageSpec]]:
+    """(stem width, per-stage specs) from the SEVNET.* keys: every stage doubles the width."""
     sev = cfg.SEVNET
+    _check_sevnet_keys(sev)
+    refuse_drop_connect(cfg, "SEVNet")
+    _check_crop_sizes(cfg)
+    stem_dim = STEM_WIDTH_IN_GROUPS * sev.GROUP_WIDTH
+    dim_in = stem_dim
+    specs = []
+    for depth in sev.DEPTHS:
+        specs.append(StageSpec(depth=depth, dim_in=dim_in, dim_out=2 * dim_in,
+                               stride=DOWNSAMPLE_STRIDE, drop_connect_rate=0.0))
+        dim_in *= 2
+    return stem_dim, specs
 
-    def require(ok: bool, key: str, expected: str) -> None:
-        if not ok:
-            raise ValueError(f"SEVNET.{key} must be {expected}, got {sev[key]!r}.")
 
-    require(sev.GROUP_WIDTH >= 1, "GROUP_WIDTH", "a positive number of channels per group")
-    require(len(sev.DEPTHS) == 4 and all(d >= 1 for d in sev.DEPTHS), "DEPTHS",
-            "four stage depths >= 1 (e.g. [3, 4, 6, 3])")
-    require(sev.BLOCK in BLOCK_TYPES, "BLOCK", "one of " + ", ".join(map(repr, BLOCK_TYPES)))
-    require(sev.R2PLUS1D_RATIO > 0, "R2PLUS1D_RATIO", "> 0")
-    require(sev.R3D_RATIO > 0, "R3D_RATIO", "> 0")
-    require(not sev.SE or sev.SE_REDUCTION >= 1, "SE_REDUCTION", ">= 1 when SEVNET.SE is True")
-    require(sev.SHORTCUT_POOL_KERNEL in (2, 3), "SHORTCUT_POOL_KERNEL", "2 or 3")
-    require(sev.CONCAT_ORDER in CONCAT_ORDERS, "CONCAT_ORDER",
-            "one of " + ", ".join(map(repr, CONCAT_ORDERS)))
-    require(not sev.SHORTCUT_ACT or sev.SHORTCUT_BN, "SHORTCUT_ACT",
-            "False when SEVNET.SHORTCUT_BN is False (the ReLU follows the BN)")
+def build_sevnet_stage(spec: StageSpec, sev, inplace_relu: bool = True) -> ResStage:
+    """A downsample module, then `spec.depth - 1` residual SEV modules (ResBlocks with an
+    identity shortcut) at the doubled width."""
+    def branch(dim: int, stride: Stride) -> SEVBranch:
+        return SEVBranch(dim, sev.BLOCK, sev.GROUP_WIDTH, stride, sev.R2PLUS1D_RATIO,
+                         sev.R3D_RATIO, sev.SE_REDUCTION if sev.SE else 0)
+
+    blocks = [SEVDownsampleModule(spec.dim_in, branch(spec.dim_in, spec.stride),
+                                  sev.SHORTCUT_POOL_KERNEL, sev.SHORTCUT_BN, sev.SHORTCUT_ACT,
+                                  sev.CONCAT_ORDER == "shortcut_main")]
+    for _ in range(1, spec.depth):
+        blocks.append(ResBlock(spec.dim_out, spec.dim_out, NO_STRIDE, branch(spec.dim_out, NO_STRIDE),
+                               inplace_relu=inplace_relu, post_add_relu=sev.POST_ADD_RELU))
+    return ResStage(blocks)
 
 
 @MODEL_REGISTRY.register()
@@ -169,29 +219,12 @@ class SEVNet(StagedNetwork):
     """SEVNet-G{SEVNET.GROUP_WIDTH}; input (N, 3, T, H, W) or [that tensor]."""
 
     def __init__(self, cfg):
-        super().__init__()
-        sev = cfg.SEVNET
-        _check_config(cfg)
-
-        dim = STEM_WIDTH_IN_GROUPS * sev.GROUP_WIDTH
-        self.s1 = nn.Sequential(OrderedDict(pathway0_stem=SEVStem(dim)))
-        for n, depth in enumerate(sev.DEPTHS, start=2):
-            modules = OrderedDict()
-            for i in range(depth):
-                stride = DOWNSAMPLE_STRIDE if i == 0 else (1, 1, 1)
-                branch = SEVBranch(dim, sev.BLOCK, sev.GROUP_WIDTH, stride, sev.R2PLUS1D_RATIO,
-                                   sev.R3D_RATIO, sev.SE_REDUCTION if sev.SE else 0)
-                if i == 0:
-                    modules[f"pathway0_res{i}"] = SEVDownsampleModule(
-                        dim, branch, sev.SHORTCUT_POOL_KERNEL, sev.SHORTCUT_BN, sev.SHORTCUT_ACT,
-                        sev.CONCAT_ORDER == "shortcut_main")
-                    dim *= 2
-                else:
-                    modules[f"pathway0_res{i}"] = SEVModule(branch, sev.POST_ADD_RELU)
-            self.add_module(f"s{n}", nn.Sequential(modules))
-
-        # T is never reduced, so the head window spans all NUM_FRAMES frames.
-        self.head = BasicHead(dim, cfg.MODEL.NUM_CLASSES,
-                              head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE),
-                              cfg.MODEL.DROPOUT_RATE, cfg.MODEL.HEAD_ACT)
-        init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
+        stem_dim, specs = sevnet_stage_specs(cfg)
+        super().__init__(
+            cfg,
+            stem=SEVStem(stem_dim),
+            stages=[build_sevnet_stage(spec, cfg.SEVNET, cfg.RESNET.INPLACE_RELU) for spec in specs],
+            # T is never reduced, so the head window spans all NUM_FRAMES frames.
+            head=BasicHead(specs[-1].dim_out, cfg.MODEL.NUM_CLASSES,
+                           head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE),
+                           cfg.MODEL.DROPOUT_RATE, cfg.MODEL.HEAD_ACT))

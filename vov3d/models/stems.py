@@ -27,18 +27,16 @@ def single_pathway_input(inputs: Union[torch.Tensor, Sequence[torch.Tensor]]) ->
 
 
 class X3DStem(nn.Module):
-    """X3D stem: 1xkxk spatial conv (strided), depthwise kt x1x1 temporal conv, BN, ReLU.
+    """X3D stem: 1x3x3 spatial conv (stride 2), depthwise 5x1x1 temporal conv, BN, ReLU.
 
     No max-pool and no temporal stride; used by X3D and VoV3D.
     """
 
-    def __init__(self, dim_in: int, dim_out: int, temporal_kernel: int = 5,
-                 spatial_kernel: int = 3, spatial_stride: int = 2):
+    def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
-        self.conv_xy = nn.Conv3d(dim_in, dim_out, (1, spatial_kernel, spatial_kernel),
-                                 stride=(1, spatial_stride, spatial_stride),
-                                 padding=(0, spatial_kernel // 2, spatial_kernel // 2), bias=False)
-        self.conv = ChannelwiseConv3d(dim_out, (temporal_kernel, 1, 1), padding=(temporal_kernel // 2, 0, 0))
+        self.conv_xy = nn.Conv3d(dim_in, dim_out, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1),
+                                 bias=False)
+        self.conv = ChannelwiseConv3d(dim_out, (5, 1, 1), padding=(2, 0, 0))
         self.bn = nn.BatchNorm3d(dim_out, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.relu = nn.ReLU(inplace=True)
 
@@ -58,33 +56,10 @@ class VideoModelStem(nn.Module):
         return self.pathway0_stem(single_pathway_input(inputs))
 
 
-class StagedNetwork(nn.Module):
-    """Base of the single-pathway networks: `s1` (stem), `s2`..`s5` (stages), `head`.
-
-    forward takes (N, 3, T, H, W) or a one-element list of it (PySlowFast's pathway list)
-    and returns (N, NUM_CLASSES): logits in training, the mean over head positions of
-    HEAD_ACT(scores) in eval. Normalisation is plain BatchNorm3d; BN.NORM_TYPE
-    sync_batchnorm is applied by the engine, which keeps the state dict unchanged.
-    """
-
-    def forward(self, inputs) -> torch.Tensor:
-        x = single_pathway_input(inputs)
-        for stage in (self.s1, self.s2, self.s3, self.s4, self.s5):
-            x = stage(x)
-        return self.head(x)
-
-
 def single_pathway_dim_in(cfg, model_name: str) -> int:
-    """Input channels of a single-pathway model, after checking the config keys that
-    would otherwise ask for something it cannot do."""
+    """Input channels of a single-pathway model (DATA.INPUT_CHANNEL_NUM has one entry)."""
     channels = list(cfg.DATA.INPUT_CHANNEL_NUM)
     if len(channels) != 1:
         raise ConfigError(f"DATA.INPUT_CHANNEL_NUM is {channels}: {model_name} has one pathway, "
                           "so it needs exactly one entry (e.g. [3]).")
-    if cfg.MODEL.ARCH not in cfg.MODEL.SINGLE_PATHWAY_ARCH:
-        raise ConfigError(f"MODEL.ARCH is {cfg.MODEL.ARCH!r}; {model_name} is a single-pathway "
-                          f"model, expected one of {list(cfg.MODEL.SINGLE_PATHWAY_ARCH)}.")
-    if any(len(index) for stage in cfg.NONLOCAL.LOCATION for index in stage):
-        raise ConfigError(f"NONLOCAL.LOCATION is {cfg.NONLOCAL.LOCATION}: {model_name} has no "
-                          "non-local blocks; leave every entry empty.")
     return channels[0]

@@ -8,22 +8,22 @@ A T-OSA module chains NUM_CONV D(2+1)D units and aggregates the block input (str
 blocks only) and every unit's output with one 1x1x1 conv.
 """
 import math
-from typing import List
+from dataclasses import dataclass
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
 
 from vov3d.config.merge import ConfigError
-from vov3d.models.heads import X3DHead, head_pool_size
+from vov3d.models.heads import x3d_head
+from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import SE, ChannelwiseConv3d, Swish
 from vov3d.models.registry import MODEL_REGISTRY
-from vov3d.models.resblock import ResBlock, ResStage, stage_drop_connect_rate
-from vov3d.models.stems import (BN_EPS, BN_MOMENTUM, StagedNetwork, VideoModelStem, X3DStem,
-                                single_pathway_dim_in)
-from vov3d.models.weight_init import init_weights, mark_final_bn
+from vov3d.models.resblock import ResStage, StageSpec, build_res_stage, stage_drop_connect_rate
+from vov3d.models.stems import BN_EPS, BN_MOMENTUM, X3DStem, single_pathway_dim_in
+from vov3d.models.weight_init import mark_final_bn
 
 SE_RATIO = 0.0625
-STEM_TEMPORAL_KERNEL = 5
 TRANS_FUNC = "t_osa_2plus1_transform"
 # Blocks per stage (s2..s5) for VOV3D.DEPTH; 31 is the current VoV3D-M (the first release
 # used (1, 1, 2, 2), selected with VOV3D.STAGE_DEPTHS).
@@ -39,7 +39,7 @@ class D2Plus1DUnit(nn.Module):
     """
 
     def __init__(self, dim_in: int, dim_inner: int, spatial_stride: int = 1, use_se: bool = True,
-                 temporal_dilation: int = 1, se_ratio: float = SE_RATIO):
+                 temporal_dilation: int = 1):
         super().__init__()
         dim_out = dim_inner // 2
         self.residual = dim_in == dim_out and spatial_stride == 1
@@ -54,7 +54,7 @@ class D2Plus1DUnit(nn.Module):
                                     dilation=(temporal_dilation, 1, 1))
         self.b_bn = nn.BatchNorm3d(dim_inner, eps=BN_EPS, momentum=BN_MOMENTUM)
         if use_se:
-            self.se = SE(dim_inner, se_ratio)
+            self.se = SE(dim_inner, SE_RATIO)
         self.b_relu = Swish()
         self.c = nn.Sequential(
             nn.Conv3d(dim_inner, dim_out, 1, bias=False),
@@ -99,6 +99,13 @@ class TOSAModule(nn.Module):
         return self.c_bn(self.c(torch.cat(outputs, dim=1)))
 
 
+@dataclass(frozen=True)
+class VoV3DStageSpec(StageSpec):
+    dim_inner: int
+    num_conv: int
+    temporal_dilation: int
+
+
 def vov3d_stage_depths(cfg) -> List[int]:
     explicit = list(cfg.VOV3D.STAGE_DEPTHS)
     if explicit:
@@ -119,49 +126,55 @@ def _per_stage(cfg, key: str, allowed, expected: str) -> List[int]:
     return [int(v[0]) for v in values]
 
 
+def vov3d_stage_specs(cfg) -> Tuple[int, List[VoV3DStageSpec]]:
+    """(stem width, per-stage specs) from the VOV3D.* / MODEL.* keys; stage n has inner
+    width INNER_CH * INNER_MULTIPLIER[n] and output width INNER_CH * OUT_MULTIPLIER[n]."""
+    v = cfg.VOV3D
+    if v.TRANS_FUNC != TRANS_FUNC:
+        raise ConfigError(f"VOV3D.TRANS_FUNC is {v.TRANS_FUNC!r}; the only VoV3D block is "
+                          f"{TRANS_FUNC!r}.")
+    if v.NUM_CONV < 1:
+        raise ConfigError(f"VOV3D.NUM_CONV is {v.NUM_CONV}; expected >= 1 D(2+1)D units.")
+    for key in ("INNER_MULTIPLIER", "OUT_MULTIPLIER"):
+        if len(v[key]) != 4:
+            raise ConfigError(f"VOV3D.{key} is {v[key]}; expected four values (s2..s5).")
+    depths = vov3d_stage_depths(cfg)
+    strides = _per_stage(cfg, "SPATIAL_STRIDES", (1, 2), "1 or 2, e.g. [[2], [2], [2], [2]]")
+    dilations = _per_stage(cfg, "TEMPORAL_DILATIONS", range(1, 1 << 16),
+                           "a positive integer, e.g. [[1], [1], [1], [1]]")
+    stem_dim = v.INNER_CH // 2
+    dim_in = stem_dim
+    specs = []
+    for stage in range(4):
+        dim_out = int(v.INNER_CH * v.OUT_MULTIPLIER[stage])
+        specs.append(VoV3DStageSpec(
+            depth=depths[stage], dim_in=dim_in, dim_out=dim_out,
+            stride=(1, strides[stage], strides[stage]),
+            drop_connect_rate=stage_drop_connect_rate(cfg.MODEL.DROPCONNECT_RATE, stage),
+            dim_inner=int(v.INNER_CH * v.INNER_MULTIPLIER[stage]), num_conv=v.NUM_CONV,
+            temporal_dilation=dilations[stage]))
+        dim_in = dim_out
+    return stem_dim, specs
+
+
+def build_vov3d_stage(spec: VoV3DStageSpec, inplace_relu: bool = True) -> ResStage:
+    """One stage of T-OSA blocks; only block 0 is strided."""
+    def tosa(i: int, dim_in: int, stride) -> TOSAModule:
+        return TOSAModule(dim_in, spec.dim_out, spec.dim_inner, stride[1], spec.num_conv,
+                          spec.temporal_dilation)
+    return build_res_stage(spec, tosa, inplace_relu)
+
+
 @MODEL_REGISTRY.register()
 class VoV3D(StagedNetwork):
     """VoV3D network built from the config (see StagedNetwork for forward and normalisation)."""
 
     def __init__(self, cfg):
-        super().__init__()
-        v = cfg.VOV3D
-        if v.TRANS_FUNC != TRANS_FUNC:
-            raise ConfigError(f"VOV3D.TRANS_FUNC is {v.TRANS_FUNC!r}; the only VoV3D block is "
-                              f"{TRANS_FUNC!r}.")
-        if v.NUM_CONV < 1:
-            raise ConfigError(f"VOV3D.NUM_CONV is {v.NUM_CONV}; expected >= 1 D(2+1)D units.")
-        for key in ("INNER_MULTIPLIER", "OUT_MULTIPLIER"):
-            if len(v[key]) != 4:
-                raise ConfigError(f"VOV3D.{key} is {v[key]}; expected four values (s2..s5).")
         dim_in = single_pathway_dim_in(cfg, "VoV3D")
-        depths = vov3d_stage_depths(cfg)
-        strides = _per_stage(cfg, "SPATIAL_STRIDES", (1, 2), "1 or 2, e.g. [[2], [2], [2], [2]]")
-        dilations = _per_stage(cfg, "TEMPORAL_DILATIONS", range(1, 1 << 16),
-                               "a positive integer, e.g. [[1], [1], [1], [1]]")
-        c = v.INNER_CH
-        stem_dim = c // 2
-        self.s1 = VideoModelStem(X3DStem(dim_in, stem_dim, STEM_TEMPORAL_KERNEL))
-        dim_in = stem_dim
-        for stage in range(4):
-            dim_out = int(c * v.OUT_MULTIPLIER[stage])
-            dim_inner = int(c * v.INNER_MULTIPLIER[stage])
-            drop = stage_drop_connect_rate(cfg.MODEL.DROPCONNECT_RATE, stage)
-            blocks = []
-            for i in range(depths[stage]):
-                block_in = dim_in if i == 0 else dim_out
-                stride = strides[stage] if i == 0 else 1
-                tosa = TOSAModule(block_in, dim_out, dim_inner, stride, v.NUM_CONV, dilations[stage])
-                blocks.append(ResBlock(block_in, dim_out, stride, tosa, drop, cfg.RESNET.INPLACE_RELU))
-            self.add_module(f"s{stage + 2}", ResStage(blocks))
-            dim_in = dim_out
-        # The head's own keys are X3D's, as in the reference (vov3d_x3d.md 11.8), so reference
-        # command lines such as `X3D.DIM_C5 1024` build the same head.
-        self.head = X3DHead(
-            dim_in=dim_in, dim_inner=int(c * v.INNER_MULTIPLIER[-1]), dim_out=cfg.X3D.DIM_C5,
-            num_classes=cfg.MODEL.NUM_CLASSES,
-            pool_size=head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE,
-                                     spatial_stride=2 * math.prod(strides)),
-            dropout_rate=cfg.MODEL.DROPOUT_RATE, act_func=cfg.MODEL.HEAD_ACT,
-            bn_lin5_on=cfg.X3D.BN_LIN5)
-        init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
+        stem_dim, specs = vov3d_stage_specs(cfg)
+        spatial_stride = 2 * math.prod(spec.stride[1] for spec in specs)
+        super().__init__(
+            cfg,
+            stem=X3DStem(dim_in, stem_dim),
+            stages=[build_vov3d_stage(spec, cfg.RESNET.INPLACE_RELU) for spec in specs],
+            head=x3d_head(cfg, specs[-1].dim_out, specs[-1].dim_inner, spatial_stride))

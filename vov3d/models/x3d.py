@@ -12,33 +12,28 @@ import torch
 import torch.nn as nn
 
 from vov3d.config.merge import ConfigError
-from vov3d.models.heads import X3DHead, head_pool_size
+from vov3d.models.heads import x3d_head
+from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import SE, ChannelwiseConv3d, Swish, round_width
 from vov3d.models.registry import MODEL_REGISTRY
-from vov3d.models.resblock import ResBlock, ResStage, stage_drop_connect_rate
-from vov3d.models.stems import (BN_EPS, BN_MOMENTUM, StagedNetwork, VideoModelStem, X3DStem,
-                                single_pathway_dim_in)
-from vov3d.models.weight_init import init_weights, mark_final_bn
+from vov3d.models.resblock import ResStage, StageSpec, build_res_stage, stage_drop_connect_rate
+from vov3d.models.stems import BN_EPS, BN_MOMENTUM, X3DStem, single_pathway_dim_in
+from vov3d.models.weight_init import mark_final_bn
 
 SE_RATIO = 0.0625
-STEM_TEMPORAL_KERNEL = 5
 BLOCK_TEMPORAL_KERNEL = 3
+TRANS_FUNC = "x3d_transform"
 # Blocks per stage before DEPTH_FACTOR, and the stage-wise doubling of the base width.
 _BASE_DEPTHS = (1, 2, 5, 3)
 _STAGE_EXPANSION = 2.0
-_STAGE_STRIDE = 2
+_STAGE_STRIDE = (1, 2, 2)
 
 
 @dataclass(frozen=True)
-class X3DStageSpec:
-    depth: int
-    dim_in: int
-    dim_out: int
+class X3DStageSpec(StageSpec):
     dim_inner: int
-    spatial_stride: int
     dilation: int
     groups: int
-    drop_connect_rate: float
 
 
 def round_repeats(repeats: int, multiplier: float) -> int:
@@ -50,6 +45,9 @@ def round_repeats(repeats: int, multiplier: float) -> int:
 
 def x3d_stage_specs(cfg) -> Tuple[int, List[X3DStageSpec]]:
     """(stem width, per-stage specs) from the X3D.* / RESNET.* / MODEL.* keys."""
+    if cfg.RESNET.TRANS_FUNC != TRANS_FUNC:
+        raise ConfigError(f"RESNET.TRANS_FUNC is {cfg.RESNET.TRANS_FUNC!r}; X3D is built from "
+                          f"{TRANS_FUNC!r} blocks.")
     x = cfg.X3D
     stem_dim = round_width(x.DIM_C1, x.WIDTH_FACTOR)
     base = round_width(x.DIM_C1, _STAGE_EXPANSION) if x.SCALE_RES2 else x.DIM_C1
@@ -62,17 +60,14 @@ def x3d_stage_specs(cfg) -> Tuple[int, List[X3DStageSpec]]:
         dim_inner = int(x.BOTTLENECK_FACTOR * dim_out)
         groups = dim_inner if x.CHANNELWISE_3x3x3 else cfg.RESNET.NUM_GROUPS
         if dim_inner % groups:
-            raise ConfigError(f"RESNET.NUM_GROUPS {groups} must divide the stage-{stage + 2} inner "
-                              f"width {dim_inner} when X3D.CHANNELWISE_3x3x3 is False.")
+            raise ConfigError(f"RESNET.NUM_GROUPS is {groups}; it must divide the stage-{stage + 2} "
+                              f"inner width {dim_inner} when X3D.CHANNELWISE_3x3x3 is False.")
         specs.append(X3DStageSpec(
-            depth=round_repeats(base_depth, x.DEPTH_FACTOR),
-            dim_in=dim_in, dim_out=dim_out, dim_inner=dim_inner,
-            spatial_stride=_STAGE_STRIDE,
-            dilation=_stage_dilation(cfg, stage),
-            groups=groups,
+            depth=round_repeats(base_depth, x.DEPTH_FACTOR), dim_in=dim_in, dim_out=dim_out,
+            stride=_STAGE_STRIDE,
             drop_connect_rate=stage_drop_connect_rate(cfg.MODEL.DROPCONNECT_RATE, stage,
                                                       len(_BASE_DEPTHS)),
-        ))
+            dim_inner=dim_inner, dilation=_stage_dilation(cfg, stage), groups=groups))
         dim_in = dim_out
     return stem_dim, specs
 
@@ -94,21 +89,21 @@ class X3DBottleneck(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int, dim_inner: int, spatial_stride: int = 1,
                  use_se: bool = True, groups: int = None, dilation: int = 1,
-                 stride_1x1: bool = False, temporal_kernel: int = BLOCK_TEMPORAL_KERNEL,
-                 se_ratio: float = SE_RATIO):
+                 stride_1x1: bool = False):
         super().__init__()
         groups = dim_inner if groups is None else groups
         s_a, s_b = (spatial_stride, 1) if stride_1x1 else (1, spatial_stride)
         self.a = nn.Conv3d(dim_in, dim_inner, 1, stride=(1, s_a, s_a), bias=False)
         self.a_bn = nn.BatchNorm3d(dim_inner, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.a_relu = nn.ReLU(inplace=True)
-        b_args = dict(kernel_size=(temporal_kernel, 3, 3), stride=(1, s_b, s_b),
-                      padding=(temporal_kernel // 2, dilation, dilation), dilation=(1, dilation, dilation))
+        b_args = dict(kernel_size=(BLOCK_TEMPORAL_KERNEL, 3, 3), stride=(1, s_b, s_b),
+                      padding=(BLOCK_TEMPORAL_KERNEL // 2, dilation, dilation),
+                      dilation=(1, dilation, dilation))
         self.b = (ChannelwiseConv3d(dim_inner, **b_args) if groups == dim_inner else
                   nn.Conv3d(dim_inner, dim_inner, groups=groups, bias=False, **b_args))
         self.b_bn = nn.BatchNorm3d(dim_inner, eps=BN_EPS, momentum=BN_MOMENTUM)
         if use_se:
-            self.se = SE(dim_inner, se_ratio)
+            self.se = SE(dim_inner, SE_RATIO)
         self.b_relu = Swish()
         self.c = nn.Conv3d(dim_inner, dim_out, 1, bias=False)
         self.c_bn = mark_final_bn(nn.BatchNorm3d(dim_out, eps=BN_EPS, momentum=BN_MOMENTUM))
@@ -125,15 +120,10 @@ class X3DBottleneck(nn.Module):
 def build_x3d_stage(spec: X3DStageSpec, stride_1x1: bool = False,
                     inplace_relu: bool = True) -> ResStage:
     """One stage; SE sits on the even block indices, only block 0 is strided."""
-    blocks = []
-    for i in range(spec.depth):
-        dim_in = spec.dim_in if i == 0 else spec.dim_out
-        stride = spec.spatial_stride if i == 0 else 1
-        branch2 = X3DBottleneck(dim_in, spec.dim_out, spec.dim_inner, stride, use_se=(i % 2 == 0),
-                                groups=spec.groups, dilation=spec.dilation, stride_1x1=stride_1x1)
-        blocks.append(ResBlock(dim_in, spec.dim_out, stride, branch2, spec.drop_connect_rate,
-                               inplace_relu))
-    return ResStage(blocks)
+    def bottleneck(i: int, dim_in: int, stride) -> X3DBottleneck:
+        return X3DBottleneck(dim_in, spec.dim_out, spec.dim_inner, stride[1], use_se=(i % 2 == 0),
+                             groups=spec.groups, dilation=spec.dilation, stride_1x1=stride_1x1)
+    return build_res_stage(spec, bottleneck, inplace_relu)
 
 
 @MODEL_REGISTRY.register()
@@ -141,23 +131,12 @@ class X3D(StagedNetwork):
     """X3D network built from the config (see StagedNetwork for forward and normalisation)."""
 
     def __init__(self, cfg):
-        super().__init__()
-        if cfg.RESNET.TRANS_FUNC != "x3d_transform":
-            raise ConfigError(f"RESNET.TRANS_FUNC is {cfg.RESNET.TRANS_FUNC!r}; X3D is built from "
-                              "'x3d_transform' blocks.")
         dim_in = single_pathway_dim_in(cfg, "X3D")
         stem_dim, specs = x3d_stage_specs(cfg)
-        self.stage_specs = specs
-        self.s1 = VideoModelStem(X3DStem(dim_in, stem_dim, STEM_TEMPORAL_KERNEL))
-        for stage, spec in enumerate(specs):
-            self.add_module(f"s{stage + 2}", build_x3d_stage(spec, cfg.RESNET.STRIDE_1X1,
-                                                             cfg.RESNET.INPLACE_RELU))
-        total_stride = 2 * math.prod(s.spatial_stride for s in specs)
-        self.head = X3DHead(
-            dim_in=specs[-1].dim_out, dim_inner=specs[-1].dim_inner, dim_out=cfg.X3D.DIM_C5,
-            num_classes=cfg.MODEL.NUM_CLASSES,
-            pool_size=head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE,
-                                     spatial_stride=total_stride),
-            dropout_rate=cfg.MODEL.DROPOUT_RATE, act_func=cfg.MODEL.HEAD_ACT,
-            bn_lin5_on=cfg.X3D.BN_LIN5)
-        init_weights(self, cfg.MODEL.FC_INIT_STD, cfg.RESNET.ZERO_INIT_FINAL_BN)
+        spatial_stride = 2 * math.prod(spec.stride[1] for spec in specs)
+        super().__init__(
+            cfg,
+            stem=X3DStem(dim_in, stem_dim),
+            stages=[build_x3d_stage(spec, cfg.RESNET.STRIDE_1X1, cfg.RESNET.INPLACE_RELU)
+                    for spec in specs],
+            head=x3d_head(cfg, specs[-1].dim_out, specs[-1].dim_inner, spatial_stride))

@@ -12,3 +12,26 @@ class UserError(Exception):
     Subclasses take one message argument: PyTorch re-raises an exception from a DataLoader
     worker in the main process as `type(error)(message)`.
     """
+
+
+def original_message(error: BaseException) -> str:
+    """The message `error` was raised with, also when a DataLoader worker raised it.
+
+    PyTorch re-raises a worker's exception in the main process as `type(error)(text)`, the
+    text quoting the worker's traceback, which ends with the line `<module>.<Class>: <message>`
+    for exactly this class. That line is the one place where the message survives, so it is
+    read back from there.
+    """
+    text = str(error)
+    if not (text.startswith("Caught ") and "\nOriginal Traceback (most recent call last):" in text):
+        return text
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else \
+        f"{kind.__module__}.{kind.__qualname__}"
+    start = text.rfind(f"\n{name}: ")
+    return text[start + len(name) + 3:].strip() if start >= 0 else text
+
+
+def describe(error: BaseException) -> str:
+    """`Name: message`, the one line a user error is reported as."""
+    return f"{type(error).__name__}: {original_message(error)}"

@@ -1,7 +1,7 @@
 """Writing files so that an interrupted job never leaves a half-written one behind."""
 import os
 import tempfile
-from typing import IO, Callable
+from typing import IO, Callable, Optional
 
 
 def current_umask() -> int:
@@ -60,3 +60,21 @@ def _fsync_dir(folder: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def unwritable_reason(directory: str) -> Optional[str]:
+    """Why files cannot be written in `directory` (or created with it), None if they can.
+    A real file is created and removed: permission bits alone say nothing for root, and
+    read-only mounts, immutable folders and full quotas only show when writing."""
+    existing = directory
+    while not os.path.isdir(existing):
+        if os.path.exists(existing):
+            return f"'{existing}' is a file, not a directory"
+        existing = os.path.dirname(existing) or "."
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".vov3d-write-test-")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as e:
+        return f"cannot create files in '{existing}': {e.strerror or e}"
+    return None

@@ -1,5 +1,16 @@
 """A name -> class table whose look-ups ignore case, as dataset names do in PySlowFast."""
-from typing import Callable, Dict, List, Type
+import contextlib
+import difflib
+from typing import Callable, Dict, Iterator, List, Type
+
+from vov3d.utils.errors import UserError
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name no class is registered under; the message lists the names and the closest one."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # KeyError would quote the message
 
 
 class Registry:
@@ -21,10 +32,26 @@ class Registry:
         try:
             return self._entries[name.lower()]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} '{name}'; registered: {', '.join(self.names())}.") from None
+            msg = f"unknown {self.kind} '{name}'; registered: {', '.join(self.names())}."
+            close = difflib.get_close_matches(name.lower(), list(self._entries), n=1, cutoff=0.6)
+            if close:
+                cls_name = self._entries[close[0]].__name__
+                msg += f" Did you mean '{cls_name if cls_name.lower() == close[0] else close[0]}'?"
+            raise UnknownNameError(msg) from None
 
     def names(self) -> List[str]:
         return sorted(obj.__name__ for obj in self._entries.values())
 
     def __contains__(self, name: str) -> bool:
         return name.lower() in self._entries
+
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator["Registry"]:
+        """Entries registered inside the `with` block are removed when it ends, so tests can
+        register toy classes without leaving them in the package's registry."""
+        saved = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries.clear()
+            self._entries.update(saved)
