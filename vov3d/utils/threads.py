@@ -120,15 +120,30 @@ def tool_budget(threads: int = 0, environ: Optional[Mapping[str, str]] = None) -
     return plan_threads(usable_cores(), 1, 0, os.environ if environ is None else environ)
 
 
+_process_threads = 0  # intra-op threads last set for this process (0: not yet)
+
+
 def set_process_threads(threads: int) -> None:
     """Intra-op threads of torch in this process; OpenCV runs one thread (its pool would
     compete with torch's for the same cores)."""
     import cv2
     import torch
 
+    global _process_threads
+    _process_threads = threads
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     cv2.setNumThreads(1)
+
+
+def follow_process_threads() -> None:
+    """In a helper thread that runs torch (the demo's model thread): take the process's
+    current intra-op threads. Torch keeps a count per thread, fixed when the thread first
+    runs an op, so a later change made in the loop's thread would not reach it."""
+    import torch
+
+    if _process_threads and torch.get_num_threads() != _process_threads:
+        torch.set_num_threads(_process_threads)
 
 
 _logged = set()
