@@ -21,6 +21,8 @@ REFERENCE_LISTINGS = (
 )
 
 torch.set_num_threads(1)
+# Tools and the demo run in-process in some tests: their thread budget keeps this one thread.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from vov3d.datasets.loader import construct_loader, set_epoch, videos_per_test_b
 from vov3d.engine.input_step import InputStep
 from vov3d.utils.errors import describe
 from vov3d.utils.processes import per_process_batch
+from vov3d.utils.threads import apply_worker_budget
 
 
 class LoaderSetupError(ValueError):
@@ -308,8 +309,9 @@ def main(argv=None) -> int:
                       add_arguments=add_tool_arguments)
     cfg = load_config(args)
     cfg.defrost()
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)  # one thread per process, like the reference's torch resize here
+    # One thread for torch and OpenCV, as in a loader worker (and the reference's torch
+    # resize here); the loaders' own workers set their budget themselves.
+    apply_worker_budget()
     random.seed(cfg.RNG_SEED)
     np.random.seed(cfg.RNG_SEED)
     try:

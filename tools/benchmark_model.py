@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from vov3d.config import ConfigError, load_config, parse_args
+from vov3d.utils.threads import apply_budget, tool_budget
 
 MEMORY_FORMATS = {"default": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
 
@@ -235,7 +236,8 @@ def format_table(rows: List[Dict[str, object]]) -> str:
 
 
 def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0 = the thread budget: OMP_NUM_THREADS, else the usable cores)")
     parser.add_argument("--mode", choices=sorted(MODES), default="clip")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=10, help="timed runs (the median is reported)")
@@ -262,8 +264,12 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"benchmark_model.py: config error: {e}", file=sys.stderr)
         return 2
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    try:
+        budget = tool_budget(args.threads)
+    except ValueError as e:
+        print(f"benchmark_model.py: {e}", file=sys.stderr)
+        return 2
+    apply_budget(budget, log=False)
     from vov3d.utils.errors import UserError, describe
 
     try:
@@ -278,7 +284,7 @@ def main(argv=None) -> int:
         print(f"benchmark_model.py: {describe(e)}", file=sys.stderr)
         return 1
     print(f"{cfg.MODEL.MODEL_NAME} from {args.cfg_file}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {args.runs} runs after {args.warmup} warm-up")
+          f"{torch.get_num_threads()} threads (set by {budget.source}); median of {args.runs} runs after {args.warmup} warm-up")
     print(format_table(rows))
     return 0
 

@@ -110,7 +110,13 @@ def main(argv=None) -> int:
     from vov3d.engine.checkpointer import NoCheckpointError
     from vov3d.export.check import ExportCheckError
     from vov3d.utils.errors import UserError, describe
+    from vov3d.utils.threads import apply_budget, tool_budget
 
+    try:
+        apply_budget(tool_budget(), log=False)  # the check runs the model and the exported file
+    except ValueError as e:
+        print(f"export_model.py: {e}", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args)
         print(export(args, cfg))

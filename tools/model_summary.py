@@ -23,6 +23,13 @@ def main(argv=None) -> int:
     from vov3d.engine.preflight import check_registered_names
     from vov3d.models import build_model
     from vov3d.models.complexity import complexity_summary, format_complexity
+    from vov3d.utils.threads import apply_budget, tool_budget
+
+    try:
+        apply_budget(tool_budget(), log=False)  # fvcore's counts run a real forward pass
+    except ValueError as e:
+        print(f"model_summary.py: {e}", file=sys.stderr)
+        return 2
 
     try:
         check_registered_names(cfg, datasets=False)

@@ -40,6 +40,7 @@ from vov3d.config import ConfigError, load_config, parse_args
 from vov3d.demo.inputs import centre_crop, frame_input
 from vov3d.demo.sources import FileSource, FrameSampler
 from vov3d.engine.input_step import InputStep
+from vov3d.utils.threads import apply_budget, tool_budget
 
 STREAMABLE = ("X3D", "CoX3D")
 
@@ -55,7 +56,8 @@ def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predict-at", type=int, default=-1,
                         help="print only the output at this sampled frame (0-based)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (0 = torch's default; 1 is fastest on a busy CPU)")
+                        help="torch threads (0 = the thread budget: OMP_NUM_THREADS, else the usable "
+                             "cores; 1 is fastest on a busy CPU)")
 
 
 def sampled_frames(source, cfg) -> Iterator[Tuple[float, np.ndarray]]:
@@ -139,6 +141,11 @@ def main(argv=None) -> int:
     if args.every < 1 or args.topk < 1:
         print("stream_net.py: --every and --topk must be >= 1.", file=sys.stderr)
         return 2
+    try:
+        apply_budget(tool_budget(args.threads), log=False)
+    except ValueError as e:
+        print(f"stream_net.py: {e}", file=sys.stderr)
+        return 2
     from vov3d.engine.checkpointer import NoCheckpointError
     from vov3d.utils.errors import UserError
 
@@ -147,8 +154,6 @@ def main(argv=None) -> int:
         if cfg.MODEL.MODEL_NAME.lower() not in [n.lower() for n in STREAMABLE]:
             raise ConfigError(f"MODEL.MODEL_NAME is {cfg.MODEL.MODEL_NAME!r}; streaming runs "
                               f"CoX3D (or an X3D config, whose weights it shares).")
-        if args.threads > 0:
-            torch.set_num_threads(args.threads)
         loaded = load_streaming_model(args, cfg)
     except (ConfigError, NoCheckpointError) as e:
         print(f"stream_net.py: config error: {e}", file=sys.stderr)

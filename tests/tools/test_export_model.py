@@ -84,3 +84,11 @@ def test_bad_input_is_refused_before_tracing(tool, tmp_path, x3d_checkpoint, cap
     refused(1, "MissingExtraError: ONNX export needs the package(s) onnx, onnxscript, not installed here: pip "
             "install 'vov3d[export]'",
             "--format", "onnx", "--checkpoint", x3d_checkpoint)
+
+
+def test_a_malformed_thread_variable_is_refused_before_the_config(tool, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")
+    assert tool.main(argv("X3D", "--format", "torchscript", "--out", str(tmp_path / "x.pt"))) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("export_model.py: OMP_NUM_THREADS='0' in the environment: expected a whole number")
+    assert not (tmp_path / "x.pt").exists()

@@ -71,6 +71,7 @@ def test_benchmark_prints_a_row_per_batch_and_memory_format(capsys):
         torch.set_num_threads(threads)
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
+    assert ", 1 threads (set by --threads);" in lines[0]
     rows = [l for l in lines if l.startswith("clip |")]
     assert len(rows) == 4
     assert {tuple(c.strip() for c in r.split("|")[2:4]) for r in rows} == {

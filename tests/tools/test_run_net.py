@@ -69,6 +69,9 @@ def test_killed_training_resumes_and_finishes_then_tests(toy, tmp_path):
 
     log = _run(cmd)
     assert "Weights source: auto-resume from" in log
+    # Train and test in one process: the thread budget is applied to both, logged once.
+    assert log.count("Threads: ") == 1 and "1 intra-op thread(s) per process" in log
+    assert "(main threads set by OMP_NUM_THREADS=1)" in log
     assert "top-5 (= top-2, all classes)" in log  # 2 classes: top-5 is not a real top-5
     resumed_from = int(log.split("Start epoch: ")[1].split(" ")[0])
     assert resumed_from in (2, 3)

@@ -32,6 +32,7 @@ from vov3d.datasets import sampling, transform
 from vov3d.datasets.decoder import FrameBank
 from vov3d.datasets.failures import BAD_FILES_NAME, DataLoadError, FailureLog
 from vov3d.utils.seeding import sample_seed, seed_python_and_numpy
+from vov3d.utils.threads import budget_for
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.num_spatial_crops = cfg.TEST.NUM_SPATIAL_CROPS if split == "test" else 1
         self.deterministic_val = split == "val" and cfg.DATA.DETERMINISTIC_VAL
         self.failures = FailureLog(cfg.OUTPUT_DIR)
+        self.decode_threads = budget_for(cfg).decode_threads  # FFmpeg threads per video
         self._short_warned: Set[str] = set()  # per process: each worker starts with its own copy
         self._sample_seeds: Optional[Tuple[int, int, str]] = None
         self.index = self.load_index(cfg, split)

@@ -212,14 +212,17 @@ def index_frames(frames: Sequence, choose: Callable[[int], List[np.ndarray]],
         bank.clips.append(keys)
 
 
-def _open(path: str, multi_thread: bool):
+def _open(path: str, threads: int):
     _check_file(path)
     container = av.open(path)
     if not container.streams.video:
         container.close()
         raise DecodeError(f"no video stream in {path}")
     stream = container.streams.video[0]
-    if multi_thread:
+    # FFmpeg's default (0) starts a thread per core in every decoder, whatever the process's
+    # share of the cores; frame and slice threads only when the budget gives more than one.
+    stream.thread_count = threads
+    if threads > 1:
         stream.thread_type = "AUTO"
     return container, stream
 
@@ -272,10 +275,11 @@ def _torchvision_frames(path: str, fmt: str) -> Tuple[List[np.ndarray], float]: 
 
 
 def decode_clips(path: str, clips: Sequence[Tuple[int, int]], spec: TemporalSpec,
-                 fmt: str = "rgb24", multi_thread: bool = False, rng=None,
+                 fmt: str = "rgb24", threads: int = 1, rng=None,
                  backend: str = "pyav") -> FrameBank:
     """Decode clips `(clip_idx, num_clips)` of a video file in one pass (clip_idx -1 =
-    random window drawn with `rng`, a `random.Random`-like object)."""
+    random window drawn with `rng`, a `random.Random`-like object) with `threads` FFmpeg
+    threads."""
     bank = FrameBank({}, [])
 
     def choose(available: int) -> List[np.ndarray]:
@@ -295,7 +299,7 @@ def decode_clips(path: str, clips: Sequence[Tuple[int, int]], spec: TemporalSpec
             bank.decoded = len(frames)
             index_frames(frames, choose, lambda f: f, bank)
             return bank
-        container, stream = _open(path, multi_thread)
+        container, stream = _open(path, threads)
         with container:
             bank.fps = float(stream.average_rate or stream.guessed_rate or 0)
             if bank.fps <= 0:
@@ -318,7 +322,7 @@ def decode_clips(path: str, clips: Sequence[Tuple[int, int]], spec: TemporalSpec
         bank.frames.clear()
         bank.clips.clear()
         # A fresh container: no seek position, skip_frame setting or buffered frame carries over.
-        container, stream = _open(path, multi_thread)
+        container, stream = _open(path, threads)
         with container:
             _index_whole(container, stream, choose, fmt, bank)
         return bank
@@ -353,12 +357,12 @@ def _decode_clip_windows(container, stream, clips: Sequence[Tuple[int, int]], sp
 
 
 def decode_indexed(path: str, choose: Callable[[int], List[np.ndarray]], fmt: str = "rgb24",
-                   multi_thread: bool = False) -> FrameBank:
+                   threads: int = 1) -> FrameBank:
     """Decode a whole video file and cut clips by frame index: `choose(num_frames)` returns
     one index array per clip (Something-Something segment sampling on `.webm` files)."""
     bank = FrameBank({}, [])
     with _naming_errors(path):
-        container, stream = _open(path, multi_thread)
+        container, stream = _open(path, threads)
         with container:
             bank.fps = float(stream.average_rate or 0)
             _index_whole(container, stream, choose, fmt, bank)
@@ -383,12 +387,13 @@ class VideoFrames:
     for streams and long files, where no window is known in advance and nothing but the
     current frame is held. Opening checks the file and reads its metadata (fps, size,
     frame count: 0 when the container does not say) without decoding; any failure is a
-    DecodeError naming the file. Undecodable packets are skipped as in the clip decoder."""
+    DecodeError naming the file. Undecodable packets are skipped as in the clip decoder.
+    FFmpeg decodes with `threads` threads."""
 
-    def __init__(self, path: str, fmt: str = "rgb24", multi_thread: bool = False):
+    def __init__(self, path: str, fmt: str = "rgb24", threads: int = 1):
         self.path, self._fmt = path, fmt
         with _naming_errors(path):
-            self._container, stream = _open(path, multi_thread)
+            self._container, stream = _open(path, threads)
             self._stream = stream
             self.fps = float(stream.average_rate or stream.guessed_rate or 0)
             if self.fps <= 0:

@@ -81,8 +81,7 @@ class SegmentDataset(ClipDataset):
         if self.index.frames is None:
             path = self._paths[index]
             require_sample_file(path)
-            return decoder.decode_indexed(path, choose, "bgr24",
-                                          self.cfg.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE)
+            return decoder.decode_indexed(path, choose, "bgr24", self.decode_threads)
         bank = decoder.FrameBank({}, [])
         decoder.index_frames(self.index.frames[index], choose, read_image, bank)
         bank.decoded = len(bank.frames)

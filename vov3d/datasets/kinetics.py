@@ -53,6 +53,5 @@ class Kinetics(ClipDataset):
         spec = self._spec
         if any(c == CENTRE_CLIP for c, _ in clips):
             spec = decoder.TemporalSpec(spec.num_frames, spec.sampling_rate, spec.target_fps, True)
-        return decoder.decode_clips(path, requests, spec, "rgb24",
-                                    self.cfg.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE,
+        return decoder.decode_clips(path, requests, spec, "rgb24", self.decode_threads,
                                     backend=self._backend)

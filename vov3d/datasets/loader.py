@@ -1,4 +1,4 @@
-"""DataLoader construction: batch sizes per process, samplers, worker seeding.
+"""DataLoader construction: batch sizes per process, samplers, worker seeding and threads.
 
 Augmentation randomness comes from Python `random` and numpy. A training item re-seeds
 both from (RNG_SEED, epoch, stream, item index) before it is made (`seed_samples`), so its
@@ -22,6 +22,7 @@ from vov3d.config.merge import ConfigError
 from vov3d.utils import comm
 from vov3d.utils.processes import per_process_batch, processes_per_machine
 from vov3d.utils.seeding import epoch_seed, order_seed, seed_python_and_numpy
+from vov3d.utils.threads import apply_worker_budget
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,13 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+def init_worker(worker_id: int) -> None:
+    """Worker init: the worker's thread budget (one thread: the workers are the loading
+    parallelism), then its seeds."""
+    apply_worker_budget()
+    seed_worker(worker_id)
+
+
 def videos_per_test_batch(cfg: CfgNode, num_views: int) -> int:
     """Test items hold all K views of a video: as many videos as fit the per-process batch."""
     return max(1, per_process_batch(cfg, "test") // num_views)
@@ -136,7 +144,7 @@ def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
         num_workers=cfg.DATA_LOADER.NUM_WORKERS,
         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
         drop_last=split == "train",
-        worker_init_fn=seed_worker,
+        worker_init_fn=init_worker,
         generator=generator,
         persistent_workers=False,  # fresh workers per epoch: bounded RAM, per-epoch seeds
     )

@@ -20,6 +20,7 @@ from vov3d.demo.sources import Frame, open_source, read_ahead
 from vov3d.engine.inference import InferenceModel, load_inference_model
 from vov3d.visualization.video import prediction_lines
 from vov3d.utils.files import unwritable_reason
+from vov3d.utils.threads import apply_budget, follow_process_threads, governed, tool_budget
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +121,12 @@ class Runner:
             prediction, self._pending = self._pending.result(), None
             done = [prediction] if prediction is not None else []
         if job is not None and self._pending is None:
-            self._pending = self._pool.submit(self.predictor.run, job)
+            self._pending = self._pool.submit(self._run_in_pool, job)
         return done
+
+    def _run_in_pool(self, job) -> Optional[Prediction]:
+        follow_process_threads()  # the governor sets the loop thread's count
+        return self.predictor.run(job)
 
     def finish(self) -> List[Prediction]:
         if self._pool is None:
@@ -140,6 +145,11 @@ def _fit(image: np.ndarray, size) -> np.ndarray:
 def run_demo(cfg: CfgNode) -> DemoResult:
     """Check, load the model, open the input, and label every frame of it."""
     check_demo(cfg)
+    try:  # one process without loader workers: its share of the cores, following the load
+        budget = tool_budget()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    apply_budget(budget)
     inference = load_inference_model(cfg, cfg.DEMO.LABEL_FILE_PATH, "DEMO.LABEL_FILE_PATH")
     logger.info("Class names: %s.", inference.names_origin)
     if inference.names_warning:
@@ -178,7 +188,7 @@ def _label_frames(cfg: CfgNode, inference: InferenceModel, source) -> DemoResult
         rows.write(prediction.frame, prediction.seconds, overlay.show(prediction, shown_at), prediction.window)
 
     try:
-        for frame in frames:
+        for frame in governed(frames):
             for prediction in runner.feed(frame):
                 record(prediction, frame.index)
             lines = overlay.lines_at(frame.index, predictor.status(frame.index + 1))

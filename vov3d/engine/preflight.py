@@ -1,5 +1,6 @@
-"""Everything a job can be refused for before any work: devices, the batch split, model and
-dataset names, the test lists and results path, and every directory the run will write.
+"""Everything a job can be refused for before any work: devices, the batch split, thread
+settings, model and dataset names, the test lists and results path, and every directory
+the run will write.
 
 `check_job` runs in the launcher, before a model is built or a process spawned, so a wrong
 setting costs seconds, not an epoch, and a refused run leaves no OUTPUT_DIR behind.
@@ -15,6 +16,7 @@ from vov3d.datasets.failures import BAD_FILES_NAME
 from vov3d.engine.mixup import MixUp
 from vov3d.utils.files import unwritable_reason
 from vov3d.utils.processes import per_process_batch
+from vov3d.utils.threads import budget_for
 
 
 def launched_by_torchrun() -> bool:
@@ -55,6 +57,14 @@ def check_process_batches(cfg: CfgNode) -> None:
                           f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} gives each process 1 clip; raise "
                           "TRAIN.BATCH_SIZE (with TRAIN.GRAD_ACCUMULATION_STEPS to keep the effective "
                           "batch), or set MIXUP.ALPHA and MIXUP.CUTMIX_ALPHA 0 for label smoothing alone.")
+
+
+def check_thread_settings(cfg: CfgNode) -> None:
+    """A malformed OMP_NUM_THREADS / MKL_NUM_THREADS stops the job before any work."""
+    try:
+        budget_for(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_registered_names(cfg: CfgNode, datasets: bool = True) -> None:
@@ -199,6 +209,7 @@ def check_job(cfg: CfgNode) -> None:
     """All of the above, reading before creating: a refused run creates no OUTPUT_DIR."""
     check_devices(cfg)
     check_process_batches(cfg)
+    check_thread_settings(cfg)
     check_registered_names(cfg)
     check_output_dir(cfg)
     if cfg.TEST.ENABLE:

@@ -11,14 +11,17 @@ from vov3d.engine.logging import setup_logging
 from vov3d.engine.preflight import tensorboard_dir
 from vov3d.utils import comm
 from vov3d.utils.seeding import seed_all
+from vov3d.utils.threads import apply_budget, budget_for
 
 logger = logging.getLogger(__name__)
 
 
 def setup_process(cfg: CfgNode) -> None:
-    """Same seed on every rank (identical initial weights), logging by process role."""
+    """Same seed on every rank (identical initial weights), logging by process role, the
+    process's thread budget."""
     seed_all(cfg.RNG_SEED)
     setup_logging(cfg.OUTPUT_DIR, is_master=comm.is_master_proc(), is_root=comm.is_root_proc())
+    apply_budget(budget_for(cfg))
 
 
 def device(cfg: CfgNode) -> torch.device:

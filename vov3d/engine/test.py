@@ -22,6 +22,7 @@ from vov3d.engine.runtime import device, prepare_model, setup_process
 from vov3d.utils import comm
 from vov3d.utils.files import write_atomic
 from vov3d.utils.processes import per_process_batch
+from vov3d.utils.threads import governed
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def run_views(cfg: CfgNode, model: torch.nn.Module, loader) -> List[Tuple[torch.
     subsets = view_subsets(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS)
     results = []
     timer, iters = Timer(), len(loader)
-    for it, (inputs, labels, index, meta) in enumerate(loader):
+    for it, (inputs, labels, index, meta) in enumerate(governed(loader)):
         views = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
         batch, k = views.shape[:2]
         failed = _failed_flags(meta, batch)

@@ -39,6 +39,7 @@ from vov3d.utils.checkpoint_io import checkpoint_dir, checkpoint_path
 from vov3d.utils.errors import UserError
 from vov3d.utils.processes import per_process_batch, processes_per_machine
 from vov3d.utils.seeding import epoch_seed, iteration_seed, seed_all
+from vov3d.utils.threads import governed
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ class Trainer:
             meter.restore_totals(self.position.meter)
         world = comm.get_world_size()
         failures = 0
-        batches = iter(_progress(self.train_loader, f"epoch {epoch + 1}"))
+        batches = governed(_progress(self.train_loader, f"epoch {epoch + 1}"))
         for step in range(first, steps):
             self.seed_step(epoch, step)
             lr = lr_at_epoch(cfg, epoch + step / steps)
@@ -298,7 +299,7 @@ class Trainer:
         num_classes = self.cfg.MODEL.NUM_CLASSES
         confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.device)
         data_timer = Timer()
-        for it, (inputs, labels, _, _) in enumerate(_progress(self.val_loader, "val")):
+        for it, (inputs, labels, _, _) in enumerate(governed(_progress(self.val_loader, "val"))):
             dt_data = data_timer.seconds()
             net_timer = Timer()
             inputs, labels = self.input_step.batch(inputs, labels)
