@@ -26,7 +26,6 @@ import time
 from typing import Callable, List, Optional, Tuple
 
 import av
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import default_collate

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from vov3d.datasets.failures import DataLoadError
-from vov3d.engine.meters import EpochMeter, VideoEnsembleMeter, ensemble_views, topk_errors, topks_correct
+from vov3d.engine.meters import EpochMeter, VideoEnsembleMeter, topk_errors, topks_correct
+from vov3d.engine.metrics import ensemble_views
 
 
 def test_topk_on_hand_made_scores():

@@ -116,7 +116,6 @@ def test_counters_are_read_at_most_once_per_interval():
 
 
 def test_without_counters_or_room_the_governor_does_nothing():
-    machine = Machine(2)
     assert not ThreadGovernor(2, 2, frozenset({0}), print, read=lambda cpus: None).active
     never = ThreadGovernor(1, 1, frozenset({0}), print, read=lambda cpus: pytest.fail("read"))
     never.tick()

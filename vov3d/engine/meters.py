@@ -11,8 +11,7 @@ import psutil
 import torch
 
 from vov3d.datasets.failures import BAD_FILES_NAME, DataLoadError
-# ensemble_views lives in engine/metrics.py; re-exported for code that imports it from here.
-from vov3d.engine.metrics import ViewSubset, ensemble_views, evaluate, multiview_gain, topk_correct  # noqa: F401
+from vov3d.engine.metrics import ViewSubset, evaluate, multiview_gain, topk_correct
 
 logger = logging.getLogger(__name__)
 
