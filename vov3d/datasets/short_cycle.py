@@ -19,7 +19,10 @@ from yacs.config import CfgNode
 def short_cycle_batch_sizes(cfg: CfgNode, batch_size: int) -> List[int]:
     """Per-process batch of the three steps of a cycle, for a stage batch of `batch_size`."""
     mg = cfg.MULTIGRID
-    factors = [int(round((cfg.DATA.TRAIN_CROP_SIZE / (f * mg.DEFAULT_S)) ** 2)) for f in mg.SHORT_CYCLE_FACTORS]
+    # At least the stage's batch: a stage crop smaller than a short-cycle crop (unusual factors)
+    # would round PySlowFast's factor to 0, a batch that never fills.
+    factors = [max(1, int(round((cfg.DATA.TRAIN_CROP_SIZE / (f * mg.DEFAULT_S)) ** 2)))
+               for f in mg.SHORT_CYCLE_FACTORS]
     return [batch_size * factors[0], batch_size * factors[1], batch_size]
 
 
