@@ -64,8 +64,11 @@ def test_each_frame_gets_what_pil_gives_that_frame(name, args, reference):
     frames = [_smooth_image(seed) for seed in range(3)]
     out = _apply(name, args, _clip(frames))
     assert out.dtype == np.uint8 and out.shape == (3, 3, 48, 40)
+    # OpenCV's blends round where PIL truncates: Color and Sharpness within one level.
+    tolerance = 1 if name in ("Color", "Sharpness") else 0
     for t, frame in enumerate(frames):
-        assert np.array_equal(_frame(out, t), np.asarray(reference(Image.fromarray(frame)))), (name, t)
+        diff = np.abs(_frame(out, t).astype(int) - np.asarray(reference(Image.fromarray(frame))).astype(int))
+        assert diff.max() <= tolerance and diff.mean() < 0.6, (name, t)
 
 
 @pytest.mark.parametrize("name,args,pil_data", [
@@ -154,3 +157,13 @@ def test_policy_grammar(text, policy):
 def test_a_bad_token_is_named(text, token):
     with pytest.raises(PolicyError, match=token):
         RandAugmentPolicy.parse(text)
+
+
+def test_frame_crops_are_the_clip_crops_in_the_frame_layout():
+    from vov3d.datasets import transform
+
+    frames = [_smooth_image(seed, 48, 64) for seed in range(5)]
+    for seed in range(6):  # flips and corners of several draws
+        clip = transform.train_crops(frames, (40, 56), 32, False, True, np.random.RandomState(seed))
+        crops = transform.train_crop_frames(frames, (40, 56), 32, False, True, np.random.RandomState(seed))
+        assert crops.shape == (5, 32, 32, 3) and np.array_equal(transform.frames_to_clip(crops), clip)

@@ -278,7 +278,8 @@ class ClipDataset(torch.utils.data.Dataset):
                            "(not an image renamed, or a truncated download)?", path, bank.video_frames)
 
     # ------------------------------------------------------------------ spatial
-    def _train_clip(self, frames: Sequence[np.ndarray], cycle_step: Optional[int] = None) -> np.ndarray:
+    def _train_clip(self, frames: Sequence[np.ndarray], cycle_step: Optional[int] = None,
+                    crops=transform.train_crops) -> np.ndarray:
         data = self.cfg.DATA
         crop = short_cycle_crop(self.cfg, cycle_step)
         low, high = data.TRAIN_JITTER_SCALES
@@ -286,7 +287,7 @@ class ClipDataset(torch.utils.data.Dataset):
             # As PySlowFast: a smaller crop samples from a proportionally smaller short side,
             # so it covers the same share of the frame (a coarser sampling grid).
             low = int(round(low * crop / self.cfg.MULTIGRID.DEFAULT_S))
-        return transform.train_crops(frames, (low, high), crop, data.INV_UNIFORM_SAMPLE, data.RANDOM_FLIP)
+        return crops(frames, (low, high), crop, data.INV_UNIFORM_SAMPLE, data.RANDOM_FLIP)
 
     def _train_samples(self, frames: Sequence[np.ndarray], cycle_step: Optional[int]) -> torch.Tensor:
         """The training clip of decoded frames: uint8 [3, T, crop, crop]; with AUG.ENABLE,
@@ -294,7 +295,10 @@ class ClipDataset(torch.utils.data.Dataset):
         when more than one)."""
         if self.augment is None:
             return torch.from_numpy(self._train_clip(frames, cycle_step))
-        clips = [self.augment(self._train_clip(frames, cycle_step)) for _ in range(self.samples_per_item)]
+        clips = []
+        for _ in range(self.samples_per_item):
+            crops = self._train_clip(frames, cycle_step, transform.train_crop_frames)
+            clips.append(transform.frames_to_clip(self.augment.apply_frames(crops, self.augment.draw())))
         return torch.from_numpy(clips[0] if len(clips) == 1 else np.stack(clips))
 
     def _views(self, bank: FrameBank, views: Sequence[Tuple[int, int]], resize: int = None,

@@ -6,10 +6,16 @@ Per clip, `n` operations are drawn (numpy's generator), and each is applied with
 probability 0.5 with a magnitude drawn once (Python's generator): every frame of the clip
 gets the same operations with the same arguments, so the clip stays temporally
 consistent. Operations that measure the image (AutoContrast, Equalize, Contrast) measure
-each frame, as PIL does for each frame of a list. Every operation works on the whole clip
-at once: the frames are stacked along the channel axis ([H, W, 3T] uint8) and go through
-one OpenCV call or one numpy expression; bicubic warps run over groups of four channels,
-OpenCV's limit for that kernel.
+each frame, as PIL does for each frame of a list.
+
+The frames of a clip are one array [T, H, W, 3] uint8 (the datasets crop into it and split
+it into the channel-first clip once; no transposes). Operations that treat every pixel alike
+(Invert, Posterize, Solarize, SolarizeAdd, Brightness, Color, Sharpness) are one OpenCV call
+over the clip seen as a tall image [T*H, W, 3]; the per-frame tables of AutoContrast,
+Equalize and Contrast and the warps are one OpenCV call per frame (OpenCV's bicubic warp
+takes at most four channels), never Python over pixels. Results equal PIL's on every frame,
+except Color and Sharpness blending (OpenCV rounds where PIL truncates: within one level)
+and the rotation and shear kernels (OpenCV's fixed-point interpolation).
 
 Geometric operations fill uncovered pixels with grey 128, as PySlowFast does; they map
 output pixels to input pixels as PIL's affine transforms do (pixel centres at +0.5).
@@ -75,120 +81,132 @@ def _level_args(name: str, level: float) -> tuple:
 
 
 # ------------------------------------------------------------------ operations
-# Each takes and returns a clip [H, W, T, 3] uint8 (frames side by side on the channel axes).
-def _per_plane_lut(x: np.ndarray, luts: np.ndarray) -> np.ndarray:
-    """Apply a lookup table per (frame, channel) plane: luts [T, 3, 256]."""
-    planes = x.shape[2] * x.shape[3]
-    offsets = (np.arange(planes, dtype=np.int32) * 256).reshape(1, 1, x.shape[2], x.shape[3])
-    return luts.reshape(-1).astype(np.uint8)[x + offsets]
+# Each takes and returns the frames of a clip, [T, H, W, 3] uint8 contiguous; viewed as one
+# tall image [T*H, W, 3], an operation that treats every pixel alike is one OpenCV call.
+def _tall(x: np.ndarray) -> np.ndarray:
+    return x.reshape(-1, x.shape[2], x.shape[3])
 
 
 def _same_lut(x: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    return cv2.LUT(x.reshape(x.shape[0], -1), lut.astype(np.uint8)).reshape(x.shape)
+    return cv2.LUT(_tall(x), np.asarray(lut, dtype=np.uint8)).reshape(x.shape)
+
+
+def _lut_per_frame(x: np.ndarray, luts: np.ndarray) -> np.ndarray:
+    """Frame t through its own per-channel table luts[t] ([T, 256, 3]): tables that depend
+    on the frame's content, as PIL measures every image of a list."""
+    out = np.empty_like(x)
+    tables = np.ascontiguousarray(np.clip(luts, 0, 255).astype(np.uint8)[:, :, None, :])  # [T, 256, 1, 3]
+    for t in range(x.shape[0]):
+        cv2.LUT(x[t], tables[t], dst=out[t])
+    return out
+
+
+_LEVELS = np.arange(256, dtype=np.float64)
+
+
+def _histograms(x: np.ndarray) -> np.ndarray:
+    """[T, 256, 3] int64: the histogram of each channel of each frame."""
+    return np.stack([np.stack([cv2.calcHist([frame], [c], None, [256], [0, 256]).reshape(256) for c in range(3)],
+                              axis=1) for frame in x]).astype(np.int64)
 
 
 def auto_contrast(x: np.ndarray) -> np.ndarray:
-    """Each plane stretched so its darkest value becomes 0 and its brightest 255."""
-    lo = x.min(axis=(0, 1)).astype(np.float64)[..., None]
-    hi = x.max(axis=(0, 1)).astype(np.float64)[..., None]
+    """Each channel of each frame stretched so its darkest value becomes 0, its brightest 255."""
+    present = _histograms(x) > 0
+    lo = np.argmax(present, axis=1).astype(np.float64)[:, None, :]  # [T, 1, 3]
+    hi = (255 - np.argmax(present[:, ::-1, :], axis=1)).astype(np.float64)[:, None, :]
     flat = hi <= lo
     scale = 255.0 / np.where(flat, 1.0, hi - lo)
-    levels = np.arange(256, dtype=np.float64)
-    luts = np.clip(np.trunc(levels * scale - lo * scale), 0, 255)
-    return _per_plane_lut(x, np.where(flat, levels, luts))
+    luts = np.trunc(_LEVELS[None, :, None] * scale - lo * scale)
+    return _lut_per_frame(x, np.where(flat, _LEVELS[None, :, None], luts))
 
 
 def equalize(x: np.ndarray) -> np.ndarray:
-    """Histogram equalisation of each plane, with PIL's rounding and its identity cases."""
-    h, w, t, c = x.shape
-    offsets = (np.arange(t * c, dtype=np.int64) * 256).reshape(1, 1, t, c)
-    hist = np.bincount((x + offsets).ravel(), minlength=t * c * 256).reshape(t * c, 256)
-    brightest = 255 - np.argmax(hist[:, ::-1] > 0, axis=1)
-    step = (h * w - hist[np.arange(t * c), brightest]) // 255
+    """Histogram equalisation of each channel of each frame, with PIL's rounding and its
+    identity cases."""
+    pixels = x.shape[1] * x.shape[2]
+    hist = _histograms(x)
+    brightest = 255 - np.argmax(hist[:, ::-1, :] > 0, axis=1)  # [T, 3]
+    step = (pixels - np.take_along_axis(hist, brightest[:, None, :], axis=1)[:, 0, :]) // 255
     before = np.cumsum(hist, axis=1) - hist
-    safe = np.maximum(step, 1)[:, None]
+    safe = np.maximum(step, 1)[:, None, :]
     luts = np.minimum((safe // 2 + before) // safe, 255)
-    luts = np.where(step[:, None] > 0, luts, np.arange(256))
-    return _per_plane_lut(x, luts.reshape(t, c, 256))
+    return _lut_per_frame(x, np.where(step[:, None, :] > 0, luts, _LEVELS[None, :, None]))
 
 
 def invert(x: np.ndarray) -> np.ndarray:
-    return 255 - x
+    return _same_lut(x, 255 - _LEVELS)
 
 
 def posterize(x: np.ndarray, bits: int) -> np.ndarray:
     if bits >= 8:
         return x
-    return x & np.uint8((0xFF << (8 - bits)) & 0xFF)
+    return _same_lut(x, _LEVELS.astype(np.int64) & ((0xFF << (8 - bits)) & 0xFF))
 
 
 def solarize(x: np.ndarray, threshold: int) -> np.ndarray:
-    levels = np.arange(256)
-    return _same_lut(x, np.where(levels < threshold, levels, 255 - levels))
+    return _same_lut(x, np.where(_LEVELS < threshold, _LEVELS, 255 - _LEVELS))
 
 
 def solarize_add(x: np.ndarray, add: int, threshold: int = 128) -> np.ndarray:
-    levels = np.arange(256)
-    return _same_lut(x, np.where(levels < threshold, np.minimum(levels + add, 255), levels))
+    return _same_lut(x, np.where(_LEVELS < threshold, np.minimum(_LEVELS + add, 255), _LEVELS))
 
 
-def _blend(degenerate: np.ndarray, x: np.ndarray, factor: float) -> np.ndarray:
-    """PIL's blend: degenerate + factor (x - degenerate), clipped and truncated to uint8."""
-    out = np.broadcast_to(degenerate, x.shape).astype(np.float32)
-    out += np.float32(factor) * (x.astype(np.float32) - out)
-    return np.clip(out, 0, 255, out=out).astype(np.uint8)
-
-
-def _luma(x: np.ndarray, rgb: bool) -> np.ndarray:
-    """[H, W, T] int32 grey levels as PIL converts RGB to L."""
-    weights = _LUMA_RGB if rgb else _LUMA_RGB[::-1]
-    y = x.astype(np.int32)
-    return (y[..., 0] * weights[0] + y[..., 1] * weights[1] + y[..., 2] * weights[2] + 32768) >> 16
-
-
-def color(x: np.ndarray, factor: float, rgb: bool = True) -> np.ndarray:
-    return _blend(_luma(x, rgb)[..., None], x, factor)
-
-
-def contrast(x: np.ndarray, factor: float, rgb: bool = True) -> np.ndarray:
-    mean = np.floor(_luma(x, rgb).mean(axis=(0, 1)) + 0.5)  # per frame
-    return _blend(mean[None, None, :, None], x, factor)
+def _blend_table(degenerate, factor: float) -> np.ndarray:
+    """PIL's blend of a constant `degenerate` with every level: clipped and truncated."""
+    return np.trunc(np.clip(degenerate + factor * (_LEVELS - degenerate), 0, 255))
 
 
 def brightness(x: np.ndarray, factor: float) -> np.ndarray:
-    return _blend(np.zeros((1, 1, 1, 1), np.float32), x, factor)
+    return _same_lut(x, _blend_table(0.0, factor))
+
+
+def _luma_weights(rgb: bool) -> np.ndarray:
+    weights = np.array(_LUMA_RGB, np.float64) / 65536.0
+    return weights if rgb else weights[::-1]
+
+
+def contrast(x: np.ndarray, factor: float, rgb: bool = True) -> np.ndarray:
+    """Blend with each frame's mean grey level (rounded, as PIL's)."""
+    hist = _histograms(x)
+    means = (hist * _LEVELS[None, :, None]).sum(axis=1) / hist.sum(axis=1) @ _luma_weights(rgb)  # [T]
+    tables = _blend_table(np.floor(means + 0.5)[:, None], factor)  # [T, 256]
+    return _lut_per_frame(x, np.repeat(tables[:, :, None], 3, axis=2))
+
+
+def color(x: np.ndarray, factor: float, rgb: bool = True) -> np.ndarray:
+    """Blend with the grey version of each pixel: out = factor x + (1 - factor) grey, one
+    channel-mixing matrix over the whole clip (rounded where PIL truncates: within 1 level)."""
+    mix = factor * np.eye(3) + (1.0 - factor) * np.tile(_luma_weights(rgb), (3, 1))
+    return cv2.transform(_tall(x), mix.astype(np.float32)).reshape(x.shape)
 
 
 _SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
 
 
 def sharpness(x: np.ndarray, factor: float) -> np.ndarray:
-    """Blend with PIL's SMOOTH filter of the frames (border pixels kept as they are)."""
-    stacked = x.reshape(x.shape[0], x.shape[1], -1)
-    smooth = cv2.filter2D(stacked, -1, _SMOOTH, borderType=cv2.BORDER_REPLICATE).reshape(x.shape)
-    smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1] = x[0], x[-1], x[:, 0], x[:, -1]
-    return _blend(smooth, x, factor)
+    """Blend with PIL's SMOOTH filter of every frame, whose border pixels are the frame's own
+    (so filtering the tall image, across frame seams, changes nothing kept)."""
+    smooth = cv2.filter2D(_tall(x), -1, _SMOOTH, borderType=cv2.BORDER_REPLICATE).reshape(x.shape)
+    smooth[:, 0], smooth[:, -1], smooth[:, :, 0], smooth[:, :, -1] = x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]
+    return cv2.addWeighted(_tall(x), factor, _tall(smooth), 1.0 - factor, 0.0).reshape(x.shape)
 
 
 def _warp(x: np.ndarray, matrix: np.ndarray, interpolation: str, inverse: bool = True) -> np.ndarray:
-    """Affine warp of every frame; `matrix` maps output to input pixels when `inverse`."""
-    h, w = x.shape[:2]
-    stacked = x.reshape(h, w, -1)
+    """The same affine warp of every frame; `matrix` maps output to input pixels when
+    `inverse`. One OpenCV call per frame: its bicubic warp takes at most four channels."""
+    h, w = x.shape[1:3]
     flags = _CV2_INTERP[interpolation] | (cv2.WARP_INVERSE_MAP if inverse else 0)
-    # OpenCV's bicubic warp takes at most four channels at a time.
-    group = stacked.shape[2] if interpolation == "bilinear" else 4
-    out = np.empty_like(stacked)
-    for start in range(0, stacked.shape[2], group):
-        part = np.ascontiguousarray(stacked[:, :, start:start + group])
-        warped = cv2.warpAffine(part, matrix, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                                borderValue=(FILL,) * 4)
-        out[:, :, start:start + group] = warped.reshape(h, w, -1)
-    return out.reshape(x.shape)
+    out = np.empty_like(x)
+    for t in range(x.shape[0]):
+        cv2.warpAffine(x[t], matrix, (w, h), dst=out[t], flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                       borderValue=(FILL,) * 3)
+    return out
 
 
 def rotate(x: np.ndarray, degrees: float, interpolation: str) -> np.ndarray:
     """Counter-clockwise about the frame centre."""
-    h, w = x.shape[:2]
+    h, w = x.shape[1:3]
     matrix = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), degrees, 1.0)
     return _warp(x, matrix, interpolation, inverse=False)
 
@@ -202,11 +220,11 @@ def shear_y(x: np.ndarray, factor: float, interpolation: str) -> np.ndarray:
 
 
 def translate_x_rel(x: np.ndarray, fraction: float, interpolation: str) -> np.ndarray:
-    return _warp(x, np.array([[1, 0, fraction * x.shape[1]], [0, 1, 0]], np.float64), interpolation)
+    return _warp(x, np.array([[1, 0, fraction * x.shape[2]], [0, 1, 0]], np.float64), interpolation)
 
 
 def translate_y_rel(x: np.ndarray, fraction: float, interpolation: str) -> np.ndarray:
-    return _warp(x, np.array([[1, 0, 0], [0, 1, fraction * x.shape[0]]], np.float64), interpolation)
+    return _warp(x, np.array([[1, 0, 0], [0, 1, fraction * x.shape[1]]], np.float64), interpolation)
 
 
 _GEOMETRIC: Dict[str, Callable] = {"Rotate": rotate, "ShearX": shear_x, "ShearY": shear_y,
@@ -253,19 +271,24 @@ class RandAugment:
             ops.append((name, args))
         return ops
 
-    def apply(self, clip: np.ndarray, ops: Sequence[Tuple[str, tuple]]) -> np.ndarray:
-        if not ops:
-            return clip
-        x = np.ascontiguousarray(clip.transpose(2, 3, 1, 0))  # [H, W, T, 3]
+    def apply_frames(self, frames: np.ndarray, ops: Sequence[Tuple[str, tuple]]) -> np.ndarray:
+        """`ops` on the frames of a clip, [T, H, W, 3] uint8 (contiguous)."""
         for name, args in ops:
             base = name.replace("Increasing", "")
             if base in _GEOMETRIC:
-                x = _GEOMETRIC[base](x, *args)
+                frames = _GEOMETRIC[base](frames, *args)
             elif base in _LUMA_OPS:
-                x = _LUMA_OPS[base](x, *args, rgb=self.rgb)
+                frames = _LUMA_OPS[base](frames, *args, rgb=self.rgb)
             else:
-                x = _OTHER_OPS[base](x, *args)
-        return np.ascontiguousarray(x.transpose(3, 2, 0, 1))
+                frames = _OTHER_OPS[base](frames, *args)
+        return frames
+
+    def apply(self, clip: np.ndarray, ops: Sequence[Tuple[str, tuple]]) -> np.ndarray:
+        """`ops` on a clip [3, T, H, W] uint8."""
+        if not ops:
+            return clip
+        frames = np.ascontiguousarray(clip.transpose(1, 2, 3, 0))
+        return np.ascontiguousarray(self.apply_frames(frames, ops).transpose(3, 0, 1, 2))
 
     def __call__(self, clip: np.ndarray) -> np.ndarray:
         return self.apply(clip, self.draw())

@@ -28,6 +28,8 @@ import torch
 from yacs.config import CfgNode
 
 from vov3d.config.errors import ConfigError
+from vov3d.datasets.clip_dataset import short_cycle_crop
+from vov3d.datasets.short_cycle import short_cycle_batch_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ class Multigrid:
         cfg.defrost()
         mg.DEFAULT_B, mg.DEFAULT_T, mg.DEFAULT_S = cfg.TRAIN.BATCH_SIZE, cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE
         self.base = (cfg.TRAIN.BATCH_SIZE, cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE)
+        self.base_max_epoch = cfg.SOLVER.MAX_EPOCH
         self.schedule = long_cycle_schedule(cfg) if mg.LONG_CYCLE else None
         rewrite_solver(cfg, self.schedule)
         if was_frozen:
@@ -177,6 +180,36 @@ class Multigrid:
         return sorted({(s.shape[1], c) for s in stages for c in crops + [s.shape[2]]})
 
 
+def epoch_clip_mix(multigrid: Multigrid, epoch: int) -> List[Tuple[float, int, int]]:
+    """(share of the epoch's clips, frames, crop) of the shapes `epoch` trains on."""
+    b, t, s = multigrid.shape_at(epoch)
+    if not multigrid.cfg.MULTIGRID.SHORT_CYCLE:
+        return [(1.0, t, s)]
+    stage_cfg = multigrid.epoch_cfg(epoch)
+    sizes = short_cycle_batch_sizes(stage_cfg, b * multigrid.base[0])
+    crops = [short_cycle_crop(stage_cfg, step) for step in (0, 1, 2)]
+    return [(size / sum(sizes), t, crop) for size, crop in zip(sizes, crops)]
+
+
+def schedule_flops(multigrid: Multigrid, model: torch.nn.Module) -> Tuple[float, float]:
+    """Forward FLOPs per training video of the whole multigrid schedule and of the plain one
+    (the base MAX_EPOCH at the base shape), counted on a meta copy of the model: training
+    FLOPs (forward and backward) are proportional to these."""
+    from vov3d.models.complexity import conv_linear_flops
+
+    meta = copy.deepcopy(model).to("meta")
+    channels = multigrid.cfg.DATA.INPUT_CHANNEL_NUM[0]
+    cache = {}
+
+    def flops(frames: int, crop: int) -> int:
+        if (frames, crop) not in cache:
+            cache[frames, crop] = conv_linear_flops(meta, (1, channels, frames, crop, crop))
+        return cache[frames, crop]
+    total = sum(share * flops(t, s) for e in range(multigrid.cfg.SOLVER.MAX_EPOCH)
+                for share, t, s in epoch_clip_mix(multigrid, e))
+    return total, multigrid.base_max_epoch * flops(multigrid.base[1], multigrid.base[2])
+
+
 def check_model_shapes(multigrid: Multigrid, model: torch.nn.Module) -> None:
     """Refuse, before training, any multigrid shape the model cannot take: each is run
     through a copy of the model on the meta device (no memory, no arithmetic)."""
@@ -204,6 +237,9 @@ def prepare_for_multigrid(multigrid: Multigrid, model: torch.nn.Module) -> None:
     use_adaptive_pooling(model)
     use_sub_batch_norm(model, multigrid.cfg.MULTIGRID.BN_BASE_SIZE)
     check_model_shapes(multigrid, model)
+    total, plain = schedule_flops(multigrid, model)
     logger.info("%s\n  BN statistics over sub-batches of MULTIGRID.BN_BASE_SIZE %d clips; heads pool the whole "
-                "final map; validation, precise BN and the test run at the base shape.", multigrid.describe(),
-                multigrid.cfg.MULTIGRID.BN_BASE_SIZE)
+                "final map; validation, precise BN and the test run at the base shape.\n  FLOPs of the whole "
+                "schedule: %.3f of the plain schedule's (%d epochs at the base shape; %.2fx fewer).",
+                multigrid.describe(), multigrid.cfg.MULTIGRID.BN_BASE_SIZE, total / plain,
+                multigrid.base_max_epoch, plain / total)
