@@ -227,3 +227,21 @@ def test_multigrid_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="'BN.NORM_TYPE'"):
         validated(*steps, "BN.NORM_TYPE", "sync_batchnorm")
     assert validated(*steps).MULTIGRID.LONG_CYCLE
+
+
+def test_schedule_flops_weigh_every_epochs_shapes_by_their_share_of_clips(tmp_path):
+    from tests.engine.tiny_parts import TinyTestNet
+    from vov3d.engine.multigrid import schedule_flops
+
+    cfg = tiny_cfg(tmp_path, *MULTIGRID)
+    cfg.defrost()
+    multigrid = Multigrid(cfg)
+
+    def flops(frames, crop):  # TinyTestNet: a 1x1x1 conv 3 -> 6 per pixel and a 6 -> 4 linear layer
+        return 18 * frames * crop * crop + 24
+    # Epochs 0-2 at (2 frames, crop 6): short-cycle batches 16, 8, 8 at crops 4, 6, 6;
+    # epochs 3-4 at (4, 8): batches 8, 4, 2 at crops 4, 6, 8.
+    first = (16 * flops(2, 4) + 8 * flops(2, 6) + 8 * flops(2, 6)) / 32
+    last = (8 * flops(4, 4) + 4 * flops(4, 6) + 2 * flops(4, 8)) / 14
+    total, plain = schedule_flops(multigrid, TinyTestNet(cfg))
+    assert total == pytest.approx(3 * first + 2 * last) and plain == 5 * flops(4, 8)
