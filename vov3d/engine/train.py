@@ -109,6 +109,8 @@ class Trainer:
         self.train_meter = EpochMeter("train", self.steps_per_epoch, cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.val_meter = EpochMeter("val", max(len(self.val_loader), 1), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.recent_losses = deque(maxlen=5)
+        # Augmented copies of each video in a batch (AUG.NUM_SAMPLE); the position counts videos.
+        self.copies = cfg.AUG.NUM_SAMPLE if cfg.AUG.ENABLE else 1
         self.log_batch_semantics()
 
     # -- set-up --------------------------------------------------------------------
@@ -310,7 +312,7 @@ class Trainer:
             stats = meter.iter_stats(epoch, step)
             if stats is not None:
                 log_json_stats(stats)
-            self.position.advance(result.samples * world)
+            self.position.advance(result.samples * world // self.copies)  # videos of the epoch's order
             if self._stop_agreed():  # between two steps no gradient is pending
                 self.position.meter = meter.totals()
                 self._stop(epoch, step + 1)
