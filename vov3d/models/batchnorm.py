@@ -44,7 +44,8 @@ class SubBatchNorm3d(nn.BatchNorm3d):
         if not self.training or groups == 1:
             return super().forward(x)
         c = x.shape[1]
-        grouped = x.reshape(n // groups, c * groups, *x.shape[2:])
+        # Statistics in float32 whatever autocast gives the layer, as nn.BatchNorm's kernels do.
+        grouped = x.reshape(n // groups, c * groups, *x.shape[2:]).float()
         dims = [0] + list(range(2, x.dim()))
         var, mean = torch.var_mean(grouped, dim=dims, unbiased=False)
         y = (grouped - _expand(mean, x.dim())) * _expand(torch.rsqrt(var + self.eps), x.dim())
@@ -54,7 +55,7 @@ class SubBatchNorm3d(nn.BatchNorm3d):
         if self.track_running_stats:
             self._update_running(mean.detach().view(groups, c), var.detach().view(groups, c),
                                  grouped.numel() // grouped.shape[1])
-        return y
+        return y.to(x.dtype)
 
     @torch.no_grad()
     def _update_running(self, means, variances, count: int) -> None:
