@@ -1,5 +1,7 @@
 """Tests run on one CPU thread with tiny inputs so the suite fits 2 cores."""
+import importlib.util
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -46,6 +48,15 @@ def run_tool_env():
 PYTHON = sys.executable
 
 
+def import_tool(name: str, module_name: str = ""):
+    """tools/<name>.py as a module of this process, to call its main() as the command line would."""
+    spec = importlib.util.spec_from_file_location(module_name or f"{name}_in_process",
+                                                  os.path.join(REPO_ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_toy_run(root, cfg_text: str):
     """The toy dataset at its smallest useful size (2 classes, 4 train and 2 val/test videos
     each, 16 frames of 48x32), written by the tool itself under `root`, and a config file
@@ -64,6 +75,18 @@ def metrics_records(out, kind: str):
     """The JSON stats records of one `_type` a run wrote to OUTPUT_DIR/metrics.jsonl."""
     with open(os.path.join(str(out), "metrics.jsonl")) as f:
         return [r for r in map(json.loads, f) if r.get("_type") == kind]
+
+
+@pytest.fixture(autouse=True)
+def vov3d_log_handlers_removed():
+    """A tool run in this process sets up the root logger for itself; the next test starts
+    without its handlers (pytest's own capture handlers are left alone)."""
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler).__module__.startswith("vov3d."):
+            root.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture

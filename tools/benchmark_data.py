@@ -316,6 +316,7 @@ def main(argv=None) -> int:
     try:
         train = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
         test = build_dataset(cfg.TEST.DATASET, cfg, "test")
+        check_loader_batch(cfg, len(train))
         print(f"dataset {cfg.TRAIN.DATASET}: {len(train)} train / {len(test)} test videos; clip "
               f"{cfg.DATA.NUM_FRAMES}x{cfg.DATA.SAMPLING_RATE}, crop {cfg.DATA.TRAIN_CROP_SIZE}, "
               f"test {cfg.TEST.NUM_ENSEMBLE_VIEWS}x{cfg.TEST.NUM_SPATIAL_CROPS} views at "
@@ -328,6 +329,15 @@ def main(argv=None) -> int:
         return 1
     print("-" * (ROW_WIDTH + 11))
     return 0
+
+
+def check_loader_batch(cfg, train_videos: int) -> None:
+    """The loader rows need one full training batch: say so before anything is measured."""
+    batch = per_process_batch(cfg, "train")
+    if train_videos < batch:
+        raise LoaderSetupError(f"the train split has {train_videos} videos, fewer than the per-process batch "
+                               f"{batch} the loader rows need (TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE}); add "
+                               f"TRAIN.BATCH_SIZE {train_videos} (or less) to the overrides, or list more videos.")
 
 
 def measurements(cfg, train, test, args):

@@ -3,7 +3,7 @@
 per kind of video:
 
     python tools/make_benchmark_videos.py --out /tmp/bench [--videos 3]
-    python tools/benchmark_data.py --cfg configs/Kinetics/vov3d/vov3d_M.yaml NUM_GPUS 0 \
+    python tools/benchmark_data.py --cfg configs/Kinetics/vov3d/vov3d_M.yaml NUM_GPUS 0 TRAIN.BATCH_SIZE 3 \
         DATA.PATH_TO_DATA_DIR /tmp/bench/h264_340x256_gop250 \
         DATA.PATH_PREFIX /tmp/bench/h264_340x256_gop250
 

@@ -16,7 +16,7 @@ import torch
 
 from tests.engine.tiny_parts import make_fake_trainer_class, tiny_cfg, tiny_model_registered
 from vov3d.engine import distributed as du
-from vov3d.engine import lost_ranks
+from vov3d.engine import lost_ranks, rendezvous
 from vov3d.engine.launch import launch_job
 from vov3d.engine.runtime import setup_process, unwrap_model
 from vov3d.utils import comm
@@ -77,7 +77,7 @@ if __name__ == "__main__":
         elif flag == "--freeze":
             FREEZE_RANK = int(value)
         elif flag == "--wait-log-period":
-            du.WAIT_LOG_PERIOD_S = float(value)
+            rendezvous.WAIT_LOG_PERIOD_S = float(value)
         elif flag == "--roll-call":
             lost_ranks.ROLL_CALL_S = float(value)
         else:

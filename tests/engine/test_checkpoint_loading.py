@@ -90,6 +90,24 @@ def test_strict_test_load_names_the_missing_keys(tmp_path):
         load_for_test(path, TinyTestNet(wrong), wrong)
 
 
+def test_test_load_refuses_tensors_the_model_lacks_but_not_bn_counters(tmp_path):
+    cfg, model, opt = _trained_pair(tmp_path)
+    state = model.state_dict()
+    deeper = dict(state, **{"s6.weight": torch.ones(6, 6)})  # a block this network does not have
+    path = os.path.join(tmp_path, "deeper.pyth")
+    torch.save({"model_state": deeper, "epoch": 3}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_for_test(path, TinyTestNet(cfg), cfg)
+    assert str(err.value) == (f"testing needs exactly this model's weights, but 1 tensors of '{path}' do not fit: "
+                              "s6.weight (not in the model). Check MODEL.NUM_CLASSES and the architecture keys "
+                              "against the training config.")
+    counters = dict(state, **{"extra_bn.num_batches_tracked": torch.tensor(5)})
+    torch.save({"model_state": counters, "epoch": 3}, path)
+    tested = TinyTestNet(cfg)
+    assert load_for_test(path, tested, cfg) == 3
+    assert all(torch.equal(v, state[k]) for k, v in tested.state_dict().items())
+
+
 class Custom:
     def __init__(self):
         self.x = 1

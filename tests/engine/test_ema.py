@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 
 from tests.conftest import metrics_records
-from tests.engine.tiny_parts import ClipDataset, TinyTestNet, make_fake_trainer_class, tiny_cfg
+from tests.engine.tiny_parts import (ClipDataset, TinyTestNet, fit_in_memory, make_fake_trainer_class,
+                                     tiny_cfg)
 from vov3d.engine.checkpointer import Checkpointer
 from vov3d.engine.ema import EMA_STATE, ModelEma
 from vov3d.engine.input_step import InputStep
@@ -13,13 +14,6 @@ from vov3d.engine.runtime import setup_process, unwrap_model
 from vov3d.utils import checkpoint_io as cu
 
 InMemoryTrainer = make_fake_trainer_class()
-
-
-def _fit(cfg):
-    setup_process(cfg)
-    trainer = InMemoryTrainer(cfg)
-    trainer.fit()
-    return trainer
 
 
 def _snapshot(model):
@@ -109,7 +103,7 @@ def test_validation_scores_the_average_unless_eval_is_off(tmp_path, monkeypatch)
     for name, eval_ema in (("ema", "True"), ("live", "False")):
         out = tmp_path / name
         evaluated.clear()
-        trainer = _fit(tiny_cfg(out, "MODEL.EMA.ENABLE", "True", "MODEL.EMA.DECAY", "0.5", "SOLVER.MAX_EPOCH", "1",
+        trainer = fit_in_memory(tiny_cfg(out, "MODEL.EMA.ENABLE", "True", "MODEL.EMA.DECAY", "0.5", "SOLVER.MAX_EPOCH", "1",
                                 "MODEL.EMA.EVAL", eval_ema))
         scored = trainer.ema.module if eval_ema == "True" else trainer.model
         assert trainer.eval_model is scored and evaluated and all(m is scored for m in evaluated)
@@ -122,7 +116,7 @@ def test_validation_scores_the_average_unless_eval_is_off(tmp_path, monkeypatch)
 
 def test_the_test_loads_the_average_with_eval_and_refuses_a_file_without_one(tmp_path):
     cfg = tiny_cfg(tmp_path / "ema", "MODEL.EMA.ENABLE", "True", "SOLVER.MAX_EPOCH", "1")
-    _fit(cfg)
+    fit_in_memory(cfg)
     stored = _latest(tmp_path / "ema")
     for eval_ema, entry in (("True", EMA_STATE), ("False", "model_state")):
         test_cfg = tiny_cfg(tmp_path / "ema", "MODEL.EMA.ENABLE", "True", "MODEL.EMA.EVAL", eval_ema)
@@ -130,7 +124,7 @@ def test_the_test_loads_the_average_with_eval_and_refuses_a_file_without_one(tmp
         Checkpointer(test_cfg, model).resume_or_load("test")
         assert all(torch.equal(v, stored[entry][k]) for k, v in model.state_dict().items()), entry
 
-    _fit(tiny_cfg(tmp_path / "plain", "SOLVER.MAX_EPOCH", "1"))
+    fit_in_memory(tiny_cfg(tmp_path / "plain", "SOLVER.MAX_EPOCH", "1"))
     plain_path = cu.list_checkpoints(str(tmp_path / "plain"))[-1]
     test_cfg = tiny_cfg(tmp_path / "ema", "MODEL.EMA.ENABLE", "True", "TEST.CHECKPOINT_FILE_PATH", plain_path)
     with pytest.raises(cu.CheckpointError, match=rf"'{plain_path}' \(TEST.CHECKPOINT_FILE_PATH\) holds no "
@@ -139,7 +133,7 @@ def test_the_test_loads_the_average_with_eval_and_refuses_a_file_without_one(tmp
 
 
 def test_the_average_starts_at_the_weights_training_starts_from(tmp_path):
-    _fit(tiny_cfg(tmp_path / "plain", "SOLVER.MAX_EPOCH", "1"))
+    fit_in_memory(tiny_cfg(tmp_path / "plain", "SOLVER.MAX_EPOCH", "1"))
     first = cu.list_checkpoints(str(tmp_path / "plain"))[-1]
     stored = torch.load(first, weights_only=True)["model_state"]
     # Switched on for a resumed run (the checkpoint has no average) and for a fine-tune.
@@ -157,7 +151,7 @@ def test_the_average_starts_at_the_weights_training_starts_from(tmp_path):
 def test_precise_bn_gives_the_average_the_statistics_of_its_own_weights(tmp_path):
     cfg = tiny_cfg(tmp_path, "BN.USE_PRECISE_STATS", "True", "MODEL.EMA.ENABLE", "True", "MODEL.EMA.DECAY", "0.5",
                    "SOLVER.MAX_EPOCH", "1")
-    trainer = _fit(cfg)
+    trainer = fit_in_memory(cfg)
     ema = trainer.ema.module
     with torch.no_grad():
         feats = ema.conv(InputStep(cfg, torch.device("cpu")).clips(ClipDataset(16).clips))

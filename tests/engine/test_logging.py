@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import sys
 
 from tests.engine.tiny_parts import tiny_cfg
 from vov3d.engine import runtime
@@ -163,3 +164,18 @@ def test_a_run_stopped_mid_epoch_keeps_the_iterations_it_checkpointed(tmp_path):
         assert "Removed 3 record(s) of epochs after 1 (iteration 2)" in (tmp_path / "stdout.log").read_text()
     finally:
         setup_logging(None)
+
+
+def test_the_console_follows_stdout_replaced_after_set_up(capsys):
+    borrowed = io.StringIO()
+    real, sys.stdout = sys.stdout, borrowed
+    try:
+        start_logging()
+        logging.getLogger("vov3d.test").info("while borrowed")
+    finally:
+        sys.stdout = real
+    borrowed.close()  # what a finished capture does to its stream
+    logging.getLogger("vov3d.test").info("after it closed")
+    out, err = capsys.readouterr()
+    assert "while borrowed" not in out and "after it closed" in out
+    assert "Logging error" not in err and err == ""

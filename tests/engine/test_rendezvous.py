@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch.distributed as dist
 
-from vov3d.engine import distributed as du
+from vov3d.engine import rendezvous as du
 
 
 def _free_port():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tests.conftest import metrics_records
-from tests.engine.tiny_parts import ClipDataset, TinyTestNet, make_fake_trainer_class, tiny_cfg
+from tests.engine.tiny_parts import (ClipDataset, TinyTestNet, fit_in_memory, make_fake_trainer_class,
+                                     tiny_cfg)
 from tests.utils import broken_files as broken
 from vov3d.engine import train as train_module
 from vov3d.engine.checkpointer import Checkpointer, Loaded, NoCheckpointError
@@ -32,17 +33,10 @@ def _log_text(out):
         return f.read()
 
 
-def _fit(cfg):
-    setup_process(cfg)
-    trainer = InMemoryTrainer(cfg)
-    trainer.fit()
-    return trainer
-
-
 def test_training_epochs_checkpoints_logs_and_precise_bn(tmp_path):
     cfg = tiny_cfg(tmp_path, "BN.USE_PRECISE_STATS", "True", "TRAIN.CHECKPOINT_PERIOD", "2",
                    "TRAIN.EVAL_PERIOD", "5", "SOLVER.MAX_EPOCH", "3", "TENSORBOARD.ENABLE", "True")
-    trainer = _fit(cfg)
+    trainer = fit_in_memory(cfg)
     events = os.listdir(os.path.join(tmp_path, "runs-kinetics"))
     assert len(events) == 1 and events[0].startswith("events.out.tfevents")
     names = [os.path.basename(p) for p in cu.list_checkpoints(str(tmp_path))]
@@ -69,9 +63,9 @@ def test_training_epochs_checkpoints_logs_and_precise_bn(tmp_path):
 
 
 def test_resume_continues_from_the_newest_checkpoint(tmp_path):
-    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2"))
+    fit_in_memory(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2"))
     cfg = tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_FILE_PATH", "/nonexistent.pth")
-    trainer = _fit(cfg)
+    trainer = fit_in_memory(cfg)
     assert trainer.start_epoch == 2
     log = _log_text(tmp_path)
     assert "Weights source: auto-resume from" in log and "is not used: auto-resume takes precedence" in log
@@ -79,16 +73,16 @@ def test_resume_continues_from_the_newest_checkpoint(tmp_path):
 
 
 def test_resume_refuses_a_different_experiment(tmp_path):
-    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "1"))
+    fit_in_memory(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "1"))
     with pytest.raises(cu.CheckpointError, match=r"another experiment \(MODEL\.NUM_CLASSES: stored 4, current 5\)"):
-        _fit(tiny_cfg(tmp_path, "MODEL.NUM_CLASSES", "5"))
+        fit_in_memory(tiny_cfg(tmp_path, "MODEL.NUM_CLASSES", "5"))
 
 
 def test_nan_loss_stops_with_epoch_iteration_and_lr_and_saves_nothing_after(tmp_path, monkeypatch):
     monkeypatch.setattr(TinyTestNet, "nan_at_call", 5)  # epoch 2, iteration 2 (4 iterations/epoch)
     cfg = tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "3")
     with pytest.raises(LossDivergedError, match=r"epoch 2/3, iteration 2/4, lr 0\.0\d+: loss nan"):
-        _fit(cfg)
+        fit_in_memory(cfg)
     names = [os.path.basename(p) for p in cu.list_checkpoints(str(tmp_path))]
     assert names == ["checkpoint_epoch_00001.pyth"]
 
@@ -185,7 +179,7 @@ def _test_load(cfg):
 @pytest.mark.parametrize("breakage", [broken.truncate, broken.empty, broken.random_bytes, broken.flip_tensor_bytes],
                          ids=["truncated", "zero_bytes", "random_bytes", "flipped_bytes"])
 def test_broken_newest_checkpoint_falls_back_and_is_left_in_place(tmp_path, breakage):
-    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "3"))
+    fit_in_memory(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "3"))
     newest = _ckpt(tmp_path, 3)
     # A complete-looking leftover of a killed save of a later epoch: removed at the start, never loaded.
     leftover = os.path.join(cu.checkpoint_dir(str(tmp_path)), ".checkpoint_epoch_00004.pyth.k2x9q.tmp")
@@ -212,7 +206,7 @@ def test_broken_newest_checkpoint_falls_back_and_is_left_in_place(tmp_path, brea
 
 
 def test_every_checkpoint_broken_refuses_to_start_over_them(tmp_path):
-    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2"))
+    fit_in_memory(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2"))
     for epoch in (1, 2):
         broken.truncate(_ckpt(tmp_path, epoch))
     cfg = tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2")
@@ -228,7 +222,7 @@ def test_every_checkpoint_broken_refuses_to_start_over_them(tmp_path):
 # Auto-resume of another model: one clear error, nothing loaded
 # ------------------------------------------------------------------------------------
 def test_resume_of_another_class_count_is_blamed_on_the_output_dir(tmp_path):
-    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "1"))
+    fit_in_memory(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "1"))
     cfg = tiny_cfg(tmp_path, "MODEL.NUM_CLASSES", "5")
     setup_process(cfg)
     with pytest.raises(cu.CheckpointError, match=r"MODEL\.NUM_CLASSES: stored 4, current 5\)\. Use a new OUTPUT_DIR"):
@@ -240,7 +234,7 @@ def _warnings_logged(out):
 
 
 def test_auto_resume_into_another_models_output_dir_stops_with_one_error(tmp_path):
-    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "1"))
+    fit_in_memory(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "1"))
     path = _ckpt(tmp_path, 1)
     before_warnings = _warnings_logged(tmp_path)
     cfg = tiny_cfg(tmp_path, "MODEL.MODEL_NAME", "OtherTinyNet")
@@ -276,13 +270,13 @@ def test_unusable_test_path_is_reported_before_training(tmp_path):
 # A raised MAX_EPOCH continues; pruning never removes the state being resumed
 # ------------------------------------------------------------------------------------
 def test_raised_max_epoch_continues_and_pruning_spares_the_resumed_state(tmp_path):
-    _fit(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2"))
+    fit_in_memory(tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2"))
     stray = _ckpt(tmp_path, 5)  # e.g. an interrupted copy from elsewhere: newer by name, unreadable
     broken.random_bytes(stray)
     stray_bytes = open(stray, "rb").read()
 
     cfg = tiny_cfg(tmp_path, "SOLVER.MAX_EPOCH", "4", "TRAIN.CHECKPOINT_KEEP_LAST", "1")
-    trainer = _fit(cfg)
+    trainer = fit_in_memory(cfg)
     assert trainer.start_epoch == 2 and "Start epoch: 3 of 4" in _log_text(tmp_path)
     # Counting the stray file as "the newest" would have deleted every checkpoint written.
     assert _names(tmp_path) == ["checkpoint_epoch_00004.pyth", "checkpoint_epoch_00005.pyth"]
@@ -301,7 +295,7 @@ class _Stopped(Exception):
 def test_resume_with_ema_accumulation_and_mixup_repeats_the_uninterrupted_run(tmp_path):
     recipe = ("MODEL.EMA.ENABLE", "True", "MODEL.EMA.DECAY", "0.8", "TRAIN.BATCH_SIZE", "2",
               "TRAIN.GRAD_ACCUMULATION_STEPS", "3", "MIXUP.ENABLE", "True", "SOLVER.MAX_EPOCH", "3")
-    _fit(tiny_cfg(tmp_path / "whole", *recipe))
+    fit_in_memory(tiny_cfg(tmp_path / "whole", *recipe))
 
     cfg = tiny_cfg(tmp_path / "resumed", *recipe)
     setup_process(cfg)
@@ -315,7 +309,7 @@ def test_resume_with_ema_accumulation_and_mixup_repeats_the_uninterrupted_run(tm
     trainer.checkpointer.save = save_then_stop
     with pytest.raises(_Stopped):
         trainer.fit()
-    assert _fit(cfg).start_epoch == 1
+    assert fit_in_memory(cfg).start_epoch == 1
 
     whole, resumed = (torch.load(cu.list_checkpoints(str(tmp_path / n))[-1], weights_only=True)
                       for n in ("whole", "resumed"))

@@ -133,6 +133,16 @@ def make_fake_trainer_class():
     return InMemoryTrainer
 
 
+def fit_in_memory(cfg):
+    """Set up the process and train the in-memory trainer to the end of the config's schedule."""
+    from vov3d.engine.runtime import setup_process
+
+    setup_process(cfg)
+    trainer = make_fake_trainer_class()(cfg)
+    trainer.fit()
+    return trainer
+
+
 def stoppable_training(cfg):
     """A spawned process's share of a training job: the in-memory trainer with slow
     iterations, stopped by the usual signals (tests of stopping a job of several processes)."""

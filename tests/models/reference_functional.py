@@ -1,7 +1,7 @@
 """Hand-written torch.nn.functional versions of the X3D / VoV3D computations, driven by
 state-dict keys only, used as an independent reference for the module implementations.
 
-Everything follows the spec's layer-order summary (design/vov3d_x3d.md section 4):
+The layer order of the reference implementations:
   X3D block   = ReLU(shortcut + c_bn(c(Swish(SE?(b_bn(b(ReLU(a_bn(a(x))))))))))
   D(2+1)D     = ReLU([x] + BN(c(Swish(SE?(BN(dwT(dwS(ReLU(BN(a(x)))))))))))
   VoV3D block = ReLU(shortcut + c_bn(c(concat([x if stride 1] + unit outputs))))

@@ -1,6 +1,8 @@
-"""CoX3D: X3D weight compatibility, the exact stream/clip equalities of cox3d.md 1.6
-(P1-P3, plus the P4 negative control), warm-up and receptive field, FLOPs per frame,
-and the streaming API contract.
+"""CoX3D: X3D weight compatibility; the exact stream/clip equalities (P1: clip mode is X3D;
+P2: a whole stream is the network with front temporal padding; P3: in steady state a step
+is the unpadded network on the last receptive-field frames; P4, the negative control: it is
+not stock X3D on the clip ending there); warm-up and receptive field, FLOPs per frame, and
+the streaming API contract.
 
 Numerics use X3D-S topology (26 blocks) at 32 px with random weights and randomised BN
 statistics, in float64 unless stated. The oracles are clip computations written here

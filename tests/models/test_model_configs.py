@@ -1,5 +1,5 @@
-"""The X3D / VoV3D configs carry the reference hyper-parameters (design/vov3d_x3d.md
-section 10) and build their model."""
+"""The X3D / VoV3D configs carry the reference repositories' hyper-parameters and build
+their model."""
 import glob
 import os
 

@@ -6,7 +6,6 @@ other processes (torchrun workers, emulated machines):
 `--iteration-sleep S` makes every training iteration S seconds longer, so that a signal sent
 by a test lands in the middle of an epoch.
 """
-import importlib.util
 import os
 import sys
 import time
@@ -14,6 +13,7 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO_ROOT)
 
+from tests.conftest import import_tool  # noqa: E402
 from tests.tools.toy_model import ResumeDropoutNet, toy_model_registered  # noqa: E402
 
 
@@ -32,9 +32,7 @@ def main(argv):
     if argv[:1] == ["--iteration-sleep"]:
         _slow_training(float(argv[1]))
         argv = argv[2:]
-    spec = importlib.util.spec_from_file_location("run_net", os.path.join(REPO_ROOT, "tools", "run_net.py"))
-    run_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_net)
+    run_net = import_tool("run_net", "run_net")
     with toy_model_registered():
         return run_net.main(argv)
 

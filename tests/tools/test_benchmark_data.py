@@ -80,12 +80,16 @@ def test_missing_list_names_the_file(tool, toy, capsys):
     assert str(data / "test.csv") in err
 
 
-def test_batch_bigger_than_the_split_is_one_line(tool, toy, capsys):
+def test_batch_bigger_than_the_split_stops_before_any_measurement(tool, toy, capsys):
     cfg, data = toy
-    assert run(tool, cfg, data, "TRAIN.BATCH_SIZE", "8") == 1
+    videos = len((data / "train.csv").read_text().splitlines())
+    assert run(tool, cfg, data, "TRAIN.BATCH_SIZE", str(videos + 1)) == 1
     out, err = capsys.readouterr()
-    assert "train clip, one process" in out and "train loader" not in out
-    assert "Traceback" not in err and "TRAIN.BATCH_SIZE 8" in err.strip().splitlines()[-1]
+    assert "ms/clip" not in out and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"benchmark_data: error: LoaderSetupError: the train split has {videos} videos, fewer than the per-process "
+        f"batch {videos + 1} the loader rows need (TRAIN.BATCH_SIZE {videos + 1}); add TRAIN.BATCH_SIZE {videos} "
+        "(or less) to the overrides, or list more videos.")
 
 
 def test_worker_error_is_shortened_to_its_last_line(tool):

@@ -1,20 +1,14 @@
 """tools/benchmark_model.py --runtime: inference times per runtime, from the exported files."""
-import importlib.util
-import os
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import import_tool
 from tests.tools.test_export_model import argv
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_model", os.path.join(REPO_ROOT, "tools",
-                                                                                  "benchmark_model.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_tool("benchmark_model")
 
 
 def table(out):

@@ -1,6 +1,5 @@
 """CSN checkpoint conversion: every name of pytorchvideo, mmaction2 and VMZ lands on the right
 vov3d tensor, leftovers are reported, and the tool writes nothing unless all is well."""
-import importlib.util
 import os
 import stat
 import subprocess
@@ -8,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from tests.conftest import PYTHON, REPO_ROOT, run_tool_env
+from tests.conftest import PYTHON, REPO_ROOT, import_tool, run_tool_env
 from vov3d.config import get_cfg
 from vov3d.models.csn import CSN
 from vov3d.models.csn_convert import (check_against_model, convert_csn_state_dict,
@@ -168,10 +167,7 @@ def test_model_check_names_missing_and_misshapen_keys():
 
 
 def _tool_main():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return import_tool("convert_checkpoint").main
 
 
 def test_tool_converts_against_a_config(tmp_path, capsys):

@@ -1,13 +1,12 @@
 """tools/export_model.py: a checkpoint to a checked file with its metadata; every bad input
 refused in one line before anything is traced or written."""
-import importlib.util
 import os
 import sys
 
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, import_tool
 from tests.export.export_helpers import FAMILIES, NAMES, family_cfg
 from vov3d.export.formats import read_metadata
 from vov3d.models import build_model
@@ -17,10 +16,7 @@ TOOL = os.path.join(REPO_ROOT, "tools", "export_model.py")
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("export_model", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_tool("export_model")
 
 
 def argv(family, *extra):
@@ -75,7 +71,8 @@ def test_bad_input_is_refused_before_tracing(tool, tmp_path, x3d_checkpoint, cap
     wide = tmp_path / "wide.pyth"
     model = build_model(family_cfg("X3D", "X3D.DIM_C5", "96"))
     torch.save({"model_state": model.state_dict()}, wide)
-    refused(1, f"CheckpointError: testing needs every weight, but '{wide}' does not provide 2: head.lin_5.weight "
+    refused(1, f"CheckpointError: testing needs exactly this model's weights, but 2 tensors of '{wide}' do not "
+            "fit: head.lin_5.weight "
             "(checkpoint [96, 432, 1, 1, 1], model [2048, 432, 1, 1, 1])", "--format", "torchscript",
             "--checkpoint", str(wide))
     refused(2, f"--out '{tmp_path / 'no' / 'model.pt'}': the folder {tmp_path / 'no'} does not exist",

@@ -7,14 +7,13 @@ command is run again, as a restart would. Real data goes through the toy video d
 a tiny model with dropout, so loader shuffling, augmentation and dropout all take part.
 """
 import errno
-import importlib.util
 import os
 import signal
 
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, metrics_records, tiny_toy_run
+from tests.conftest import import_tool, metrics_records, tiny_toy_run
 from tests.engine.tiny_parts import tiny_cfg
 from tests.tools.toy_model import TOY_CFG, ResumeDropoutNet, toy_model_registered
 from vov3d.engine import train as train_module
@@ -54,10 +53,18 @@ def toy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_net():
     """tools/run_net.py's main(), run in this process as the command line would."""
-    spec = importlib.util.spec_from_file_location("run_net_in_process", os.path.join(REPO_ROOT, "tools", "run_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return import_tool("run_net").main
+
+
+def _same_weights_and_optimizer(a, b):
+    """Two checkpoints hold the same weights and SGD state, bit for bit."""
+    assert a["model_state"].keys() == b["model_state"].keys()
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+    opt_a, opt_b = a["optimizer_state"], b["optimizer_state"]
+    assert opt_a["param_groups"] == opt_b["param_groups"] and opt_a["state"].keys() == opt_b["state"].keys()
+    for index, entry in opt_a["state"].items():
+        assert torch.equal(entry["momentum_buffer"], opt_b["state"][index]["momentum_buffer"]), index
 
 
 def _argv(toy, out, *overrides):
@@ -203,13 +210,7 @@ def test_resume_at_epoch_boundary_reproduces_the_uninterrupted_run(toy, tmp_path
     a = torch.load(_ckpt(whole, 3), weights_only=True)
     b = torch.load(_ckpt(resumed, 3), weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
-    assert a["model_state"].keys() == b["model_state"].keys()
-    for key, value in a["model_state"].items():
-        assert torch.equal(value, b["model_state"][key]), key
-    opt_a, opt_b = a["optimizer_state"], b["optimizer_state"]
-    assert opt_a["param_groups"] == opt_b["param_groups"] and opt_a["state"].keys() == opt_b["state"].keys()
-    for index, entry in opt_a["state"].items():
-        assert torch.equal(entry["momentum_buffer"], opt_b["state"][index]["momentum_buffer"]), index
+    _same_weights_and_optimizer(a, b)
 
     # The same iterations: epoch numbering, LR schedule, losses.
     def epoch3(out):
@@ -244,13 +245,8 @@ def _signal_in_training_call(monkeypatch, call, signum=signal.SIGTERM):
 
 def _same_checkpoint(a_path, b_path):
     a, b = torch.load(a_path, weights_only=True), torch.load(b_path, weights_only=True)
-    assert a["epoch"] == b["epoch"] and a["model_state"].keys() == b["model_state"].keys()
-    for key, value in a["model_state"].items():
-        assert torch.equal(value, b["model_state"][key]), key
-    opt_a, opt_b = a["optimizer_state"], b["optimizer_state"]
-    assert opt_a["param_groups"] == opt_b["param_groups"] and opt_a["state"].keys() == opt_b["state"].keys()
-    for index, entry in opt_a["state"].items():
-        assert torch.equal(entry["momentum_buffer"], opt_b["state"][index]["momentum_buffer"]), index
+    assert a["epoch"] == b["epoch"]
+    _same_weights_and_optimizer(a, b)
     assert a["position"] == b["position"] == {"epoch": a["epoch"] + 1, "iteration": 0, "samples": 0,
                                               "world_size": 1, "meter": {}}
     assert a.keys() == b.keys()

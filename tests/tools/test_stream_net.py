@@ -1,5 +1,4 @@
 """tools/stream_net.py end to end on a tiny generated h264 video with a small random X3D."""
-import importlib.util
 import json
 import os
 import re
@@ -11,7 +10,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tests.conftest import PYTHON, REPO_ROOT, run_tool_env
+from tests.conftest import PYTHON, REPO_ROOT, import_tool, run_tool_env
 from vov3d.config import assert_and_infer_cfg, get_cfg, merge_file, merge_overrides
 from vov3d.models import build_model
 from vov3d.models.cox3d import stream_macs_per_frame
@@ -44,10 +43,7 @@ def video(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("stream_net", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_tool("stream_net")
 
 
 def frame_lines(out):
@@ -149,7 +145,8 @@ def test_a_checkpoint_of_another_architecture_gives_one_line(tool, video, tmp_pa
     assert len(lines) == 1 and "frame " not in captured.out
     line = lines[0]
     # Testing's one-line summary: the file, then every tensor that does not fit, with shapes.
-    assert line.startswith(f"stream_net.py: testing needs every weight, but '{ckpt}' does not provide 3: "
+    assert line.startswith(f"stream_net.py: testing needs exactly this model's weights, but 3 tensors of '{ckpt}' do not "
+                           "fit: "
                            "head.lin_5.weight (checkpoint [96, 432, 1, 1, 1], model [64, 432, 1, 1, 1]), ")
     assert "head.projection.weight (checkpoint [5, 96], model [7, 64])" in line
     assert "Error(s) in loading state_dict" not in line and "Check MODEL.NUM_CLASSES" in line
@@ -180,10 +177,7 @@ def test_refuses_bad_input(tool, video, tmp_path, capsys):
 
 
 def test_benchmark_stream_mode_times_frames_against_clips(capsys):
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_model", os.path.join(REPO_ROOT, "tools", "benchmark_model.py"))
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = import_tool("benchmark_model")
     code = benchmark.main(["--batch-sizes", "1", "--cfg", CFG, "--mode", "stream", "--runs", "1",
                            "--warmup", "0", *SMALL])
     out = capsys.readouterr().out

@@ -1,7 +1,6 @@
 """tools/submit_net.py: the sbatch script it writes, the flags it refuses before submitting,
 and the job it submits, run end to end by submitit's local executor: preempted mid-epoch,
 it requeues itself and finishes with the weights of an uninterrupted run."""
-import importlib.util
 import os
 import signal
 import stat
@@ -13,23 +12,16 @@ import psutil
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, metrics_records, tiny_toy_run
+from tests.conftest import REPO_ROOT, import_tool, metrics_records, tiny_toy_run
 from tests.tools.toy_model import TOY_CFG, ResumeDropoutNet, toy_model_registered
 from vov3d.config import load_config, parse_args
 from vov3d.engine.slurm import SlurmRun, rendezvous_port
 from vov3d.utils import checkpoint_io as cu
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_in_process", os.path.join(REPO_ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def submit_net():
-    return _load_tool("submit_net")
+    return import_tool("submit_net")
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +203,7 @@ def test_a_preempted_job_requeues_itself_and_ends_with_the_uninterrupted_weights
     cfg_file, data = toy
     overrides = ["DATA.PATH_TO_DATA_DIR", data, "DATA.PATH_PREFIX", data, "TEST.ENABLE", "False"]
     whole, job_out = tmp_path / "whole", tmp_path / "job"
-    run_net = _load_tool("run_net")
+    run_net = import_tool("run_net")
     assert run_net.main(["--cfg", cfg_file, *overrides, "OUTPUT_DIR", str(whole)]) == 0
 
     cfg = load_config(parse_args(["--cfg", cfg_file, *overrides, "OUTPUT_DIR", str(job_out)], distributed=False))

@@ -204,10 +204,12 @@ def load_for_test(path: str, model: torch.nn.Module, cfg: CfgNode, source: str =
     model = unwrap_model(model)
     state = checkpoint_filter(model)(_weights_to_test(obj, cfg, path, source), model, path)
     usable, report = match_state(state, model, path)
-    details = report.problems(unexpected=False)
+    details = report.problems()
     if details:
-        raise CheckpointError(f"testing needs every weight, but '{path}' does not provide "
-                              f"{len(details)}: {head(details)}. Check MODEL.NUM_CLASSES and the "
+        # A file with tensors this model lacks was trained with another architecture (e.g. a
+        # deeper X3D): its shared tensors would load and the test would score a different network.
+        raise CheckpointError(f"testing needs exactly this model's weights, but {len(details)} tensors of "
+                              f"'{path}' do not fit: {head(details)}. Check MODEL.NUM_CLASSES and the "
                               "architecture keys against the training config.")
     report.log()
     load_tensors(model, usable)

@@ -112,8 +112,22 @@ def _startup_records() -> Optional[_StartupRecords]:
     return next((h for h in logging.getLogger().handlers if isinstance(h, _StartupRecords)), None)
 
 
+class _Console(logging.StreamHandler):
+    """Writes to whatever sys.stdout is when a record arrives: a stdout replaced after set-up
+    (a notebook's or a test's capture, since closed) must not turn every later record into a
+    logging error."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _console(is_master: bool) -> logging.Handler:
-    console = logging.StreamHandler(stream=sys.stdout)
+    console = _Console()
     console.setFormatter(logging.Formatter(_FORMAT, datefmt=_DATEFMT))
     if not is_master:
         console.setLevel(logging.ERROR)

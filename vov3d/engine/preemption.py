@@ -46,21 +46,20 @@ class TrainingStopped(UserError):
         return 128 + (self.signals[0] if self.signals else signal.SIGTERM)
 
 
-class StopSignals:
-    """Records the listed signals instead of letting them end the process (main thread
-    only: Python runs signal handlers there)."""
+class _SignalHandlers:
+    """While entered, `self._handle` answers the listed signals in place of their previous
+    handlers, which come back on exit. Main thread only: Python runs signal handlers there."""
 
-    def __init__(self, signals: Iterable[int] = STOP_SIGNALS):
+    def __init__(self, signals: Iterable[int]):
         self.signals = tuple(dict.fromkeys(signals))
-        self.received: List[int] = []
         self._previous: Dict[int, object] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             logger.debug("Not in the main thread: %s keep their handlers.", signal_names(self.signals))
             return self
         for signum in self.signals:
-            self._previous[signum] = signal.signal(signum, self._record)
+            self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -68,7 +67,18 @@ class StopSignals:
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
 
-    def _record(self, signum: int, frame) -> None:
+    def _handle(self, signum: int, frame) -> None:
+        raise NotImplementedError
+
+
+class StopSignals(_SignalHandlers):
+    """Records the listed signals instead of letting them end the process."""
+
+    def __init__(self, signals: Iterable[int] = STOP_SIGNALS):
+        super().__init__(signals)
+        self.received: List[int] = []
+
+    def _handle(self, signum: int, frame) -> None:
         if signum in self.received:  # asked twice: the stop is taking too long
             signal.signal(signum, self._previous.get(signum) or signal.SIG_DFL)
             os.kill(os.getpid(), signum)
@@ -93,26 +103,15 @@ def stopped_message(signals: Sequence[int], epoch: int, max_epoch: int, iteratio
             "(TRAIN.AUTO_RESUME True) to continue from there.")
 
 
-class ForwardSignals:
+class ForwardSignals(_SignalHandlers):
     """In a process that only waits for its children (the launcher of one process per GPU):
     pass the stop signals on to them, which stop cleanly, instead of dying and orphaning them."""
 
     def __init__(self, pids, signals: Iterable[int] = STOP_SIGNALS):
-        self.pids, self.signals = pids, tuple(dict.fromkeys(signals))
-        self._previous: Dict[int, object] = {}
+        super().__init__(signals)
+        self.pids = pids
 
-    def __enter__(self) -> "ForwardSignals":
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.signals:
-                self._previous[signum] = signal.signal(signum, self._forward)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-    def _forward(self, signum: int, frame) -> None:
+    def _handle(self, signum: int, frame) -> None:
         for pid in self.pids():
             try:
                 os.kill(pid, signum)

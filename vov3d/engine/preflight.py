@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 import torch
 from yacs.config import CfgNode
 
-from vov3d.config.merge import ConfigError
+from vov3d.config.errors import ConfigError
 from vov3d.datasets.failures import BAD_FILES_NAME
 from vov3d.engine.mixup import MixUp
 from vov3d.utils.files import unwritable_reason

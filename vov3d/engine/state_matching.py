@@ -59,12 +59,11 @@ class LoadReport:
         return (f"Loaded '{self.path}': {len(self.loaded)} tensors loaded, {len(self.skipped)} skipped "
                 f"for shape mismatch, {len(self.missing)} missing, {len(self.unexpected)} unexpected.")
 
-    def problems(self, unexpected: bool = True) -> List[str]:
+    def problems(self) -> List[str]:
         """One 'key (why)' entry per tensor that does not fit, mismatches first."""
         return ([f"{k} (checkpoint {list(a)}, model {list(b)})" for k, a, b in self.skipped]
                 + [f"{k} (missing from the checkpoint)" for k in self.missing]
-                + ([f"{k} (not in the model)" for k in self.unexpected if not ignorable(k)]
-                   if unexpected else []))
+                + [f"{k} (not in the model)" for k in self.unexpected if not ignorable(k)])
 
     def log(self) -> None:
         logger.info(self.summary())

@@ -43,6 +43,15 @@ def gate(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return x * (pos >= 0).to(x.dtype)
 
 
+def held_frames(x: torch.Tensor, frames: int, spatial_mean: bool = False) -> State:
+    """A start-of-stream state: `frames` zero frames shaped like `x` (their spatial means with
+    `spatial_mean`); no state at all when none are held."""
+    if frames == 0:
+        return []
+    space = (1, 1) if spatial_mean else x.shape[3:]
+    return [x.new_zeros(x.shape[:2] + (frames,) + tuple(space))]
+
+
 def _push(held: torch.Tensor, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """The last `held.shape[2]` frames after `x` arrives (a frame queue along dim 2)."""
     return torch.cat([held[:, :, 1:], gate(x, pos)], dim=2)
@@ -94,9 +103,7 @@ class ContinualConv3d:
         self.num_states = 1 if self.kernel_t > 1 else 0
 
     def init_state(self, x: torch.Tensor) -> State:
-        if self.kernel_t == 1:
-            return []
-        return [x.new_zeros(x.shape[:2] + (self.kernel_t - 1,) + x.shape[3:])]
+        return held_frames(x, self.kernel_t - 1)
 
     def step(self, x: torch.Tensor, state: Sequence[torch.Tensor], pos: torch.Tensor
              ) -> Tuple[torch.Tensor, State]:
@@ -136,9 +143,7 @@ class DelayLine:
         self.num_states = 1 if delay else 0
 
     def init_state(self, x: torch.Tensor) -> State:
-        if self.delay == 0:
-            return []
-        return [x.new_zeros(x.shape[:2] + (self.delay,) + x.shape[3:])]
+        return held_frames(x, self.delay)
 
     def step(self, x: torch.Tensor, state: Sequence[torch.Tensor], pos: torch.Tensor
              ) -> Tuple[torch.Tensor, State]:
@@ -167,9 +172,7 @@ class WindowSqueeze:
         self.num_states = 1 if window > 1 else 0
 
     def init_state(self, x: torch.Tensor) -> State:
-        if self.window == 1:
-            return []
-        return [x.new_zeros(x.shape[:2] + (self.window - 1, 1, 1))]
+        return held_frames(x, self.window - 1, spatial_mean=True)
 
     def step(self, x: torch.Tensor, state: Sequence[torch.Tensor], pos: torch.Tensor
              ) -> Tuple[torch.Tensor, State]:
@@ -198,9 +201,7 @@ class SlidingTemporalAverage:
         self.num_states = 1 if window > 1 else 0
 
     def init_state(self, x: torch.Tensor) -> State:
-        if self.window == 1:
-            return []
-        return [x.new_zeros(x.shape[:2] + (self.window - 1,) + x.shape[3:])]
+        return held_frames(x, self.window - 1)
 
     def step(self, x: torch.Tensor, state: Sequence[torch.Tensor], pos: torch.Tensor
              ) -> Tuple[torch.Tensor, State]:

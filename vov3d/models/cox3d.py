@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vov3d.config.merge import ConfigError
+from vov3d.config.errors import ConfigError
 from vov3d.models.continual import FILL_MODES, SE_SCOPES
 from vov3d.models.cox3d_stream import BlockStep, HeadStep, StemStep
 from vov3d.models.registry import MODEL_REGISTRY

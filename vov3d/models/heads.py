@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from vov3d.config.merge import ConfigError
+from vov3d.config.errors import ConfigError
 from vov3d.models.stems import BN_EPS, BN_MOMENTUM
 
 HEAD_ACTIVATIONS = ("softmax", "sigmoid")

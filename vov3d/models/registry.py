@@ -4,7 +4,7 @@ from typing import Callable, Dict
 import torch
 from yacs.config import CfgNode
 
-from vov3d.config.merge import ConfigError
+from vov3d.config.errors import ConfigError
 from vov3d.models.batchnorm import freeze_batchnorm
 from vov3d.utils.registry import Registry
 

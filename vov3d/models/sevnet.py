@@ -14,7 +14,7 @@ from typing import List, Tuple
 import torch
 import torch.nn as nn
 
-from vov3d.config.merge import ConfigError
+from vov3d.config.errors import ConfigError
 from vov3d.models.heads import BasicHead, head_pool_size
 from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import SE

@@ -4,7 +4,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn as nn
 
-from vov3d.config.merge import ConfigError
+from vov3d.config.errors import ConfigError
 from vov3d.models.operators import ChannelwiseConv3d
 
 BN_EPS = 1e-5

@@ -7,21 +7,20 @@ a T-OSA module), `head` (X3DHead whose inner width is the stage-5 inner width 8c
 A T-OSA module chains NUM_CONV D(2+1)D units and aggregates the block input (stride-1
 blocks only) and every unit's output with one 1x1x1 conv.
 """
-import math
 from dataclasses import dataclass
 from typing import List, Tuple
 
 import torch
 import torch.nn as nn
 
-from vov3d.config.merge import ConfigError
-from vov3d.models.heads import x3d_head
+from vov3d.config.errors import ConfigError
 from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import SE, ChannelwiseConv3d, Swish
 from vov3d.models.registry import MODEL_REGISTRY
 from vov3d.models.resblock import ResStage, StageSpec, build_res_stage, stage_drop_connect_rate
-from vov3d.models.stems import BN_EPS, BN_MOMENTUM, X3DStem, single_pathway_dim_in
+from vov3d.models.stems import BN_EPS, BN_MOMENTUM
 from vov3d.models.weight_init import mark_final_bn
+from vov3d.models.x3d import x3d_outline
 
 SE_RATIO = 0.0625
 TRANS_FUNC = "t_osa_2plus1_transform"
@@ -170,11 +169,5 @@ class VoV3D(StagedNetwork):
     """VoV3D network built from the config (see StagedNetwork for forward and normalisation)."""
 
     def __init__(self, cfg):
-        dim_in = single_pathway_dim_in(cfg, "VoV3D")
-        stem_dim, specs = vov3d_stage_specs(cfg)
-        spatial_stride = 2 * math.prod(spec.stride[1] for spec in specs)
-        super().__init__(
-            cfg,
-            stem=X3DStem(dim_in, stem_dim),
-            stages=[build_vov3d_stage(spec, cfg.RESNET.INPLACE_RELU) for spec in specs],
-            head=x3d_head(cfg, specs[-1].dim_out, specs[-1].dim_inner, spatial_stride))
+        super().__init__(cfg, **x3d_outline(
+            cfg, "VoV3D", vov3d_stage_specs, lambda spec: build_vov3d_stage(spec, cfg.RESNET.INPLACE_RELU)))

@@ -6,12 +6,12 @@ the X3D.* keys; every stage halves H and W in its first block; T is never stride
 """
 import math
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
 
-from vov3d.config.merge import ConfigError
+from vov3d.config.errors import ConfigError
 from vov3d.models.heads import x3d_head
 from vov3d.models.network import StagedNetwork
 from vov3d.models.operators import SE, ChannelwiseConv3d, Swish, round_width
@@ -126,17 +126,21 @@ def build_x3d_stage(spec: X3DStageSpec, stride_1x1: bool = False,
     return build_res_stage(spec, bottleneck, inplace_relu)
 
 
+def x3d_outline(cfg, name: str, stage_specs: Callable, build_stage: Callable[[StageSpec], ResStage]) -> Dict:
+    """Stem, stages and head of a network with X3D's outline (VoV3D has it too): X3D's stem,
+    the family's stages from its specs, and X3D's head after their total spatial stride."""
+    dim_in = single_pathway_dim_in(cfg, name)
+    stem_dim, specs = stage_specs(cfg)
+    spatial_stride = 2 * math.prod(spec.stride[1] for spec in specs)
+    return dict(stem=X3DStem(dim_in, stem_dim), stages=[build_stage(spec) for spec in specs],
+                head=x3d_head(cfg, specs[-1].dim_out, specs[-1].dim_inner, spatial_stride))
+
+
 @MODEL_REGISTRY.register()
 class X3D(StagedNetwork):
     """X3D network built from the config (see StagedNetwork for forward and normalisation)."""
 
     def __init__(self, cfg):
-        dim_in = single_pathway_dim_in(cfg, "X3D")
-        stem_dim, specs = x3d_stage_specs(cfg)
-        spatial_stride = 2 * math.prod(spec.stride[1] for spec in specs)
-        super().__init__(
-            cfg,
-            stem=X3DStem(dim_in, stem_dim),
-            stages=[build_x3d_stage(spec, cfg.RESNET.STRIDE_1X1, cfg.RESNET.INPLACE_RELU)
-                    for spec in specs],
-            head=x3d_head(cfg, specs[-1].dim_out, specs[-1].dim_inner, spatial_stride))
+        super().__init__(cfg, **x3d_outline(
+            cfg, "X3D", x3d_stage_specs,
+            lambda spec: build_x3d_stage(spec, cfg.RESNET.STRIDE_1X1, cfg.RESNET.INPLACE_RELU)))
