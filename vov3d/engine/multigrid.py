@@ -220,12 +220,13 @@ def check_model_shapes(multigrid: Multigrid, model: torch.nn.Module) -> None:
             with torch.no_grad():
                 meta([torch.empty(2, channels, frames, crop, crop, device="meta")])
         except Exception as error:
+            mg, (_, t, s) = multigrid.cfg.MULTIGRID, multigrid.base
+            reason = str(error).splitlines()[0] if str(error) else ""
             raise ConfigError(
-                f"MULTIGRID: the model {multigrid.cfg.MODEL.MODEL_NAME} cannot train on clips of {frames} "
-                f"frames x {crop}^2 px, a shape of MULTIGRID.LONG_CYCLE_FACTORS {multigrid.cfg.MULTIGRID.LONG_CYCLE_FACTORS}"
-                f" / SHORT_CYCLE_FACTORS {multigrid.cfg.MULTIGRID.SHORT_CYCLE_FACTORS} on DATA.NUM_FRAMES "
-                f"{multigrid.base[1]} and DATA.TRAIN_CROP_SIZE {multigrid.base[2]} ({type(error).__name__}: "
-                f"{str(error).splitlines()[0] if str(error) else ''}); choose factors giving larger shapes.") from None
+                f"MULTIGRID: the model {multigrid.cfg.MODEL.MODEL_NAME} cannot train on clips of {frames} frames x "
+                f"{crop}^2 px, a shape of MULTIGRID.LONG_CYCLE_FACTORS {mg.LONG_CYCLE_FACTORS} / SHORT_CYCLE_FACTORS "
+                f"{mg.SHORT_CYCLE_FACTORS} on DATA.NUM_FRAMES {t} and DATA.TRAIN_CROP_SIZE {s} "
+                f"({type(error).__name__}: {reason}); choose factors giving larger shapes.") from None
 
 
 def prepare_for_multigrid(multigrid: Multigrid, model: torch.nn.Module) -> None:
