@@ -9,7 +9,8 @@ every frame of the window to RGB, normalises the full-size frames to float, resi
 its loader then stacks the views. Ours decodes all views of a video in one pass, resizes each
 distinct frame once and writes uint8 views into one preallocated output; the engine's input
 step then normalises on the model's device (host->device copy times are shown where CUDA
-exists). Rerun on the synthetic videos of tools/make_benchmark_videos.py:
+exists). With `AUG.ENABLE True` the first rows time RandAugment's cost per clip against the
+plain clip. Rerun on the synthetic videos of tools/make_benchmark_videos.py:
 
     python tools/make_benchmark_videos.py --out /tmp/bench
     python tools/benchmark_data.py --cfg configs/Kinetics/vov3d/vov3d_M.yaml NUM_GPUS 0 \\
@@ -349,7 +350,28 @@ def measurements(cfg, train, test, args):
     yield from test_rows(cfg, test, list(range(n_test)), args)
 
 
+def augmentation_rows(cfg, train, train_idx: List[int]):
+    """With AUG.ENABLE: the training clip with RandAugment against the same dataset without
+    it, timed alternately item by item, both seeded per item so they decode the same window
+    (per clip: an item holds AUG.NUM_SAMPLE clips)."""
+    plain_cfg = cfg.clone()
+    plain_cfg.AUG.ENABLE = False
+    plain = build_dataset(cfg.TRAIN.DATASET, plain_cfg, "train")
+    for dataset in (train, plain):  # item i: the same window and crop in both
+        dataset.seed_samples(cfg.RNG_SEED, 0, "loader")
+    (aug, base), (aug_cpu, base_cpu) = paired_median_ms(lambda i: train[i], lambda i: plain[i], train_idx)
+    copies = train.samples_per_item
+    yield f"train clip with RandAugment {cfg.AUG.AA_TYPE} (ms/clip)", f"{aug / copies:.1f}"
+    yield "  the plain clip (ms/clip)", f"{base:.1f}"
+    yield "  RandAugment's cost, wall / CPU time", f"{100 * (aug / copies / base - 1):+.0f}% / " \
+                                                  f"{100 * (aug_cpu / copies / base_cpu - 1):+.0f}%"
+    if copies > 1:
+        yield f"  one decode for AUG.NUM_SAMPLE {copies} clips (ms/item)", f"{aug:.1f}"
+
+
 def train_rows(cfg, train, train_idx: List[int], args):
+    if cfg.AUG.ENABLE:
+        yield from augmentation_rows(cfg, train, train_idx)
     if type(train).__name__ == "Kinetics":
         (ours, base), (ours_cpu, base_cpu) = paired_median_ms(
             lambda i: train[i], lambda i: baseline_train_clip(train.video_path(i), cfg), train_idx)

@@ -61,3 +61,36 @@ def test_every_bn_has_the_reference_eps_and_momentum(model_name, group, values, 
     for m in bns:
         assert type(m) is nn.BatchNorm3d
         assert (m.eps, m.momentum, m.affine, m.track_running_stats) == (eps, 0.1, True, True)
+
+
+def test_sub_batch_norm_normalises_groups_and_keeps_whole_batch_statistics():
+    import torch
+    import torch.nn as nn
+
+    from vov3d.models.batchnorm import SubBatchNorm3d, use_sub_batch_norm
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm3d(4)
+    nn.init.uniform_(bn.weight, 0.5, 1.5)
+    nn.init.uniform_(bn.bias, -0.5, 0.5)
+    groups = [nn.BatchNorm3d(4) for _ in range(3)]
+    for g in groups:
+        g.load_state_dict(bn.state_dict())
+    keys = list(bn.state_dict())
+    model = use_sub_batch_norm(nn.Sequential(bn), base_size=2)
+    assert type(model[0]) is SubBatchNorm3d and list(model.state_dict()) == ["0." + k for k in keys]
+    x = torch.randn(6, 4, 2, 3, 3) * torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1, 1)
+    y = model(x)
+    for i, g in enumerate(groups):  # clips i, i + 3: group i, as PySlowFast splits
+        assert torch.allclose(y[i::3], g(x[i::3]), atol=1e-5)
+    count = 2 * 2 * 3 * 3
+    split = x.view(2, 3, 4, -1).permute(1, 2, 0, 3).reshape(3, 4, -1)  # [group, channel, values]
+    # The mean unbiased group variance plus the variance of the group means.
+    pooled_var = split.var(dim=2).mean(0) + split.mean(dim=2).var(dim=0, unbiased=False)
+    assert torch.allclose(bn.running_mean, 0.1 * split.mean(dim=2).mean(0), atol=1e-6)
+    assert torch.allclose(bn.running_var, 0.9 + 0.1 * pooled_var, atol=1e-5) and split.shape[2] == count
+    odd = model(torch.randn(5, 4, 1, 2, 2))  # 5 clips: no whole groups of 2 divide it -> plain BN
+    assert odd.shape == (5, 4, 1, 2, 2)
+    model.eval()
+    assert torch.allclose(model(x), nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias),
+                          atol=1e-6)

@@ -300,3 +300,24 @@ def test_stopped_mid_epoch_resumes_exactly_where_it_stopped(toy, tmp_path, run_n
                        ("val_epoch", ("epoch", "top1_err"))):
         assert _records(whole, kind, *keys) == _records(stopped, kind, *keys), kind
     assert len(_records(stopped, "train_iter", "iter")) == 3 * steps  # each iteration recorded once
+
+
+def test_stopped_mid_epoch_with_randaugment_and_short_cycles_resumes_exactly(toy, tmp_path, run_net, monkeypatch):
+    # Short cycles of 4, 2 and 1 videos (3 steps of the 8 training videos per epoch), each video
+    # decoded once and augmented twice (RandAugment, random erasing): stopped after step 2 of epoch 2.
+    more = ["TEST.ENABLE", "False", "TRAIN.BATCH_SIZE", "1", "MULTIGRID.SHORT_CYCLE", "True", "AUG.ENABLE", "True",
+            "AUG.NUM_SAMPLE", "2", "AUG.RE_PROB", "0.5", "AUG.AA_TYPE", "rand-m9-n3-mstd0.5-inc1"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert run_net(_argv(toy, whole, *more)) == 0
+    with monkeypatch.context() as m:
+        _signal_in_training_call(m, 4)
+        assert run_net(_argv(toy, stopped, *more)) == 128 + signal.SIGTERM
+    saved = torch.load(cu.checkpoint_path(str(stopped), 1, 2), weights_only=True)
+    assert saved["position"]["iteration"] == 2 and saved["position"]["samples"] == 4 + 2  # videos, not clips
+    assert run_net(_argv(toy, stopped, *more)) == 0
+    assert "Continuing epoch 2 of a run stopped after iteration 2/3." in _log_text(stopped)
+    for epoch in (2, 3, 4):  # 1.5 x 3 epochs
+        _same_checkpoint(_ckpt(whole, epoch), _ckpt(stopped, epoch))
+    keys = ("epoch", "iter", "lr", "loss", "top1_err")
+    assert _records(whole, "train_iter", *keys) == _records(stopped, "train_iter", *keys)
+    assert [r[1] for r in _records(whole, "train_iter", "epoch", "iter")][:3] == ["1/3", "2/3", "3/3"]

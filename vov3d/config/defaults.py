@@ -304,16 +304,47 @@ _C.MIXUP.SWITCH_PROB = 0.5
 _C.MIXUP.LABEL_SMOOTH_VALUE = 0.1
 
 # ---------------------------------------------------------------------------------
-# Multigrid (not implemented yet: validation refuses a cycle switched on)
+# RandAugment and random erasing of training clips (PySlowFast's keys and defaults)
+# ---------------------------------------------------------------------------------
+_C.AUG = CfgNode()
+_C.AUG.ENABLE = False
+# Augmented copies of each decoded training clip; the batch then holds
+# TRAIN.BATCH_SIZE x NUM_SAMPLE clips (the copies of a video side by side).
+_C.AUG.NUM_SAMPLE = 1
+# Read by PySlowFast's image pipeline only, never with RandAugment; accepted for its files.
+_C.AUG.COLOR_JITTER = 0.4
+# RandAugment policy: rand-m<magnitude>-n<ops>-mstd<magnitude noise>-inc<0|1>-w<weights>.
+_C.AUG.AA_TYPE = "rand-m9-mstd0.5-inc1"
+# Interpolation of the geometric operations: bilinear, bicubic or random (either, per op).
+_C.AUG.INTERPOLATION = "bicubic"
+# Random erasing of the normalised clip (one box on all frames): probability per clip.
+_C.AUG.RE_PROB = 0.25
+# Erased values: const (0), rand (one normal value per channel), pixel (normal per pixel).
+_C.AUG.RE_MODE = "pixel"
+# Boxes per erased clip: uniform in [1, RE_COUNT], the area shared between them.
+_C.AUG.RE_COUNT = 1
+# With AUG.NUM_SAMPLE > 1: leave the first copy of every clip unerased (the clean split).
+_C.AUG.RE_SPLIT = False
+
+# ---------------------------------------------------------------------------------
+# Multigrid training (Wu et al., CVPR 2020), PySlowFast's keys and defaults
 # ---------------------------------------------------------------------------------
 _C.MULTIGRID = CfgNode()
+# Epochs of a multigrid schedule relative to SOLVER.MAX_EPOCH.
 _C.MULTIGRID.EPOCH_FACTOR = 1.5
+# Per iteration, cycle through crops of SHORT_CYCLE_FACTORS x DEFAULT_S and the full crop,
+# with batches grown to keep the clip volume.
 _C.MULTIGRID.SHORT_CYCLE = False
 _C.MULTIGRID.SHORT_CYCLE_FACTORS = [0.5, 0.5 ** 0.5]
+# Per epoch range, (frames, crop) factors of the base shape; the batch grows inversely.
 _C.MULTIGRID.LONG_CYCLE = False
 _C.MULTIGRID.LONG_CYCLE_FACTORS = [(0.25, 0.5 ** 0.5), (0.5, 0.5 ** 0.5), (0.5, 1), (1, 1)]
+# BN statistics over sub-batches of this many clips, whatever the batch of a shape.
 _C.MULTIGRID.BN_BASE_SIZE = 8
+# Validations (and checkpoints) per long-cycle shape.
 _C.MULTIGRID.EVAL_FREQ = 3
+# Set by the schedule per shape (0 = DATA.SAMPLING_RATE); the DEFAULT_* keys hold the
+# base TRAIN.BATCH_SIZE, DATA.NUM_FRAMES and DATA.TRAIN_CROP_SIZE the shapes scale.
 _C.MULTIGRID.LONG_CYCLE_SAMPLING_RATE = 0
 _C.MULTIGRID.DEFAULT_B = 0
 _C.MULTIGRID.DEFAULT_T = 0

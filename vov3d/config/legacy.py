@@ -74,7 +74,7 @@ LEGACY_KEYS: Dict[str, Legacy] = {
     "SLOWFAST.ALPHA": _ignored(8),
     "SLOWFAST.FUSION_CONV_CHANNEL_RATIO": _ignored(2),
     "SLOWFAST.FUSION_KERNEL_SZ": _ignored(5),
-    "BN.NUM_SPLITS": _refused(1, "1 (sub-batch BN is not supported)"),
+    "BN.NUM_SPLITS": _refused(1, "1 (sub-batch BN is set by multigrid training, MULTIGRID.BN_BASE_SIZE)"),
     "DATA.MULTI_LABEL": _refused(False, "False (multi-label datasets are not supported)"),
     "DATA.ENSEMBLE_METHOD": _moved("TEST.ENSEMBLE_METHOD"),
     # PySlowFast's VISUALIZATION_TOOLS.md writes TOP_K; its defaults (and vov3d) read TOPK.

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 from yacs.config import CfgNode
 
 from vov3d.config.errors import ConfigError
+from vov3d.utils.augment_policy import PolicyError, RandAugmentPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +25,9 @@ _LOSSES = ("cross_entropy", "soft_cross_entropy", "bce", "bce_logit")
 
 # Features whose keys stay in the tree because they are to be implemented; until then
 # switching one on is refused here, and only here.
-NOT_IMPLEMENTED = (
-    ("MULTIGRID.LONG_CYCLE", "False (multigrid is not implemented)"),
-    ("MULTIGRID.SHORT_CYCLE", "False (multigrid is not implemented)"),
-)
+NOT_IMPLEMENTED: tuple = ()
+_INTERPOLATIONS = ("bilinear", "bicubic", "random")
+_ERASING_MODES = ("const", "rand", "pixel")
 
 
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
@@ -106,6 +106,61 @@ def _check_mixup(cfg: CfgNode) -> None:
     _in_range(cfg, "MIXUP.PROB", 0.0, 1.0)
     _in_range(cfg, "MIXUP.SWITCH_PROB", 0.0, 1.0)
     _in_range(cfg, "MIXUP.LABEL_SMOOTH_VALUE", 0.0, 1.0, closed_high=False)
+
+
+def _check_aug(cfg: CfgNode) -> None:
+    aug = cfg.AUG
+    _require(isinstance(aug.NUM_SAMPLE, int) and aug.NUM_SAMPLE >= 1, "AUG.NUM_SAMPLE", aug.NUM_SAMPLE,
+             "an integer >= 1 (augmented copies per decoded clip)")
+    try:
+        RandAugmentPolicy.parse(aug.AA_TYPE)
+    except PolicyError as error:
+        raise ConfigError(f"invalid value for 'AUG.AA_TYPE': {error}.") from None
+    _one_of(cfg, "AUG.INTERPOLATION", _INTERPOLATIONS)
+    _require(aug.COLOR_JITTER >= 0, "AUG.COLOR_JITTER", aug.COLOR_JITTER, ">= 0")
+    _in_range(cfg, "AUG.RE_PROB", 0.0, 1.0)
+    _one_of(cfg, "AUG.RE_MODE", _ERASING_MODES)
+    _at_least(cfg, "AUG.RE_COUNT", 1)
+    _require(not aug.RE_SPLIT or aug.NUM_SAMPLE > 1, "AUG.RE_SPLIT", aug.RE_SPLIT,
+             "False unless AUG.NUM_SAMPLE > 1 (it keeps the first of the copies of a clip unerased)")
+    _require(not (aug.ENABLE and cfg.MIXUP.ENABLE and aug.NUM_SAMPLE > 1), "AUG.NUM_SAMPLE", aug.NUM_SAMPLE,
+             "1 with MIXUP.ENABLE (mixup would blend copies of one video with each other, and PySlowFast "
+             "defines no mixing of repeated samples)")
+    if not aug.ENABLE and aug.NUM_SAMPLE > 1:
+        logger.warning("AUG.NUM_SAMPLE %d: no effect while AUG.ENABLE is False (one clip per video).",
+                       aug.NUM_SAMPLE)
+
+
+def _check_multigrid(cfg: CfgNode) -> None:
+    mg = cfg.MULTIGRID
+    _require(mg.EPOCH_FACTOR > 0, "MULTIGRID.EPOCH_FACTOR", mg.EPOCH_FACTOR, "> 0")
+    _at_least(cfg, "MULTIGRID.BN_BASE_SIZE", 1)
+    _at_least(cfg, "MULTIGRID.EVAL_FREQ", 1)
+    if not (mg.LONG_CYCLE or mg.SHORT_CYCLE):
+        return
+    frames, crop = cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE
+    factors = mg.SHORT_CYCLE_FACTORS
+    _require(len(factors) == 2 and all(0 < f and round(f * crop) >= 1 for f in factors),
+             "MULTIGRID.SHORT_CYCLE_FACTORS", factors,
+             f"two crop factors > 0 giving crops of at least 1 px of DATA.TRAIN_CROP_SIZE {crop}")
+    for pair in mg.LONG_CYCLE_FACTORS:
+        ok = len(pair) == 2 and pair[0] > 0 and pair[1] > 0
+        _require(ok and round(frames * pair[0]) >= 1 and round(crop * pair[1]) >= 1,
+                 "MULTIGRID.LONG_CYCLE_FACTORS", mg.LONG_CYCLE_FACTORS,
+                 f"(frames, crop) factor pairs > 0 giving at least 1 frame of DATA.NUM_FRAMES {frames} and "
+                 f"1 px of DATA.TRAIN_CROP_SIZE {crop}; {tuple(pair)} does not")
+    _require(len(mg.LONG_CYCLE_FACTORS) >= 1, "MULTIGRID.LONG_CYCLE_FACTORS", mg.LONG_CYCLE_FACTORS,
+             "at least one (frames, crop) factor pair")
+    if mg.LONG_CYCLE:
+        _require(cfg.SOLVER.LR_POLICY == "steps_with_relative_lrs", "MULTIGRID.LONG_CYCLE", True,
+                 "False unless SOLVER.LR_POLICY is steps_with_relative_lrs (the long cycle rewrites "
+                 "SOLVER.STEPS and LRS, scaling each stage's LR by its batch)")
+        _require(len(cfg.SOLVER.STEPS) >= 2, "SOLVER.STEPS", cfg.SOLVER.STEPS,
+                 "at least two entries with MULTIGRID.LONG_CYCLE (the cycles repeat within each step)")
+        _require(cfg.SOLVER.MAX_EPOCH >= cfg.SOLVER.STEPS[-1], "SOLVER.MAX_EPOCH", cfg.SOLVER.MAX_EPOCH,
+                 f">= the last SOLVER.STEPS entry ({cfg.SOLVER.STEPS[-1]}) with MULTIGRID.LONG_CYCLE")
+    _require(cfg.BN.NORM_TYPE == "batchnorm", "BN.NORM_TYPE", cfg.BN.NORM_TYPE,
+             "'batchnorm' with multigrid training (its BN groups are MULTIGRID.BN_BASE_SIZE clips)")
 
 
 def _check_ema(cfg: CfgNode) -> None:
@@ -237,8 +292,8 @@ def _check_not_implemented(cfg: CfgNode) -> None:
 
 
 CHECKERS = (_check_processes, _check_train, _check_test, _check_data, _check_data_loader,
-            _check_model, _check_ema, _check_mixup, _check_bn, _check_solver, _check_tensorboard,
-            _check_demo, _check_not_implemented)
+            _check_model, _check_ema, _check_mixup, _check_aug, _check_multigrid, _check_bn, _check_solver,
+            _check_tensorboard, _check_demo, _check_not_implemented)
 
 
 def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:

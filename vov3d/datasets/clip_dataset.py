@@ -31,6 +31,8 @@ from yacs.config import CfgNode
 from vov3d.datasets import sampling, transform
 from vov3d.datasets.decoder import FrameBank
 from vov3d.datasets.failures import BAD_FILES_NAME, DataLoadError, FailureLog
+from vov3d.datasets.rand_augment import RandAugment
+from vov3d.utils.augment_policy import RandAugmentPolicy
 from vov3d.utils.seeding import sample_seed, seed_python_and_numpy
 from vov3d.utils.threads import budget_for
 
@@ -38,6 +40,28 @@ logger = logging.getLogger(__name__)
 
 TRAIN_CLIP = -1
 CENTRE_CLIP = -2
+
+
+def train_augmentation(cfg: CfgNode, channel_order: str) -> Optional[RandAugment]:
+    """RandAugment of AUG.AA_TYPE with AUG.INTERPOLATION when AUG.ENABLE, else None."""
+    if not cfg.AUG.ENABLE:
+        return None
+    return RandAugment(RandAugmentPolicy.parse(cfg.AUG.AA_TYPE), cfg.AUG.INTERPOLATION, channel_order)
+
+
+def short_cycle_crop(cfg: CfgNode, cycle_step: Optional[int]) -> int:
+    """The training crop of a multigrid short-cycle step: steps 0 and 1 of each cycle of
+    three use SHORT_CYCLE_FACTORS x DEFAULT_S, step 2 (and no cycle) DATA.TRAIN_CROP_SIZE."""
+    if cycle_step in (0, 1):
+        return int(round(cfg.MULTIGRID.SHORT_CYCLE_FACTORS[cycle_step] * cfg.MULTIGRID.DEFAULT_S))
+    return cfg.DATA.TRAIN_CROP_SIZE
+
+
+def collate_samples(batch):
+    """Collate items holding AUG.NUM_SAMPLE copies of a clip into one batch of B x NUM_SAMPLE
+    clips, the copies of a video next to each other (labels and indices repeated alike)."""
+    inputs, labels, indices, meta = torch.utils.data.default_collate(batch)
+    return ([x.flatten(0, 1) for x in inputs], labels.flatten(), indices.flatten(), meta)
 
 
 class MissingSampleError(RuntimeError):
@@ -82,6 +106,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.decode_threads = budget_for(cfg).decode_threads  # FFmpeg threads per video
         self._short_warned: Set[str] = set()  # per process: each worker starts with its own copy
         self._sample_seeds: Optional[Tuple[int, int, str]] = None
+        # RandAugment of training clips (AUG.ENABLE), AUG.NUM_SAMPLE copies per decode.
+        self.augment = train_augmentation(cfg, self.channel_order) if split == "train" else None
+        self.samples_per_item = cfg.AUG.NUM_SAMPLE if self.augment is not None else 1
         self.index = self.load_index(cfg, split)
         self._paths, self._labels = self.index.paths, self.index.labels
         self.class_names = self.index.class_names
@@ -136,13 +163,16 @@ class ClipDataset(torch.utils.data.Dataset):
         then depends on nothing else, so a pass resumed mid-epoch gives the same batches."""
         self._sample_seeds = (rng_seed, epoch, stream)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index):
+        """`index`: a video; in training also (video, short-cycle step) from the multigrid
+        batch sampler, whose step picks the crop size (multigrid.short_cycle_crop)."""
         if self.split == "test":
             return self._test_item(index)
+        index, cycle_step = index if isinstance(index, tuple) else (index, None)
         if self._sample_seeds is not None:
             rng_seed, epoch, stream = self._sample_seeds
             seed_python_and_numpy(sample_seed(rng_seed, epoch, stream, index))
-        return self._clip_item(index)
+        return self._clip_item(index, cycle_step)
 
     def get_view(self, video: int, view: int) -> torch.Tensor:
         """View `view` of test video `video` (uint8 [3, T, H, W]) decoded on its own, one
@@ -171,7 +201,7 @@ class ClipDataset(torch.utils.data.Dataset):
             return f"{type(error).__name__}: {error}"
 
     # ------------------------------------------------------------------ items
-    def _clip_item(self, index: int):
+    def _clip_item(self, index: int, cycle_step: Optional[int] = None):
         failures, tried = 0, []
         for attempt in range(self.num_retries):
             try:
@@ -181,8 +211,12 @@ class ClipDataset(torch.utils.data.Dataset):
                                        crop=self.cfg.DATA.TRAIN_CROP_SIZE)[0]
                 else:
                     bank = self._read_clips(index, [(TRAIN_CLIP, 1)])
-                    clip = torch.from_numpy(self._train_clip(bank.clip(0)))
+                    clip = self._train_samples(bank.clip(0), cycle_step)
                 self._warn_if_still(index, bank)
+                if self.samples_per_item > 1:  # collate_samples flattens the copies into the batch
+                    n = self.samples_per_item
+                    return ([clip], torch.full((n,), self._labels[index]), torch.full((n,), index),
+                            {"num_failures": failures})
                 return [clip], self._labels[index], index, {"num_failures": failures}
             except Exception as error:
                 failures += 1
@@ -246,10 +280,28 @@ class ClipDataset(torch.utils.data.Dataset):
                            "(not an image renamed, or a truncated download)?", path, bank.video_frames)
 
     # ------------------------------------------------------------------ spatial
-    def _train_clip(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+    def _train_clip(self, frames: Sequence[np.ndarray], cycle_step: Optional[int] = None,
+                    crops=transform.train_crops) -> np.ndarray:
         data = self.cfg.DATA
-        return transform.train_crops(frames, tuple(data.TRAIN_JITTER_SCALES), data.TRAIN_CROP_SIZE,
-                                     data.INV_UNIFORM_SAMPLE, data.RANDOM_FLIP)
+        crop = short_cycle_crop(self.cfg, cycle_step)
+        low, high = data.TRAIN_JITTER_SCALES
+        if self.cfg.MULTIGRID.DEFAULT_S > 0:
+            # As PySlowFast: a smaller crop samples from a proportionally smaller short side,
+            # so it covers the same share of the frame (a coarser sampling grid).
+            low = int(round(low * crop / self.cfg.MULTIGRID.DEFAULT_S))
+        return crops(frames, (low, high), crop, data.INV_UNIFORM_SAMPLE, data.RANDOM_FLIP)
+
+    def _train_samples(self, frames: Sequence[np.ndarray], cycle_step: Optional[int]) -> torch.Tensor:
+        """The training clip of decoded frames: uint8 [3, T, crop, crop]; with AUG.ENABLE,
+        RandAugment on it, AUG.NUM_SAMPLE times from the one decode ([NUM_SAMPLE, 3, T, crop, crop]
+        when more than one)."""
+        if self.augment is None:
+            return torch.from_numpy(self._train_clip(frames, cycle_step))
+        clips = []
+        for _ in range(self.samples_per_item):
+            crops = self._train_clip(frames, cycle_step, transform.train_crop_frames)
+            clips.append(transform.frames_to_clip(self.augment.apply_frames(crops, self.augment.draw())))
+        return torch.from_numpy(clips[0] if len(clips) == 1 else np.stack(clips))
 
     def _views(self, bank: FrameBank, views: Sequence[Tuple[int, int]], resize: int = None,
                crop: int = None) -> torch.Tensor:

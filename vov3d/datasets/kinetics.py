@@ -2,6 +2,7 @@
 `<path> <label>`, decoded with PyAV in PySlowFast's windows. With DATA.CLASS_NAMES_PATH
 the labels may be class names, and the names travel with the checkpoints."""
 import os
+import random
 from typing import Sequence, Tuple
 
 from vov3d.datasets import decoder, lists
@@ -51,6 +52,12 @@ class Kinetics(ClipDataset):
             else:
                 requests.append((clip_idx, num_clips))
         spec = self._spec
+        longest = self.cfg.MULTIGRID.LONG_CYCLE_SAMPLING_RATE
+        if self.split == "train" and longest > 0:
+            # A multigrid long-cycle shape with fewer frames: a random rate up to the one
+            # covering the default clip's span, as PySlowFast draws it.
+            spec = decoder.TemporalSpec(spec.num_frames, random.randint(spec.sampling_rate, longest),
+                                        spec.target_fps, spec.use_offset)
         if any(c == CENTRE_CLIP for c, _ in clips):
             spec = decoder.TemporalSpec(spec.num_frames, spec.sampling_rate, spec.target_fps, True)
         return decoder.decode_clips(path, requests, spec, "rgb24", self.decode_threads,

@@ -17,7 +17,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from yacs.config import CfgNode
 
+from vov3d.datasets.clip_dataset import collate_samples
 from vov3d.datasets.registry import build_dataset
+from vov3d.datasets.short_cycle import ShortCycleBatchSampler, short_cycle_batch_sizes
 from vov3d.config.merge import ConfigError
 from vov3d.utils import comm
 from vov3d.utils.processes import per_process_batch, processes_per_machine
@@ -114,7 +116,8 @@ def videos_per_test_batch(cfg: CfgNode, num_views: int) -> int:
     return max(1, per_process_batch(cfg, "test") // num_views)
 
 
-def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
+def construct_loader(cfg: CfgNode, split: str, short_cycle: bool = False) -> DataLoader:
+    """`short_cycle`: batches of the multigrid short cycle (a training loader only)."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"unknown split {split!r}; expected train, val or test.")
     name = cfg.TEST.DATASET if split == "test" else cfg.TRAIN.DATASET
@@ -135,15 +138,17 @@ def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
                               f"per-process batch {batch_size} (TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} over "
                               f"{processes_per_machine(cfg)} process(es) per machine): no batch would be formed; "
                               "lower TRAIN.BATCH_SIZE.")
+    batching = dict(batch_size=batch_size, sampler=sampler, drop_last=split == "train")
+    if short_cycle:
+        batching = dict(batch_sampler=_short_cycle_batches(cfg, sampler, batch_size))
     generator = torch.Generator()
     generator.manual_seed(epoch_seed(cfg.RNG_SEED, 0, comm.get_rank(), "loader"))
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+        **batching,
+        collate_fn=collate_samples if getattr(dataset, "samples_per_item", 1) > 1 else None,
         num_workers=cfg.DATA_LOADER.NUM_WORKERS,
         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
-        drop_last=split == "train",
         worker_init_fn=init_worker,
         generator=generator,
         persistent_workers=False,  # fresh workers per epoch: bounded RAM, per-epoch seeds
@@ -151,13 +156,23 @@ def construct_loader(cfg: CfgNode, split: str) -> DataLoader:
     return loader
 
 
+def _short_cycle_batches(cfg: CfgNode, sampler: TrainSampler, batch_size: int) -> ShortCycleBatchSampler:
+    sizes = short_cycle_batch_sizes(cfg, batch_size)
+    if len(sampler) < max(sizes):
+        raise ConfigError(f"the train split has {len(sampler)} videos per process, fewer than the largest "
+                          f"multigrid short-cycle batch {max(sizes)} (batches {sizes} per process): lower "
+                          "TRAIN.BATCH_SIZE or MULTIGRID.SHORT_CYCLE_FACTORS' ratio.")
+    return ShortCycleBatchSampler(sampler, sizes)
+
+
 def set_epoch(loader: DataLoader, rng_seed: int, epoch: int, stream: str = "loader", start: int = 0) -> None:
     """Before a pass of a training loader over `epoch`: its order, the seed of each item and
     the seeds of its workers (or, without workers, of this process's Python and numpy
     generators) become a function of (RNG_SEED, epoch, rank, stream) only. `start` (samples
     over all ranks, see TrainSampler) resumes the pass in the middle of the epoch."""
-    if isinstance(loader.sampler, TrainSampler):
-        loader.sampler.start_pass(order_seed(rng_seed, epoch, stream), start)
+    sampler = getattr(loader.batch_sampler, "sampler", loader.sampler)  # a batch sampler's own
+    if isinstance(sampler, TrainSampler):
+        sampler.start_pass(order_seed(rng_seed, epoch, stream), start)
     elif start:
         raise ValueError(f"this loader's {type(loader.sampler).__name__} cannot start a pass at sample {start}.")
     elif hasattr(loader.sampler, "set_epoch"):

@@ -65,17 +65,53 @@ class FramePlanes:
         return to_planes(self._staged, self._planes)
 
 
+def _train_geometry(frames: Sequence[np.ndarray], jitter: Tuple[int, int], crop_size: int, inverse_uniform: bool,
+                    random_flip: bool, rng):
+    """The draws of a training crop, in this order: short side, crop corner, flip."""
+    size = sampling.jitter_size(jitter[0], jitter[1], inverse_uniform, rng)
+    shape = sampling.short_side_shape(frames[0].shape[0], frames[0].shape[1], size)
+    y, x = sampling.random_crop_offsets(shape[0], shape[1], crop_size, rng)
+    return size, y, x, random_flip and rng.uniform() < 0.5
+
+
 def train_crops(frames: Sequence[np.ndarray], jitter: Tuple[int, int], crop_size: int,
                 inverse_uniform: bool, random_flip: bool, rng=None) -> np.ndarray:
     """Training augmentation shared by all frames of a clip: short-side scale jitter,
     random crop, horizontal flip with probability 0.5. Returns [3, T, crop, crop] uint8."""
     rng = rng if rng is not None else np.random
-    size = sampling.jitter_size(jitter[0], jitter[1], inverse_uniform, rng)
+    size, y, x, flip = _train_geometry(frames, jitter, crop_size, inverse_uniform, random_flip, rng)
     planes = FramePlanes(frames[0].shape[0], frames[0].shape[1], size)
-    y, x = sampling.random_crop_offsets(planes.shape[0], planes.shape[1], crop_size, rng)
-    flip = random_flip and rng.uniform() < 0.5
     out = np.empty((3, len(frames), crop_size, crop_size), dtype=np.uint8)
     for t, frame in enumerate(frames):
         patch = planes(frame)[:, y:y + crop_size, x:x + crop_size]
         out[:, t] = patch[:, :, ::-1] if flip else patch
+    return out
+
+
+def train_crop_frames(frames: Sequence[np.ndarray], jitter: Tuple[int, int], crop_size: int,
+                      inverse_uniform: bool, random_flip: bool, rng=None) -> np.ndarray:
+    """The crops of `train_crops` (the same draws give the same pixels) as frames
+    [T, crop, crop, 3], the layout frame operations (RandAugment) work in; `frames_to_clip`
+    turns them into the clip."""
+    rng = rng if rng is not None else np.random
+    size, y, x, flip = _train_geometry(frames, jitter, crop_size, inverse_uniform, random_flip, rng)
+    shape = sampling.short_side_shape(frames[0].shape[0], frames[0].shape[1], size)
+    staged = np.empty(shape + (3,), dtype=np.uint8)
+    out = np.empty((len(frames), crop_size, crop_size, 3), dtype=np.uint8)
+    for t, frame in enumerate(frames):
+        if frame.shape[:2] == shape:
+            staged[...] = frame
+        else:
+            cv2.resize(frame, shape[::-1], dst=staged, interpolation=cv2.INTER_LINEAR)
+        patch = staged[y:y + crop_size, x:x + crop_size]
+        out[t] = patch[:, ::-1] if flip else patch
+    return out
+
+
+def frames_to_clip(frames: np.ndarray) -> np.ndarray:
+    """[T, H, W, 3] -> the clip [3, T, H, W], uint8: one channel split of the frames seen as
+    a tall image."""
+    t, h, w, _ = frames.shape
+    out = np.empty((3, t, h, w), dtype=np.uint8)
+    cv2.split(frames.reshape(t * h, w, 3), [out[c].reshape(t * h, w) for c in range(3)])
     return out

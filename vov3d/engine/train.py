@@ -27,6 +27,7 @@ from vov3d.engine.losses import get_loss_func
 from vov3d.engine.meters import EpochMeter, Timer, topks_correct
 from vov3d.engine.metrics import confusion_matrix, predicted_classes
 from vov3d.engine.mixup import MixUp
+from vov3d.engine.multigrid import Multigrid, prepare_for_multigrid
 from vov3d.engine.optimizer import construct_optimizer
 from vov3d.engine.position import TrainingPosition
 from vov3d.engine.preemption import STOP_SIGNALS, StopSignals, TrainingStopped, stopped_message
@@ -74,9 +75,13 @@ class Trainer:
         self.cfg = cfg
         self.stop = stop
         prepare_checkpoint_dir(cfg)  # before the model is built: a refusal costs nothing
+        # Multigrid rewrites SOLVER.STEPS/LRS/MAX_EPOCH to its schedule, as PySlowFast does.
+        self.multigrid = Multigrid(cfg) if Multigrid.enabled(cfg) else None
         self.device = device(cfg)
         self.input_step = InputStep(cfg, self.device)
         self.model = prepare_model(cfg, train=True)
+        if self.multigrid is not None:
+            prepare_for_multigrid(self.multigrid, unwrap_model(self.model))
         self.optimizer = construct_optimizer(self.model, cfg)
         self.amp = bool(cfg.TRAIN.MIXED_PRECISION and cfg.NUM_GPUS > 0)
         if cfg.TRAIN.MIXED_PRECISION and not self.amp:
@@ -94,6 +99,7 @@ class Trainer:
         self.position = TrainingPosition()
         self.checkpointer.register("position", self.position)
         self.start_epoch = self.checkpointer.resume_or_load("train").epoch + 1
+        self.use_epoch_shape(self.start_epoch)
         self._start_ema()
         world = comm.get_world_size()
         start_step = self.position.resume(self.start_epoch, world, per_process_batch(cfg, "train") * world
@@ -104,15 +110,49 @@ class Trainer:
         self.train_meter = EpochMeter("train", self.steps_per_epoch, cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.val_meter = EpochMeter("val", max(len(self.val_loader), 1), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
         self.recent_losses = deque(maxlen=5)
+        # Augmented copies of each video in a batch (AUG.NUM_SAMPLE); the position counts videos.
+        self.copies = cfg.AUG.NUM_SAMPLE if cfg.AUG.ENABLE else 1
         self.log_batch_semantics()
 
     # -- set-up --------------------------------------------------------------------
     def build_loaders(self) -> None:
         from vov3d.datasets.loader import construct_loader
 
-        self.train_loader = construct_loader(self.cfg, "train")
+        self.train_loader = self.train_loader_of(0)
         self.val_loader = construct_loader(self.cfg, "val")
         self.precise_loader = construct_loader(self.cfg, "train") if self.cfg.BN.USE_PRECISE_STATS else None
+
+    def train_loader_of(self, epoch: int):
+        """The training loader; with multigrid, of `epoch`'s long-cycle shape and with the
+        short cycle's batches."""
+        from vov3d.datasets.loader import construct_loader
+
+        if self.multigrid is None:
+            return construct_loader(self.cfg, "train")
+        self.loader_shape = self.multigrid.shape_at(epoch)
+        train_cfg = self.multigrid.epoch_cfg(epoch)
+        loader = construct_loader(train_cfg, "train", short_cycle=self.cfg.MULTIGRID.SHORT_CYCLE)
+        logger.info("Multigrid shape from epoch %d: batch %d x %d frames (sampling rate up to %d) x %d^2 px, "
+                    "%d loader batches per epoch.", epoch + 1, train_cfg.TRAIN.BATCH_SIZE, train_cfg.DATA.NUM_FRAMES,
+                    max(train_cfg.MULTIGRID.LONG_CYCLE_SAMPLING_RATE, train_cfg.DATA.SAMPLING_RATE),
+                    train_cfg.DATA.TRAIN_CROP_SIZE, len(loader))
+        return loader
+
+    def use_epoch_shape(self, epoch: int) -> None:
+        """With a multigrid long cycle, a new training loader (and steps per epoch) when
+        `epoch`'s shape differs from the current one."""
+        if self.multigrid is None or self.multigrid.shape_at(epoch) == self.loader_shape:
+            return
+        self.train_loader = self.train_loader_of(epoch)
+        self.steps_per_epoch = self.step.steps_per_epoch(len(self.train_loader))
+        if hasattr(self, "train_meter"):
+            self.train_meter.iters = self.steps_per_epoch
+
+    def is_checkpoint_epoch(self, epoch: int) -> bool:
+        return self.multigrid.is_checkpoint_epoch(epoch) if self.multigrid else is_checkpoint_epoch(self.cfg, epoch)
+
+    def is_eval_epoch(self, epoch: int) -> bool:
+        return self.multigrid.is_eval_epoch(epoch) if self.multigrid else is_eval_epoch(self.cfg, epoch)
 
     @property
     def class_names(self):
@@ -144,6 +184,10 @@ class Trainer:
             logger.warning("The train loader gives %d clips per process; TRAIN.BATCH_SIZE %d over %d "
                            "processes per machine means %d. Reporting the loader's value.",
                            actual, cfg.TRAIN.BATCH_SIZE, processes_per_machine(cfg), expected)
+        if cfg.AUG.ENABLE and cfg.AUG.NUM_SAMPLE > 1:
+            logger.info("AUG.NUM_SAMPLE %d: every video of a batch is decoded once and augmented %d times, so a "
+                        "process's batch holds %d clips (the LR is not scaled for the copies).", cfg.AUG.NUM_SAMPLE,
+                        cfg.AUG.NUM_SAMPLE, actual * cfg.AUG.NUM_SAMPLE)
         world, k = comm.get_world_size(), self.step.micro_batches
         self.global_batch = actual * world
         self.effective_batch = self.global_batch * k
@@ -167,9 +211,10 @@ class Trainer:
         else:
             logger.info("Start epoch: %d of %d", self.start_epoch + 1, cfg.SOLVER.MAX_EPOCH)
         for epoch in range(self.start_epoch, cfg.SOLVER.MAX_EPOCH):
+            self.use_epoch_shape(epoch)
             self.seed_epoch(epoch)
             self.train_epoch(epoch)
-            save, evaluate = is_checkpoint_epoch(cfg, epoch), is_eval_epoch(cfg, epoch)
+            save, evaluate = self.is_checkpoint_epoch(epoch), self.is_eval_epoch(epoch)
             if (save or evaluate) and cfg.BN.USE_PRECISE_STATS:
                 self.precise_bn(epoch)
             self.position.start_epoch(epoch + 1, comm.get_world_size())
@@ -205,6 +250,8 @@ class Trainer:
         seed_all(iteration_seed(self.cfg.RNG_SEED, epoch, rank, step))
         if self.mixup is not None:
             self.mixup.seed(iteration_seed(self.cfg.RNG_SEED, epoch, rank, step, "mixup"))
+        if self.step.eraser is not None:
+            self.step.eraser.seed(iteration_seed(self.cfg.RNG_SEED, epoch, rank, step, "erasing"))
 
     def _stop_agreed(self) -> bool:
         """Whether any rank was asked to stop; a collective, so every rank asks at the same point."""
@@ -266,7 +313,7 @@ class Trainer:
             stats = meter.iter_stats(epoch, step)
             if stats is not None:
                 log_json_stats(stats)
-            self.position.advance(result.samples * world)
+            self.position.advance(result.samples * world // self.copies)  # videos of the epoch's order
             if self._stop_agreed():  # between two steps no gradient is pending
                 self.position.meter = meter.totals()
                 self._stop(epoch, step + 1)

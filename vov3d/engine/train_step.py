@@ -1,7 +1,7 @@
 """One optimiser step of training over TRAIN.GRAD_ACCUMULATION_STEPS (k) micro-batches.
 
 Each micro-batch goes through the input step (to the device, normalised), the training
-batch transform (mixup / label smoothing), forward, loss and backward; then the gradients
+batch transforms (random erasing, then mixup / label smoothing), forward, loss and backward; then the gradients
 are clipped, and the AMP scaler, the optimiser and the weight EMA step once. Each micro-batch loss is divided by k, so the
 summed gradients are those of the mean loss over all k micro-batches: for a model without
 batch statistics, k micro-batches of b clips give the step one batch of k*b clips gives.
@@ -23,6 +23,7 @@ from vov3d.engine.input_step import InputStep
 from vov3d.engine.meters import Timer, topks_correct
 from vov3d.engine.mixup import MixedBatch, MixUp
 from vov3d.engine.optimizer import clip_gradients
+from vov3d.engine.random_erasing import RandomErasing
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class TrainStep:
         self.model, self.optimizer, self.scaler, self.loss_fn = model, optimizer, scaler, loss_fn
         self.input_step, self.device, self.amp = input_step, input_step.device, amp
         self.mixup, self.ema = mixup, ema
+        self.eraser = RandomErasing.from_cfg(cfg, self.device)
         self.micro_batches = cfg.TRAIN.GRAD_ACCUMULATION_STEPS
         self.pending = 0  # micro-batches whose gradients wait for the optimiser
 
@@ -84,6 +86,8 @@ class TrainStep:
 
     def _transform(self, inputs, labels) -> MixedBatch:
         inputs, labels = self.input_step.batch(inputs, labels)
+        if self.eraser is not None:
+            inputs = [self.eraser(x) for x in inputs]
         if self.mixup is None:
             return MixedBatch(inputs, labels, _hard_labels(labels))
         return self.mixup(inputs, labels)

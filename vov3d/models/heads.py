@@ -117,3 +117,17 @@ def x3d_head(cfg, dim_in: int, dim_inner: int, spatial_stride: int) -> X3DHead:
                                             spatial_stride=spatial_stride),
                    dropout_rate=cfg.MODEL.DROPOUT_RATE, act_func=cfg.MODEL.HEAD_ACT,
                    bn_lin5_on=cfg.X3D.BN_LIN5)
+
+
+def use_adaptive_pooling(model: nn.Module) -> nn.Module:
+    """Make every head average over the whole final map, whatever the clip shape (multigrid
+    training changes frames and crop from stage to stage). Pools hold no parameters: the
+    state dict is unchanged, and a model built afterwards for the base shape pools the same
+    window over the base shape's map."""
+    for module in model.modules():
+        if isinstance(module, X3DHead):
+            module.avg_pool = nn.AdaptiveAvgPool3d(1)
+            module.pool_size = [1, 1, 1]
+        elif isinstance(module, BasicHead):
+            module.pathway0_avgpool = nn.AdaptiveAvgPool3d(1)
+    return model

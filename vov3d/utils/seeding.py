@@ -32,7 +32,7 @@ import random
 import numpy as np
 import torch
 
-_STREAM_WORDS = {"loader": (), "process": (1,), "precise_bn": (2,), "mixup": (3,), "val": (4,)}
+_STREAM_WORDS = {"loader": (), "process": (1,), "precise_bn": (2,), "mixup": (3,), "val": (4,), "erasing": (5,)}
 STREAMS = tuple(_STREAM_WORDS)
 # Third word of a sample seed, where the other seeds hold a rank: ranks never reach it.
 _SAMPLE_TAG = 2 ** 31
