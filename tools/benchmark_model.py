@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from vov3d.config import ConfigError, load_config, parse_args
+from vov3d.utils.errors import UserError, report_user_error
 from vov3d.utils.threads import apply_budget, tool_budget
 
 MEMORY_FORMATS = {"default": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
@@ -262,27 +263,21 @@ def main(argv=None) -> int:
         check_registered_names(cfg, datasets=False)
         model = build_model(cfg)
     except ConfigError as e:
-        print(f"benchmark_model.py: config error: {e}", file=sys.stderr)
-        return 2
+        return report_user_error("benchmark_model.py", e)
     try:
         budget = tool_budget(args.threads)
     except ValueError as e:
         print(f"benchmark_model.py: {e}", file=sys.stderr)
         return 2
     apply_budget(budget, log=False)
-    from vov3d.utils.errors import UserError, describe
 
     try:
         if args.runtime and "onnxruntime" in args.runtime:
             from vov3d.export.formats import require_onnx
             require_onnx()
         rows = runtime_rows(model, cfg, args) if args.runtime else MODES[args.mode](model, cfg, args)
-    except ConfigError as e:
-        print(f"benchmark_model.py: config error: {e}", file=sys.stderr)
-        return 2
     except UserError as e:
-        print(f"benchmark_model.py: {describe(e)}", file=sys.stderr)
-        return 1
+        return report_user_error("benchmark_model.py", e)
     print(f"{cfg.MODEL.MODEL_NAME} from {args.cfg_file}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads (set by {budget.source}); median of {args.runs} runs after {args.warmup} warm-up")
     print(format_table(rows))

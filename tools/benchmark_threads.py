@@ -36,6 +36,7 @@ import time
 from typing import Dict, List, Tuple
 
 from vov3d.config import ConfigError, load_config, parse_args
+from vov3d.utils.errors import report_user_error
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPIN = "while True: pass"
@@ -195,8 +196,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args)
     except ConfigError as e:
-        print(f"benchmark_threads.py: config error: {e}", file=sys.stderr)
-        return 2
+        return report_user_error("benchmark_threads.py", e)
     if args.cell:
         print(json.dumps(run_cell(cfg, args.cell, args.steps, args.warmup_seconds)))
         return 0

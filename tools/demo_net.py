@@ -18,6 +18,7 @@ same runs from tools/run_net.py with DEMO.ENABLE True.
 import sys
 
 from vov3d.config import ConfigError, load_config, parse_args
+from vov3d.utils.errors import UserError, report_user_error
 from vov3d.engine.logging import setup_logging
 
 
@@ -27,19 +28,13 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args)
     except ConfigError as e:
-        print(f"demo_net.py: config error: {e}", file=sys.stderr)
-        return 2
+        return report_user_error("demo_net.py", e)
     from vov3d.demo.run import run_demo
-    from vov3d.utils.errors import UserError, describe
 
     try:
         run_demo(cfg)
-    except ConfigError as e:
-        print(f"demo_net.py: config error: {e}", file=sys.stderr)
-        return 2
     except UserError as e:
-        print(f"demo_net.py: {describe(e)}", file=sys.stderr)
-        return 1
+        return report_user_error("demo_net.py", e)
     except KeyboardInterrupt:
         print("demo_net.py: interrupted; the frames written so far are kept.", file=sys.stderr)
         return 130

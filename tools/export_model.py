@@ -25,6 +25,7 @@ import os
 import sys
 
 from vov3d.config import ConfigError, load_config, parse_args
+from vov3d.utils.errors import UserError, report_user_error
 
 FORMATS = ("onnx", "torchscript", "exported")
 
@@ -109,7 +110,6 @@ def main(argv=None) -> int:
     args.opts = list(args.opts) + ["NUM_GPUS", "0"]  # exported files are traced on the CPU
     from vov3d.engine.checkpointer import NoCheckpointError
     from vov3d.export.check import ExportCheckError
-    from vov3d.utils.errors import UserError, describe
     from vov3d.utils.threads import apply_budget, tool_budget
 
     try:
@@ -120,12 +120,8 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args)
         print(export(args, cfg))
-    except (ConfigError, NoCheckpointError) as e:
-        print(f"export_model.py: config error: {e}", file=sys.stderr)
-        return 2
     except UserError as e:
-        print(f"export_model.py: {describe(e)}", file=sys.stderr)
-        return 1
+        return report_user_error("export_model.py", e, settings=(NoCheckpointError,))
     except ExportCheckError as e:
         print(f"export_model.py: check failed: {e}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ and fvcore's activation count. The model is built on the CPU (NUM_GPUS 0).
 import sys
 
 from vov3d.config import ConfigError, load_config, parse_args
+from vov3d.utils.errors import report_user_error
 
 
 def main(argv=None) -> int:
@@ -18,8 +19,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args)
     except ConfigError as e:
-        print(f"model_summary.py: config error: {e}", file=sys.stderr)
-        return 2
+        return report_user_error("model_summary.py", e)
     from vov3d.engine.preflight import check_registered_names
     from vov3d.models import build_model
     from vov3d.models.complexity import complexity_summary, format_complexity
@@ -35,8 +35,7 @@ def main(argv=None) -> int:
         check_registered_names(cfg, datasets=False)
         model = build_model(cfg)
     except ConfigError as e:
-        print(f"model_summary.py: config error: {e}", file=sys.stderr)
-        return 2
+        return report_user_error("model_summary.py", e)
     print(f"{cfg.MODEL.MODEL_NAME} from {args.cfg_file}: {cfg.MODEL.NUM_CLASSES} classes, "
           f"{cfg.DATA.NUM_FRAMES} frames")
     print(format_complexity(complexity_summary(model, cfg)))

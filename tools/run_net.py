@@ -14,6 +14,7 @@ same command resumes there.
 import sys
 
 from vov3d.config import ConfigError, load_config, parse_args
+from vov3d.utils.errors import UserError, report_user_error
 from vov3d.engine.logging import start_logging
 
 
@@ -23,8 +24,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args)
     except ConfigError as e:
-        print(f"run_net.py: config error: {e}", file=sys.stderr)
-        return 2
+        return report_user_error("run_net.py", e)
     # Imported after the config is known to be good, so a typo fails in milliseconds.
     from vov3d.engine.preflight import visualization_job_enabled
 
@@ -39,7 +39,6 @@ def main(argv=None) -> int:
     from vov3d.engine.test import test
     from vov3d.engine.train import train
     from vov3d.engine.visualize import visualize
-    from vov3d.utils.errors import UserError, describe
 
     try:
         if cfg.TRAIN.ENABLE:
@@ -58,11 +57,7 @@ def main(argv=None) -> int:
     except UserError as e:
         # The job already wrote it to OUTPUT_DIR/stdout.log. Errors about the user's data, files
         # and settings: the message says what to do, and a traceback would only bury it.
-        if isinstance(e, ConfigError):  # the same report as at load time
-            print(f"run_net.py: config error: {e}", file=sys.stderr)
-            return 2
-        print(f"run_net.py: {describe(e)}", file=sys.stderr)
-        return 1
+        return report_user_error("run_net.py", e)  # a config error: the same report as at load time
     return 0
 
 

@@ -14,6 +14,8 @@
 import argparse
 import sys
 
+from vov3d.utils.errors import UserError, report_user_error
+
 NAME = "visualize.py"
 
 
@@ -46,8 +48,7 @@ def gradcam_main(argv) -> int:
     try:
         cfg = load_config(args)
     except ConfigError as e:
-        print(f"{NAME}: config error: {e}", file=sys.stderr)
-        return 2
+        return report_user_error(NAME, e)
     from vov3d.engine.visualize import gradcam_video
 
     print(f"Grad-CAM: {gradcam_video(cfg, args.checkpoint, args.video, args.out, args.label)}")
@@ -56,8 +57,6 @@ def gradcam_main(argv) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from vov3d.config import ConfigError
-    from vov3d.utils.errors import UserError, describe
 
     if argv in (["-h"], ["--help"]):
         print(__doc__)
@@ -72,12 +71,8 @@ def main(argv=None) -> int:
         return 2
     try:
         return run(argv)
-    except ConfigError as e:
-        print(f"{NAME}: config error: {e}", file=sys.stderr)
-        return 2
     except UserError as e:
-        print(f"{NAME}: {describe(e)}", file=sys.stderr)
-        return 1
+        return report_user_error(NAME, e)
 
 
 if __name__ == "__main__":

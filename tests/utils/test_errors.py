@@ -46,3 +46,18 @@ def test_worker_errors_are_reduced_to_the_message_of_their_own_class():
     assert original_message(error) == "the final one"
     # A built-in class is quoted without its module.
     assert original_message(_from_worker(ValueError("bad value"))) == "bad value"
+
+
+def test_a_tool_reports_settings_with_2_and_files_with_1(capsys):
+    from vov3d.config import ConfigError
+    from vov3d.utils.errors import report_user_error
+
+    class MissingWeights(UserError):
+        pass
+
+    assert report_user_error("tool.py", ConfigError("TRAIN.BATCH_SIZE 0 must be > 0")) == 2
+    assert report_user_error("tool.py", MissingWeights("no weights")) == 1
+    assert report_user_error("tool.py", MissingWeights("no weights"), settings=(MissingWeights,)) == 2
+    assert capsys.readouterr().err.splitlines() == ["tool.py: config error: TRAIN.BATCH_SIZE 0 must be > 0",
+                                                    "tool.py: MissingWeights: no weights",
+                                                    "tool.py: config error: no weights"]

@@ -1,7 +1,8 @@
-"""Meters: windowed training/validation statistics and the per-video test ensemble (the
-metrics themselves are in engine/metrics.py)."""
+"""Meters: windowed training/validation statistics, the per-video test ensemble (the
+metrics themselves are in engine/metrics.py) and the console progress bar."""
 import datetime
 import logging
+import sys
 import time
 from collections import deque
 from typing import Callable, Dict, List, Optional, Sequence
@@ -12,6 +13,7 @@ import torch
 
 from vov3d.datasets.failures import BAD_FILES_NAME, DataLoadError
 from vov3d.engine.metrics import ViewSubset, evaluate, multiview_gain, topk_correct
+from vov3d.utils import comm
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,15 @@ def ram_usage() -> str:
 # ------------------------------------------------------------------------------------
 # Windowed statistics
 # ------------------------------------------------------------------------------------
+def progress_bar(loader, desc: str):
+    """A tqdm bar with ETA on an interactive console; the plain loader in log files."""
+    if not (sys.stdout.isatty() and comm.is_master_proc()):
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, total=len(loader), desc=desc, dynamic_ncols=True, leave=False)
+
+
 class ScalarMeter:
     """A window of recent values (for medians in iteration lines) and weighted epoch totals."""
 

@@ -133,6 +133,18 @@ class Multigrid:
         cfg.freeze()
         return cfg
 
+    def train_loader(self, epoch: int):
+        """The training loader of `epoch`'s long-cycle shape, with the short cycle's batches."""
+        from vov3d.datasets.loader import construct_loader
+
+        cfg = self.epoch_cfg(epoch)
+        loader = construct_loader(cfg, "train", short_cycle=cfg.MULTIGRID.SHORT_CYCLE)
+        logger.info("Multigrid shape from epoch %d: batch %d x %d frames (sampling rate up to %d) x %d^2 px, "
+                    "%d loader batches per epoch.", epoch + 1, cfg.TRAIN.BATCH_SIZE, cfg.DATA.NUM_FRAMES,
+                    max(cfg.MULTIGRID.LONG_CYCLE_SAMPLING_RATE, cfg.DATA.SAMPLING_RATE), cfg.DATA.TRAIN_CROP_SIZE,
+                    len(loader))
+        return loader
+
     def _period_hit(self, epoch: int) -> Optional[bool]:
         """PySlowFast's EVAL_FREQ rule: about EVAL_FREQ evaluations per stage, the last at its end."""
         if epoch + 1 == self.cfg.SOLVER.MAX_EPOCH:

@@ -9,7 +9,6 @@ is written and auto-resume continues from it exactly.
 import logging
 import math
 import os
-import sys
 from collections import deque
 from functools import partial
 from typing import Optional, Sequence
@@ -20,12 +19,10 @@ from yacs.config import CfgNode
 from vov3d.engine import distributed as du
 from vov3d.engine.checkpointer import Checkpointer, prepare_checkpoint_dir
 from vov3d.engine.ema import EMA_STATE, ModelEma
-from vov3d.engine.evaluation import report_validation
 from vov3d.engine.input_step import InputStep
 from vov3d.engine.logging import drop_epoch_records_after, log_json_stats
 from vov3d.engine.losses import get_loss_func
-from vov3d.engine.meters import EpochMeter, Timer, topks_correct
-from vov3d.engine.metrics import confusion_matrix, predicted_classes
+from vov3d.engine.meters import EpochMeter, progress_bar
 from vov3d.engine.mixup import MixUp
 from vov3d.engine.multigrid import Multigrid, prepare_for_multigrid
 from vov3d.engine.optimizer import construct_optimizer
@@ -35,6 +32,7 @@ from vov3d.engine.runtime import (add_scalars, device, prepare_model, setup_proc
                                   unwrap_model)
 from vov3d.engine.schedule import lr_at_epoch, set_lr
 from vov3d.engine.train_step import TrainStep
+from vov3d.engine.validation import Validator
 from vov3d.utils import comm
 from vov3d.utils.checkpoint_io import checkpoint_dir, checkpoint_path
 from vov3d.utils.errors import UserError
@@ -58,15 +56,6 @@ def is_checkpoint_epoch(cfg: CfgNode, epoch: int) -> bool:
 
 def is_eval_epoch(cfg: CfgNode, epoch: int) -> bool:
     return (epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or epoch + 1 == cfg.SOLVER.MAX_EPOCH
-
-
-def _progress(loader, desc: str):
-    """A tqdm bar with ETA on an interactive console; the plain loader in log files."""
-    if not (sys.stdout.isatty() and comm.is_master_proc()):
-        return loader
-    from tqdm import tqdm
-
-    return tqdm(loader, total=len(loader), desc=desc, dynamic_ncols=True, leave=False)
 
 
 class Trainer:
@@ -108,7 +97,7 @@ class Trainer:
         drop_epoch_records_after(self.start_epoch, start_step)
         self.writer = tensorboard_writer(cfg)
         self.train_meter = EpochMeter("train", self.steps_per_epoch, cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
-        self.val_meter = EpochMeter("val", max(len(self.val_loader), 1), cfg.SOLVER.MAX_EPOCH, cfg.LOG_PERIOD)
+        self.validator = Validator(cfg, self.val_loader, self.input_step, self.device)
         self.recent_losses = deque(maxlen=5)
         # Augmented copies of each video in a batch (AUG.NUM_SAMPLE); the position counts videos.
         self.copies = cfg.AUG.NUM_SAMPLE if cfg.AUG.ENABLE else 1
@@ -130,13 +119,7 @@ class Trainer:
         if self.multigrid is None:
             return construct_loader(self.cfg, "train")
         self.loader_shape = self.multigrid.shape_at(epoch)
-        train_cfg = self.multigrid.epoch_cfg(epoch)
-        loader = construct_loader(train_cfg, "train", short_cycle=self.cfg.MULTIGRID.SHORT_CYCLE)
-        logger.info("Multigrid shape from epoch %d: batch %d x %d frames (sampling rate up to %d) x %d^2 px, "
-                    "%d loader batches per epoch.", epoch + 1, train_cfg.TRAIN.BATCH_SIZE, train_cfg.DATA.NUM_FRAMES,
-                    max(train_cfg.MULTIGRID.LONG_CYCLE_SAMPLING_RATE, train_cfg.DATA.SAMPLING_RATE),
-                    train_cfg.DATA.TRAIN_CROP_SIZE, len(loader))
-        return loader
+        return self.multigrid.train_loader(epoch)
 
     def use_epoch_shape(self, epoch: int) -> None:
         """With a multigrid long cycle, a new training loader (and steps per epoch) when
@@ -296,7 +279,7 @@ class Trainer:
             meter.restore_totals(self.position.meter)
         world = comm.get_world_size()
         failures = 0
-        batches = governed(_progress(self.train_loader, f"epoch {epoch + 1}"))
+        batches = governed(progress_bar(self.train_loader, f"epoch {epoch + 1}"))
         for step in range(first, steps):
             self.seed_step(epoch, step)
             lr = lr_at_epoch(cfg, epoch + step / steps)
@@ -332,49 +315,8 @@ class Trainer:
                            "the bottleneck. Raise DATA_LOADER.NUM_WORKERS, pre-resize videos to a 256 px "
                            "short side, or measure with tools/benchmark_data.py.", 100 * share, epoch + 1)
 
-    @torch.no_grad()
     def validate(self, epoch: int) -> None:
-        """Exact error over the split: correct counts are summed over ranks at the end
-        (ranks may hold different numbers of batches with the non-padding sampler)."""
-        from vov3d.datasets.loader import set_epoch
-
-        meter, model = self.val_meter, self.eval_model
-        model.eval()
-        meter.reset()
-        set_epoch(self.val_loader, self.cfg.RNG_SEED, epoch, "val")  # random clips unless DETERMINISTIC_VAL
-        correct1 = correct5 = seen = 0
-        num_classes = self.cfg.MODEL.NUM_CLASSES
-        confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self.device)
-        data_timer = Timer()
-        for it, (inputs, labels, _, _) in enumerate(governed(_progress(self.val_loader, "val"))):
-            dt_data = data_timer.seconds()
-            net_timer = Timer()
-            inputs, labels = self.input_step.batch(inputs, labels)
-            preds = model(inputs)
-            c1, c5 = (float(c) for c in topks_correct(preds, labels, (1, 5)))
-            correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + labels.shape[0]
-            confusion += confusion_matrix(predicted_classes(preds), labels, num_classes)
-            n = labels.shape[0]
-            meter.update_time(dt_data, net_timer.seconds())
-            meter.update_stats(100.0 * (1 - c1 / n), 100.0 * (1 - c5 / n), n)
-            stats = meter.iter_stats(epoch, it)
-            if stats is not None:
-                log_json_stats(stats)
-            data_timer.reset()
-        correct1, correct5, seen = du.all_reduce_sum([correct1, correct5, seen], self.device)
-        confusion = torch.tensor(du.all_reduce_sum(confusion.flatten().tolist(), self.device),
-                                 dtype=torch.int64).reshape(num_classes, num_classes)
-        if seen == 0:
-            logger.warning("The val split is empty; no validation.")
-            return
-        errors = (100.0 * (1 - correct1 / seen), 100.0 * (1 - correct5 / seen))
-        stats = meter.epoch_stats(epoch, errors=errors)
-        stats["samples"] = int(seen)
-        if comm.is_root_proc():
-            stats["mean_class_acc"] = report_validation(self.cfg, confusion, errors, seen, self.class_names, epoch,
-                                                        self.writer)["mean_class_acc"]
-        log_json_stats(stats)
-        add_scalars(self.writer, {"Val/Top1_err": errors[0], "Val/Top5_err": errors[1]}, epoch + 1)
+        self.validator.run(self.eval_model, epoch, self.writer, self.class_names)
         self.model.train()
 
     def precise_bn(self, epoch: int) -> None:

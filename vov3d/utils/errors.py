@@ -4,14 +4,19 @@ Such an error is shown as one line (`Name: message`), without a traceback: its m
 what is wrong and what to do. Anything else is a bug or an environment failure and keeps its
 traceback.
 """
+import sys
+from typing import Tuple
 
 
 class UserError(Exception):
     """A config value, file or piece of data that cannot be used as given.
 
     Subclasses take one message argument: PyTorch re-raises an exception from a DataLoader
-    worker in the main process as `type(error)(message)`.
+    worker in the main process as `type(error)(message)`. A tool that stops on one exits with
+    `exit_code`: 2 for the settings (as for a bad command line), 1 for files and data.
     """
+
+    exit_code = 1
 
 
 def original_message(error: BaseException) -> str:
@@ -35,3 +40,14 @@ def original_message(error: BaseException) -> str:
 def describe(error: BaseException) -> str:
     """`Name: message`, the one line a user error is reported as."""
     return f"{type(error).__name__}: {original_message(error)}"
+
+
+def report_user_error(tool: str, error: UserError, settings: Tuple[type, ...] = ()) -> int:
+    """Print the one line a tool stops on and return its exit code: `config error: message`
+    and 2 for an error in the settings (exit code 2, or one of the types in `settings`),
+    `Name: message` and 1 for any other."""
+    if error.exit_code == 2 or isinstance(error, settings):
+        print(f"{tool}: config error: {error}", file=sys.stderr)
+        return 2
+    print(f"{tool}: {describe(error)}", file=sys.stderr)
+    return error.exit_code
