@@ -92,6 +92,24 @@ def vov3d_log_handlers_removed():
 
 
 @pytest.fixture
+def budget_state(monkeypatch):
+    """A fixed thread budget to test against: no user thread variables, no load counters,
+    nothing logged yet; the test process's threads (torch, OpenCV) restored afterwards."""
+    import cv2
+
+    from vov3d.utils import thread_governor, threads
+
+    monkeypatch.setattr(threads, "_logged", set())
+    monkeypatch.setattr(thread_governor, "read_load", lambda cpus: None)
+    for key in threads.ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    saved = torch.get_num_threads(), cv2.getNumThreads()
+    yield monkeypatch
+    threads.set_process_threads(saved[0])
+    cv2.setNumThreads(saved[1])
+
+
+@pytest.fixture
 def frozen():
     """Make a file or folder unwritable, also for root: `chattr +i` (root ignores permission
     bits), or chmod for other users."""

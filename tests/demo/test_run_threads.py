@@ -8,21 +8,7 @@ import torch
 from tests.demo.test_run import demo_cfg, write_video
 from vov3d.config import ConfigError
 from vov3d.demo import run
-from vov3d.utils import thread_governor, threads
-
-
-@pytest.fixture
-def budget_state(monkeypatch):
-    """No user variables, no load counters (a fixed budget); the test process's one thread
-    restored afterwards."""
-    monkeypatch.setattr(threads, "_logged", set())
-    monkeypatch.setattr(thread_governor, "read_load", lambda cpus: None)
-    for key in threads.ENV_KEYS:
-        monkeypatch.delenv(key, raising=False)
-    saved = torch.get_num_threads(), cv2.getNumThreads()
-    yield monkeypatch
-    threads.set_process_threads(saved[0])
-    cv2.setNumThreads(saved[1])
+from vov3d.utils import threads
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,9 @@ from vov3d.engine.runtime import setup_process
 from vov3d.utils import thread_governor, threads
 
 
-@pytest.fixture
-def budget_state(monkeypatch):
-    """Fresh 'already logged' memory, no load counters (a fixed budget) unless a test gives
-    some; the test process's one thread restored afterwards."""
-    monkeypatch.setattr(threads, "_logged", set())
-    monkeypatch.setattr(thread_governor, "read_load", lambda cpus: None)
-    for key in threads.ENV_KEYS:
-        monkeypatch.delenv(key, raising=False)
-    saved = torch.get_num_threads(), cv2.getNumThreads()
-    yield monkeypatch
-    torch.set_num_threads(saved[0])
-    cv2.setNumThreads(saved[1])
+@pytest.fixture(autouse=True)
+def logging_reset():
+    yield
     setup_logging(None)
 
 
