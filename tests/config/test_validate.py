@@ -3,7 +3,7 @@ import pytest
 
 from tests.config.config_helpers import args_for, write
 from vov3d.config import ConfigError, assert_and_infer_cfg, get_cfg, load_config, merge_overrides
-from vov3d.config.validate import MODEL_ARCHS, NOT_IMPLEMENTED
+from vov3d.config.validate import MODEL_ARCHS
 
 
 def _validated(*overrides):
@@ -57,12 +57,6 @@ def test_invalid_merged_values_are_rejected(tmp_path, opts, key):
 def test_each_group_has_its_checker(opts, key):
     with pytest.raises(ConfigError, match=f"invalid value for '{key}'"):
         _validated(*opts)
-
-
-@pytest.mark.parametrize("key,_", NOT_IMPLEMENTED)
-def test_switches_of_features_still_to_come_are_refused(key, _):
-    with pytest.raises(ConfigError, match=f"'{key}'.*not implemented"):
-        _validated(key, "True")
 
 
 def test_demo_settings_that_work_together_are_accepted():

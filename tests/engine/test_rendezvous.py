@@ -43,8 +43,8 @@ def _join(init, world, generation=1, timeout=20.0, local_size=1):
 def test_every_rank_returns_once_all_joined_and_a_later_phase_meets_again():
     init = f"tcp://127.0.0.1:{_free_port()}"
     stores = _join(init, 3)
-    stores[2].set("shared", "yes")
-    assert stores[0].get("shared") == b"yes" and stores[0].add("vov3d/rendezvous/1/joined", 0) == 3
+    stores[2].set("seen-by-all", "yes")
+    assert stores[0].get("seen-by-all") == b"yes" and stores[0].add("vov3d/rendezvous/1/joined", 0) == 3
     del stores  # the first phase ends: rank 0's store closes
     again = _join(init, 3, generation=2)
     assert again[1].add("vov3d/rendezvous/2/joined", 0) == 3

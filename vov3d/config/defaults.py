@@ -351,8 +351,7 @@ _C.MULTIGRID.DEFAULT_T = 0
 _C.MULTIGRID.DEFAULT_S = 0
 
 # ---------------------------------------------------------------------------------
-# TensorBoard (scalars; the plots and visualisations are not implemented yet and their
-# ENABLE switches are refused by validation)
+# TensorBoard: scalars, and PySlowFast's plots and visualisations under its key names
 # ---------------------------------------------------------------------------------
 _C.TENSORBOARD = CfgNode()
 _C.TENSORBOARD.ENABLE = False

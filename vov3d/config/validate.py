@@ -23,9 +23,6 @@ _BACKENDS = ("pyav", "torchvision")
 _SEGMENT_TEST = ("spread", "midpoint", "random")
 _LOSSES = ("cross_entropy", "soft_cross_entropy", "bce", "bce_logit")
 
-# Features whose keys stay in the tree because they are to be implemented; until then
-# switching one on is refused here, and only here.
-NOT_IMPLEMENTED: tuple = ()
 _INTERPOLATIONS = ("bilinear", "bicubic", "random")
 _ERASING_MODES = ("const", "rand", "pixel")
 
@@ -286,14 +283,9 @@ def _check_tensorboard(cfg: CfgNode) -> None:
                        "written to TensorBoard).", ".ENABLE, TENSORBOARD.".join(switches))
 
 
-def _check_not_implemented(cfg: CfgNode) -> None:
-    for key, expected in NOT_IMPLEMENTED:
-        _require(not _get(cfg, key), key, True, expected)
-
-
 CHECKERS = (_check_processes, _check_train, _check_test, _check_data, _check_data_loader,
             _check_model, _check_ema, _check_mixup, _check_aug, _check_multigrid, _check_bn, _check_solver,
-            _check_tensorboard, _check_demo, _check_not_implemented)
+            _check_tensorboard, _check_demo)
 
 
 def assert_and_infer_cfg(cfg: CfgNode) -> CfgNode:
